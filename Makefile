@@ -1,0 +1,35 @@
+# make test: the whole suite. make demo: run workflows/im_animation_demo.json headless in the real ComfyUI.
+# Both set themselves up on a fresh machine: .venv, the pinned torch pair, ComfyUI's and this pack's needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# ComfyUI: $COMFYUI_PATH, else the ComfyUI this pack is installed in, else ../shared/ComfyUI.
+COMFYUI_PATH ?= $(if $(and $(wildcard ../../main.py),$(filter custom_nodes,$(notdir $(abspath ..)))),$(abspath ../..),$(abspath ../shared/ComfyUI))
+export COMFYUI_PATH
+STAMP := $(VENV)/.ima-setup-done
+
+.PHONY: setup test demo lint bench workflows
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.2
+	$(PY) -m pip install -q --disable-pip-version-check -r $(COMFYUI_PATH)/requirements.txt \
+		-r requirements.txt -r requirements-dev.txt
+	touch $@
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+bench: $(STAMP)
+	$(PY) -m bench.bench_tokenizer
+
+workflows: $(STAMP)
+	$(PY) scripts/build_workflows.py

@@ -1,0 +1,57 @@
+"""Control injection into a Wan DiT: the widened patch embedding.
+
+The retargeted motion is stacked with the noisy latent along channels (paper section 3.3). Instead of
+one widened convolution, the motion channels go through their own convolution whose result is added to
+the untouched original one: with zero-initialised motion weights the sum is exactly the original
+output, bit for bit, so an untrained adapter provably leaves the base model as it was.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MotionPatchEmbedding(nn.Module):
+    """The DiT's patch embedding extended with the retargeted-motion channels.
+
+    ``weight`` is the original convolution's weight, so code that reads the input width from
+    ``patch_embedding.weight`` (ComfyUI's ``WAN21.concat_cond``) still sees the base model's channels.
+    """
+
+    def __init__(self, base: nn.Module, motion_conv: nn.Conv3d, latent_channels: int):
+        super().__init__()
+        self.base = base
+        self.motion_conv = motion_conv
+        self.latent_channels = latent_channels
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B,C_lat+C_r,F,H,W] -> [B,dim,F,H/p,W/p] in x's dtype."""
+        out = self.base(x[:, : self.latent_channels].contiguous())
+        motion = x[:, self.latent_channels:]
+        w, b = self.motion_conv.weight, self.motion_conv.bias
+        extra = F.conv3d(motion.to(w.dtype), w, b, stride=self.motion_conv.stride)
+        return out + extra.to(out.dtype)
+
+
+def motion_conv_for(dim: int, motion_channels: int, patch_size=(1, 2, 2)) -> nn.Conv3d:
+    """A zero-initialised convolution from the motion channels to the DiT width."""
+    conv = nn.Conv3d(motion_channels, dim, kernel_size=patch_size, stride=patch_size)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+def widen_patch_embedding(base_weight: torch.Tensor, base_bias: torch.Tensor | None, motion_conv: nn.Conv3d):
+    """Merge into one widened convolution (for exporting a full DiT that the stock loader reads).
+
+    Returns (weight [dim,C_lat+C_r,*k], bias [dim]). The single convolution sums in a different order,
+    so its output matches the split form to float rounding (about 1e-6 relative), not bit for bit."""
+    weight = torch.cat([base_weight, motion_conv.weight.to(base_weight)], dim=1)
+    bias = motion_conv.bias.to(base_weight) if base_bias is None else base_bias + motion_conv.bias.to(base_bias)
+    return weight, bias

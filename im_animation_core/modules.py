@@ -1,0 +1,109 @@
+"""The trained IM-Animation modules as one unit, and their checkpoint format.
+
+File format (safetensors), version 1:
+    retarget.*                 RetargetTransformer
+    expression_encoder.*       ExpressionEncoder
+    expression_blocks.{i}.*    ExpressionBlock i, run after DiT block 6*(i+1)-1
+    motion_patch.{weight,bias} the motion channels of the DiT patch embedding [dim,C_r,1,2,2]
+metadata: format = "im-animation-modules", format_version = "1", and JSON configs "retarget",
+"expression", "dit" ({"dim", "heads", "depth", "latent_channels"}) naming the sizes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+from .errors import CheckpointError
+from .expression import ExpressionBlock, ExpressionConfig, ExpressionEncoder
+from .injection import motion_conv_for
+from .retarget import RetargetConfig, RetargetTransformer
+
+FORMAT = "im-animation-modules"
+FORMAT_VERSION = "1"
+EXPRESSION_EVERY = 6  # one expression block after every 6 DiT blocks (paper, supplementary)
+
+
+@dataclass
+class DiTSpec:
+    """The sizes of the Wan DiT the modules were made for."""
+
+    dim: int
+    heads: int
+    depth: int
+    latent_channels: int
+
+    @property
+    def expression_block_indices(self) -> list[int]:
+        """DiT block indices after which the expression blocks run: 5, 11, 17, 23, 29 for 30 layers."""
+        return [EXPRESSION_EVERY * (i + 1) - 1 for i in range(self.depth // EXPRESSION_EVERY)]
+
+
+class IMAnimationModules(nn.Module):
+    def __init__(self, retarget: RetargetConfig, expression: ExpressionConfig, dit: DiTSpec):
+        super().__init__()
+        if retarget.latent_channels != dit.latent_channels:
+            raise CheckpointError(
+                f"retarget latent channels {retarget.latent_channels} differ from the DiT's {dit.latent_channels}"
+            )
+        self.dit = dit
+        self.retarget = RetargetTransformer(retarget)
+        self.expression_encoder = ExpressionEncoder(expression)
+        self.expression_blocks = nn.ModuleList(
+            ExpressionBlock(dit.dim, dit.heads, expression.width) for _ in dit.expression_block_indices
+        )
+        self.motion_patch = motion_conv_for(dit.dim, retarget.out_channels)
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "retarget": json.dumps(self.retarget.config.to_dict()),
+            "expression": json.dumps(self.expression_encoder.config.to_dict()),
+            "dit": json.dumps(asdict(self.dit)),
+        }
+
+    def save(self, path: str, dtype: torch.dtype = torch.float32) -> None:
+        sd = {k: v.detach().to("cpu", dtype).contiguous() for k, v in self.state_dict().items()}
+        save_file(sd, path, metadata=self.metadata())
+
+    @classmethod
+    def from_file(cls, path: str) -> IMAnimationModules:
+        """Load a modules file (format above). Raises CheckpointError naming what is wrong."""
+        try:
+            with safe_open(path, framework="pt") as f:
+                meta = f.metadata() or {}
+            sd = load_file(path)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"cannot read IM-Animation modules file '{path}': {e}. "
+                                  "Is it a complete .safetensors file?") from e
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(
+                f"'{path}' is not an IM-Animation modules file (no '{FORMAT}' format in its metadata). "
+                "Choose the file written by this project's trainer, not a DiT, VAE or motion tokenizer."
+            )
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(f"'{path}' has format version {meta.get('format_version')}; this pack reads "
+                                  f"version {FORMAT_VERSION}. Update the pack or re-export the file.")
+        try:
+            model = cls(RetargetConfig(**json.loads(meta["retarget"])),
+                        ExpressionConfig(**json.loads(meta["expression"])), DiTSpec(**json.loads(meta["dit"])))
+        except (KeyError, TypeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"'{path}' has unreadable size metadata ({e}); re-export the file") from e
+        expected = model.state_dict()
+        missing = sorted(set(expected) - set(sd))
+        unexpected = sorted(set(sd) - set(expected))
+        wrong = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
+                 for k, v in expected.items() if k in sd and sd[k].shape != v.shape]
+        if missing or unexpected or wrong:
+            raise CheckpointError(
+                f"'{path}' does not match its own size metadata: missing {missing[:8]}, unexpected "
+                f"{unexpected[:8]}, wrong shapes {wrong[:8]}"
+            )
+        model.load_state_dict({k: v.float() for k, v in sd.items()})
+        return model

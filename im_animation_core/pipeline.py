@@ -1,0 +1,92 @@
+"""The inference steps between the nodes, on plain tensors (no ComfyUI objects)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import InputError
+from .expression import crop_faces, fallback_face_boxes
+from .frames import latent_frame_count, latent_frame_times, pool_to_latent_frames, valid_length
+from .modules import IMAnimationModules
+
+
+@dataclass
+class RetargetedMotion:
+    """Driving motion moved onto the identity's body, aligned to the output latent grid.
+
+    motion: [1,C_r,F_lat,h,w] float32 (F_lat = (length-1)//4+1 output latent frames).
+    identity_latent: [1,C_lat,1,h,w] float32 raw VAE latent of the identity image (the TI2V first frame).
+    length: output frames (4k+1); width, height: output size in pixels; fps: of the driving frames used.
+    modules: handle of the IM-Animation modules that made it (in ComfyUI their ModelPatcher); the sampler
+        takes the DiT-side modules from it.
+    """
+
+    motion: torch.Tensor
+    identity_latent: torch.Tensor
+    length: int
+    width: int
+    height: int
+    fps: float
+    modules: object
+
+
+@dataclass
+class ExpressionFeatures:
+    """tokens: [T,K,W] float32 expression tokens of T driving frames; modules: handle of the modules that
+    made them (in ComfyUI their ModelPatcher)."""
+
+    tokens: torch.Tensor
+    modules: object
+
+    def for_length(self, length: int) -> torch.Tensor:
+        """[F_lat,K,W] tokens averaged over each latent frame of the first ``length`` frames."""
+        if self.tokens.shape[0] < length:
+            raise InputError(f"expression features cover {self.tokens.shape[0]} frames but the video has {length}: "
+                             "encode the expression of the same driving frames as the motion")
+        return pool_to_latent_frames(self.tokens[:length])
+
+
+def resolve_length(requested: int, available: int) -> int:
+    """Output length: ``requested`` (0 = as many driving frames as there are), rounded down to 4k+1."""
+    if available < 1:
+        raise InputError("the driving clip has no frames: connect a video with at least one frame")
+    if requested > available:
+        raise InputError(f"length {requested} asks for more frames than the driving clip has ({available}): "
+                         f"lower length to {valid_length(available)} or less, or use a longer clip (0 = whole clip)")
+    return valid_length(requested or available)
+
+
+@torch.no_grad()
+def retarget(modules: IMAnimationModules, tokens: torch.Tensor, identity_latent: torch.Tensor,
+             length: int) -> torch.Tensor:
+    """tokens: [T,N_m,C_m] (T >= length); identity_latent: [1,C,1,h,w] or [1,C,h,w].
+    Returns the retargeted motion [1,C_r,F_lat,h,w] float32 on the modules' device."""
+    p = next(modules.parameters())
+    ref = identity_latent[:, :, 0] if identity_latent.ndim == 5 else identity_latent
+    motion = tokens[:length].to(p)[None]
+    times = torch.arange(length, dtype=torch.float32)
+    out = modules.retarget(motion, times, ref.to(p), latent_frame_times(length))
+    assert out.shape[2] == latent_frame_count(length)
+    return out.float()
+
+
+@torch.no_grad()
+def encode_expression(modules: IMAnimationModules, frames: torch.Tensor, boxes: torch.Tensor | None = None,
+                      chunk: int = 64) -> torch.Tensor:
+    """frames: [T,H,W,3] float in [0,1]; boxes: [T,4] face boxes (x0,y0,x1,y1 pixels) or None for the
+    fallback box. Returns [T,K,W] float32 expression tokens on the CPU."""
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise InputError(f"driving frames have shape {tuple(frames.shape)}; expected [N,H,W,3] RGB frames")
+    if frames.shape[0] == 0:
+        raise InputError("the driving frames are empty: connect a video with at least one frame")
+    if boxes is None:
+        boxes = fallback_face_boxes(frames.shape[0], frames.shape[1], frames.shape[2])
+    p = next(modules.parameters())
+    size = modules.expression_encoder.config.crop_size
+    out = []
+    for i in range(0, frames.shape[0], chunk):
+        crops = crop_faces(frames[i:i + chunk].to(p.device), boxes[i:i + chunk].to(p.device), size)
+        out.append(modules.expression_encoder(crops.to(p.dtype)).float().cpu())
+    return torch.cat(out)

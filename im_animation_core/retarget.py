@@ -1,0 +1,108 @@
+"""Mask-token retargeting (paper section 3.2, eq. 4).
+
+The transformer sees three kinds of tokens: the motion tokens of every driving frame (M_video), the
+identity image's VAE latent cut into DiT patches (T_ref) and learnable mask tokens, one per identity
+patch and latent frame (T_mask). Only the mask-token outputs are kept: they are the retargeted motion,
+unpatchified back to the latent grid so that they can be stacked with the noisy latent along channels.
+The mask tokens are the bottleneck that keeps the identity image's own pose out of the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from .errors import InputError
+from .layers import TransformerBlock, grid_embedding, sinusoidal_embedding
+
+
+@dataclass
+class RetargetConfig:
+    motion_dim: int = 12  # C_m, channels of one motion token
+    motion_tokens: int = 32  # N_m, motion tokens per driving frame
+    latent_channels: int = 48  # channels of the identity VAE latent (48: Wan2.2, 16: Wan2.1)
+    patch_size: int = 2  # the DiT's spatial patch size
+    width: int = 1024
+    depth: int = 8
+    heads: int = 16
+    out_channels: int = 16  # C_r, channels of the retargeted motion map
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RetargetTransformer(nn.Module):
+    def __init__(self, config: RetargetConfig):
+        super().__init__()
+        self.config = c = config
+        patch_dim = c.latent_channels * c.patch_size**2
+        self.motion_in = nn.Linear(c.motion_dim, c.width)
+        self.motion_slot = nn.Parameter(torch.randn(c.motion_tokens, c.width) * 0.02)
+        self.ref_norm = nn.LayerNorm(patch_dim)  # raw VAE latents differ in scale per channel
+        self.ref_in = nn.Linear(patch_dim, c.width)
+        self.mask_token = nn.Parameter(torch.randn(c.width) * 0.02)
+        self.type_embedding = nn.Parameter(torch.randn(3, c.width) * 0.02)  # motion, reference, mask
+        self.blocks = nn.ModuleList(TransformerBlock(c.width, c.heads) for _ in range(c.depth))
+        self.norm_out = nn.LayerNorm(c.width)
+        self.out = nn.Linear(c.width, c.out_channels * c.patch_size**2)
+
+    def forward(
+        self,
+        motion: torch.Tensor,
+        motion_times: torch.Tensor,
+        ref_latent: torch.Tensor,
+        latent_times: torch.Tensor,
+        return_features: bool = False,
+    ):
+        """Retarget driving motion onto the identity's latent grid.
+
+        motion: [B,T,N_m,C_m] motion tokens of T driving frames.
+        motion_times: [T] float, time of each driving frame in pixel frames.
+        ref_latent: [B,C,H,W] the identity image's VAE latent (one latent frame), H and W multiples of
+            the patch size.
+        latent_times: [F] float, centre time of each output latent frame in pixel frames
+            (``frames.latent_frame_times``).
+        Returns [B,C_r,F,H,W]; with return_features also the mask-token features [B,F,h*w,width].
+        """
+        c = self.config
+        if motion.ndim != 4 or motion.shape[2:] != (c.motion_tokens, c.motion_dim):
+            raise InputError(
+                f"motion tokens have shape {tuple(motion.shape)}; this retarget model expects "
+                f"[B,T,{c.motion_tokens},{c.motion_dim}]: use the motion tokenizer it was trained with"
+            )
+        if ref_latent.ndim != 4 or ref_latent.shape[1] != c.latent_channels:
+            raise InputError(
+                f"identity latent has shape {tuple(ref_latent.shape)}; this retarget model expects "
+                f"{c.latent_channels} latent channels: use the VAE it was trained with"
+            )
+        b, t = motion.shape[:2]
+        h, w = ref_latent.shape[-2] // c.patch_size, ref_latent.shape[-1] // c.patch_size
+        f = latent_times.shape[0]
+        dev = motion.device
+
+        m = self.motion_in(motion) + self.motion_slot
+        m = m + sinusoidal_embedding(motion_times.to(dev), c.width)[:, None].to(m.dtype)
+        m = rearrange(m, "b t n d -> b (t n) d") + self.type_embedding[0]
+
+        pos = grid_embedding(h, w, c.width, device=dev).to(m.dtype)
+        ref = rearrange(ref_latent, "b c (h p1) (w p2) -> b (h w) (c p1 p2)", p1=c.patch_size, p2=c.patch_size)
+        ref = self.ref_in(self.ref_norm(ref)) + pos + self.type_embedding[1]
+
+        time = sinusoidal_embedding(latent_times.to(dev), c.width).to(m.dtype)
+        mask = self.mask_token + pos[None] + time[:, None] + self.type_embedding[2]
+        mask = rearrange(mask, "f n d -> (f n) d").expand(b, -1, -1)
+
+        x = torch.cat([m, ref, mask], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        feats = self.norm_out(x[:, m.shape[1] + ref.shape[1]:])
+        out = rearrange(
+            self.out(feats), "b (f h w) (c p1 p2) -> b c f (h p1) (w p2)",
+            f=f, h=h, w=w, p1=c.patch_size, p2=c.patch_size,
+        )
+        if return_features:
+            return out, rearrange(feats, "b (f n) d -> b f n d", f=f)
+        return out

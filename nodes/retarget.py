@@ -1,0 +1,96 @@
+"""Load IM-Animation Modules and Retarget to Identity."""
+
+import comfy.utils
+from comfy_api.latest import io
+
+from ..im_animation_core.modules import IMAnimationModules
+from ..im_animation_core.pipeline import RetargetedMotion, resolve_length, retarget
+from . import model_files, types
+from .devices import loaded, patcher_for
+from .errors import user_errors
+from .images import single_rgb_image
+
+
+class LoadIMAnimationModules(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="IMA_LoadModules",
+            display_name="Load IM-Animation Modules",
+            category=types.CATEGORY,
+            description="Loads the trained IM-Animation modules (retargeting transformer, expression encoder and "
+                        "blocks, motion channels of the DiT patch embedding) from models/im_animation/.",
+            inputs=[
+                io.Combo.Input("modules_name", options=model_files.file_list(),
+                               tooltip="An IM-Animation modules file (format in the README) in "
+                                       "models/im_animation/."),
+            ],
+            outputs=[types.Modules.Output(display_name="im_animation_modules")],
+        )
+
+    @classmethod
+    def execute(cls, modules_name) -> io.NodeOutput:
+        path = model_files.full_path("Load IM-Animation Modules", modules_name)
+        with user_errors("Load IM-Animation Modules"):
+            modules = IMAnimationModules.from_file(path)
+        return io.NodeOutput(patcher_for(modules.eval()))
+
+
+def _output_size(node: str, image, width: int, height: int, multiple: int) -> tuple[int, int]:
+    """0 = from the identity image, rounded down to the model's multiple."""
+    w = width or image.shape[2] // multiple * multiple
+    h = height or image.shape[1] // multiple * multiple
+    if w < multiple or h < multiple or w % multiple or h % multiple:
+        raise ValueError(f"{node}: width {w} x height {h} cannot be generated: this VAE and DiT need both to be "
+                         f"positive multiples of {multiple}. Set width/height to multiples of {multiple} (0 = from "
+                         "the identity image).")
+    return w, h
+
+
+class RetargetToIdentity(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="IMA_RetargetToIdentity",
+            display_name="Retarget to Identity",
+            category=types.CATEGORY,
+            description="Moves the driving motion onto the identity image's body, scale and layout (mask-token "
+                        "retargeting). The output follows the identity image's framing; the driving video's "
+                        "aspect ratio does not matter.",
+            inputs=[
+                types.Modules.Input("im_animation_modules", tooltip="From Load IM-Animation Modules."),
+                types.MotionTokens.Input("motion_tokens", tooltip="From Encode Driving Video."),
+                io.Image.Input("identity_image", tooltip="The character to animate: one RGB image."),
+                io.Vae.Input("vae", tooltip="The video model's VAE (Wan2.2 VAE for TI2V-5B); encodes the "
+                                            "identity image."),
+                io.Int.Input("width", default=0, min=0, max=8192, step=16,
+                             tooltip="Output width in pixels; 0 = the identity image's width rounded down to a "
+                                     "multiple the model accepts (32 for Wan2.2, 16 for Wan2.1). The identity "
+                                     "image is centre-cropped and resized to width x height."),
+                io.Int.Input("height", default=0, min=0, max=8192, step=16,
+                              tooltip="Output height in pixels; 0 = from the identity image (see width)."),
+                io.Int.Input("length", default=0, min=0, max=100000, step=4,
+                             tooltip="Output frames, rounded down to 4k+1; 0 = all encoded driving frames."),
+            ],
+            outputs=[types.RetargetedMotion.Output(display_name="retargeted_motion")],
+        )
+
+    @classmethod
+    def execute(cls, im_animation_modules, motion_tokens, identity_image, vae, width, height,
+                length) -> io.NodeOutput:
+        node = "Retarget to Identity"
+        image = single_rgb_image(node, "identity_image", identity_image)
+        modules = im_animation_modules.model
+        if vae.latent_channels != modules.dit.latent_channels:
+            raise ValueError(f"{node}: the VAE makes {vae.latent_channels}-channel latents but these IM-Animation "
+                             f"modules were trained for {modules.dit.latent_channels}: use the matching VAE.")
+        w, h = _output_size(node, image, width, height, vae.spacial_compression_encode() * 2)
+        with user_errors(node):
+            frames = resolve_length(length, len(motion_tokens))
+            pixels = comfy.utils.common_upscale(image.movedim(-1, 1), w, h, "bilinear", "center").movedim(1, -1)
+            identity_latent = vae.encode(pixels[..., :3]).float().cpu()
+            modules = loaded(im_animation_modules)
+            motion = retarget(modules, motion_tokens.tokens, identity_latent, frames).cpu()
+        return io.NodeOutput(RetargetedMotion(motion=motion, identity_latent=identity_latent, length=frames,
+                                              width=w, height=h, fps=motion_tokens.fps,
+                                              modules=im_animation_modules))

@@ -1,0 +1,94 @@
+"""Wan2.2 IM-Animation Sampler: ComfyUI's own sampling on a patched Wan model."""
+
+import comfy.model_management as mm
+import comfy.sample
+import comfy.samplers
+import latent_preview
+import node_helpers
+import torch
+from comfy_api.latest import io
+
+from ..im_animation_core.frames import latent_frame_count
+from . import types
+from .wan_patch import patch_wan, wan_diffusion_model
+
+REFERENCE_FRAMES = 1  # the identity latent, prepended as a clean TI2V first frame and dropped afterwards
+
+
+def empty_conditioning(dm) -> list:
+    """For models used without a text encoder: a zero context, like an empty padded prompt."""
+    text_dim = dm.text_embedding[0].in_features
+    return [[torch.zeros(1, 512, text_dim), {}]]
+
+
+class IMAnimationSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="IMA_Wan22Sampler",
+            display_name="Wan2.2 IM-Animation Sampler",
+            category=types.CATEGORY,
+            description="Animates the identity with the retargeted motion (and expression) using the Wan model from "
+                        "Load Diffusion Model and ComfyUI's samplers. Returns the video latent for VAE Decode.",
+            inputs=[
+                io.Model.Input("model", tooltip="Wan2.2 TI2V-5B (or another Wan model) from Load Diffusion Model; "
+                                                "may already carry LoRAs or other patches."),
+                types.RetargetedMotion.Input("retargeted_motion", tooltip="From Retarget to Identity."),
+                types.Expression.Input("expression", optional=True,
+                                       tooltip="From Expression Encode; leave empty to animate without "
+                                               "expression control."),
+                io.Conditioning.Input("positive", optional=True,
+                                      tooltip="Text prompt (CLIP Text Encode with umt5-xxl). Empty: no text."),
+                io.Conditioning.Input("negative", optional=True,
+                                      tooltip="Negative prompt. Empty: no text (then cfg 1 saves half the time)."),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                             tooltip="The random seed used for creating the noise."),
+                io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Denoising steps."),
+                io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance scale on the text prompt (the motion and "
+                                       "expression condition both branches)."),
+                io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="uni_pc",
+                               tooltip="ComfyUI sampler."),
+                io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="simple",
+                               tooltip="ComfyUI noise schedule."),
+            ],
+            outputs=[io.Latent.Output(display_name="LATENT")],
+        )
+
+    @classmethod
+    def execute(cls, model, retargeted_motion, seed, steps, cfg, sampler_name, scheduler, expression=None,
+                positive=None, negative=None) -> io.NodeOutput:
+        node = "Wan2.2 IM-Animation Sampler"
+        rm = retargeted_motion
+        dm = wan_diffusion_model(node, model)
+        latent_format = model.get_model_object("latent_format")
+        if rm.identity_latent.shape[1] != latent_format.latent_channels:
+            raise ValueError(f"{node}: the identity was encoded to {rm.identity_latent.shape[1]}-channel latents "
+                             f"but the model uses {latent_format.latent_channels}: give Retarget to Identity the "
+                             "VAE that belongs to this model.")
+        if expression is not None and expression.modules is not rm.modules:
+            raise ValueError(f"{node}: expression and retargeted_motion come from different IM-Animation modules; "
+                             "use one Load IM-Animation Modules node for both.")
+        frames = latent_frame_count(rm.length)
+        tokens = expression.for_length(rm.length) if expression is not None else None
+        patched = patch_wan(node, model, rm.modules, rm.motion.shape[1], tokens, REFERENCE_FRAMES)
+
+        h, w = rm.identity_latent.shape[-2:]
+        latent = torch.zeros(1, latent_format.latent_channels, REFERENCE_FRAMES + frames, h, w)
+        latent[:, :, :REFERENCE_FRAMES] = rm.identity_latent
+        mask = torch.ones(1, 1, REFERENCE_FRAMES + frames, h, w)
+        mask[:, :, :REFERENCE_FRAMES] = 0.0
+        latent = latent_format.process_out(latent) * mask + latent * (1.0 - mask)
+        motion = torch.cat([torch.zeros_like(rm.motion[:, :, :REFERENCE_FRAMES]), rm.motion], dim=2)
+
+        positive = positive if positive is not None else empty_conditioning(dm)
+        negative = negative if negative is not None else empty_conditioning(dm)
+        positive = node_helpers.conditioning_set_values(positive, {"noise_concat": motion})
+        negative = node_helpers.conditioning_set_values(negative, {"noise_concat": motion})
+
+        noise = comfy.sample.prepare_noise(latent, seed)
+        callback = latent_preview.prepare_callback(patched, steps)
+        samples = comfy.sample.sample(patched, noise, steps, cfg, sampler_name, scheduler, positive, negative,
+                                      latent, noise_mask=mask, callback=callback, seed=seed)
+        samples = samples[:, :, REFERENCE_FRAMES:].to(mm.intermediate_device())
+        return io.NodeOutput({"samples": samples})

@@ -1,0 +1,16 @@
+"""The pack's socket types. Each carries one documented object from im_animation_core (see README)."""
+
+from comfy_api.latest import io
+
+# A ModelPatcher around im_animation_core.MotionTokenizer.
+MotionTokenizer = io.Custom("IMA_MOTION_TOKENIZER")
+# im_animation_core.motion.MotionTokens: [T,32,12] tokens, [T,32] indices, frame indices, fps.
+MotionTokens = io.Custom("IMA_MOTION_TOKENS")
+# A ModelPatcher around im_animation_core.modules.IMAnimationModules (retarget, expression, DiT adapters).
+Modules = io.Custom("IMA_MODULES")
+# im_animation_core.pipeline.RetargetedMotion: [1,C_r,F_lat,h,w] map on the latent grid + identity latent.
+RetargetedMotion = io.Custom("IMA_RETARGETED_MOTION")
+# im_animation_core.pipeline.ExpressionFeatures: [T,K,W] per-frame expression tokens.
+Expression = io.Custom("IMA_EXPRESSION")
+
+CATEGORY = "IM-Animation"

@@ -1,0 +1,157 @@
+"""Write workflows/*.json (UI format) from the graph descriptions below, laying out widget values in the
+order the real server's /object_info defines. Run it after changing a node's inputs: `make workflows`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from support.server import ComfyServer  # noqa: E402
+from support.workflow import input_specs, is_widget  # noqa: E402
+
+UPLOAD_WIDGET = {"LoadImage": "image", "LoadVideo": "image"}  # the frontend's upload button keeps a value
+
+
+def model_note(files: list[tuple[str, str]], extra: str) -> str:
+    rows = "\n".join(f"| `{name}` | `ComfyUI/models/{folder}/` |" for name, folder in files)
+    return f"## Model files\n\n| file | put it in |\n|---|---|\n{rows}\n\n{extra}"
+
+
+def graph(nodes: list[dict], object_info: dict) -> dict:
+    """nodes: {id, type, pos, size?, widgets: {name: value}, links: {input: (src_id, src_slot)}, title?}"""
+    by_id = {n["id"]: n for n in nodes}
+    links, out_links = [], {}
+    for n in nodes:
+        for name, (src, slot) in n.get("links", {}).items():
+            lid = len(links) + 1
+            src_type = object_info[by_id[src]["type"]]["output"][slot]
+            links.append([lid, src, slot, n["id"], None, src_type, name])
+            out_links.setdefault((src, slot), []).append(lid)
+    ui_nodes = []
+    for order, n in enumerate(nodes):
+        node = {"id": n["id"], "type": n["type"], "pos": list(n["pos"]), "size": list(n.get("size", (320, 120))),
+                "flags": {}, "order": order, "mode": 0, "properties": {"Node name for S&R": n["type"]}}
+        if n.get("title"):
+            node["title"] = n["title"]
+        if n["type"] == "MarkdownNote":
+            node.update(inputs=[], outputs=[], widgets_values=[n["text"]], color="#432", bgcolor="#653")
+            ui_nodes.append(node)
+            continue
+        info = object_info[n["type"]]
+        inputs, values = [], []
+        for name, type_, options in input_specs(info):
+            widget = is_widget(type_, options)
+            if widget:
+                choices = type_ if isinstance(type_, list) else options.get("options") or [None]
+                values.append(n.get("widgets", {}).get(name, options.get("default", choices[0] if choices else None)))
+                if options.get("control_after_generate"):
+                    values.append("fixed")
+                if UPLOAD_WIDGET.get(n["type"]) and name in ("image", "file"):
+                    values.append(UPLOAD_WIDGET[n["type"]])
+            link = next((lk for lk in links if lk[3] == n["id"] and lk[6] == name), None)
+            if link or not widget:
+                entry = {"name": name, "type": "COMBO" if isinstance(type_, list) else type_,
+                         "link": link[0] if link else None}
+                if widget:
+                    entry["widget"] = {"name": name}
+                if link:
+                    link[4] = len(inputs)
+                inputs.append(entry)
+        outputs = []
+        for slot, (otype, oname) in enumerate(zip(info["output"], info["output_name"], strict=True)):
+            outputs.append({"name": oname, "type": otype, "links": out_links.get((n["id"], slot), []),
+                            "slot_index": slot})
+        node.update(inputs=inputs, outputs=outputs, widgets_values=values)
+        ui_nodes.append(node)
+    return {"last_node_id": max(by_id), "last_link_id": len(links), "nodes": ui_nodes,
+            "links": [lk[:6] for lk in links], "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8,
+            "offset": [40, 40]}}, "version": 0.4}
+
+
+def im_animation_nodes(dit: str, vae: str, tokenizer: str, modules: str, sampler: dict, note: str,
+                       with_text: bool) -> list[dict]:
+    nodes = [
+        {"id": 20, "type": "MarkdownNote", "pos": (-420, 0), "size": (380, 420), "text": note},
+        {"id": 1, "type": "UNETLoader", "pos": (0, 0), "widgets": {"unet_name": dit}},
+        {"id": 2, "type": "VAELoader", "pos": (0, 140), "widgets": {"vae_name": vae}},
+        {"id": 3, "type": "IMA_LoadMotionTokenizer", "pos": (0, 260), "widgets": {"tokenizer_name": tokenizer}},
+        {"id": 4, "type": "IMA_LoadModules", "pos": (0, 400), "widgets": {"modules_name": modules}},
+        {"id": 5, "type": "LoadImage", "pos": (0, 520), "size": (320, 340), "title": "Identity image",
+         "widgets": {"image": "ima_demo_identity.png"}},
+        {"id": 6, "type": "LoadVideo", "pos": (0, 900), "size": (320, 340), "title": "Driving video",
+         "widgets": {"file": "ima_demo_driving.mp4"}},
+        {"id": 7, "type": "GetVideoComponents", "pos": (380, 900), "links": {"video": (6, 0)}},
+        {"id": 8, "type": "IMA_EncodeDrivingVideo", "pos": (380, 260), "size": (330, 200),
+         "links": {"motion_tokenizer": (3, 0), "frames": (7, 0), "fps": (7, 2)}},
+        {"id": 9, "type": "IMA_RetargetToIdentity", "pos": (780, 260), "size": (340, 240),
+         "links": {"im_animation_modules": (4, 0), "motion_tokens": (8, 0), "identity_image": (5, 0), "vae": (2, 0)},
+         "widgets": {"width": sampler.pop("width"), "height": sampler.pop("height"), "length": sampler.pop("length")}},
+        {"id": 10, "type": "IMA_ExpressionEncode", "pos": (780, 560), "size": (340, 120),
+         "links": {"im_animation_modules": (4, 0), "frames": (7, 0), "motion_tokens": (8, 0)}},
+        {"id": 11, "type": "IMA_Wan22Sampler", "pos": (1180, 0), "size": (340, 360),
+         "links": {"model": (1, 0), "retargeted_motion": (9, 0), "expression": (10, 0)}, "widgets": sampler},
+        {"id": 12, "type": "VAEDecode", "pos": (1580, 0), "links": {"samples": (11, 0), "vae": (2, 0)}},
+        {"id": 13, "type": "CreateVideo", "pos": (1580, 140), "links": {"images": (12, 0), "fps": (7, 2)}},
+        {"id": 14, "type": "SaveVideo", "pos": (1580, 300), "size": (400, 420),
+         "links": {"video": (13, 0)}, "widgets": {"filename_prefix": "video/im_animation"}},
+    ]
+    if with_text:
+        nodes[1:1] = [
+            {"id": 15, "type": "ModelSamplingSD3", "pos": (380, 0), "widgets": {"shift": 8.0},
+             "links": {"model": (1, 0)}},
+            {"id": 16, "type": "CLIPLoader", "pos": (0, -160),
+             "widgets": {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"}},
+            {"id": 17, "type": "CLIPTextEncode", "pos": (780, -260), "size": (340, 160), "title": "Positive prompt",
+             "links": {"clip": (16, 0)}, "widgets": {"text": "a person dancing, natural motion, high quality"}},
+            {"id": 18, "type": "CLIPTextEncode", "pos": (780, -60), "size": (340, 160), "title": "Negative prompt",
+             "links": {"clip": (16, 0)}, "widgets": {"text": "blurry, distorted limbs, extra limbs, static"}},
+        ]
+        sampler_node = next(n for n in nodes if n["id"] == 11)
+        sampler_node["links"].update(model=(15, 0), positive=(17, 0), negative=(18, 0))
+    return nodes
+
+
+def main() -> None:
+    sys.path.insert(0, str(REPO / "tests"))
+    from support.fixture_models import write_fixture_models
+
+    server = ComfyServer()
+    write_fixture_models(server.models)
+    with server:
+        info = server.get("/object_info")
+    wan_note = model_note(
+        [("wan2.2_ti2v_5B_fp16.safetensors", "diffusion_models"), ("wan2.2_vae.safetensors", "vae"),
+         ("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders"),
+         ("motion_encoder_latest.safetensors (+ config.yaml)", "im_animation"),
+         ("im_animation_wan22_5b_modules.safetensors", "im_animation")],
+        "The motion encoder is the released IM-Animation checkpoint. The modules file is trained with this "
+        "project's trainer: no public IM-Animation weights exist for it (see README, Limitations).")
+    demo_note = model_note(
+        [("ima_demo_wan.safetensors", "diffusion_models"), ("ima_demo_wan21_vae.safetensors", "vae"),
+         ("ima_demo_motion_tokenizer.safetensors", "im_animation"),
+         ("ima_demo_modules.safetensors", "im_animation")],
+        "The small demo model set of this project (`make demo` installs and runs it). It runs on a CPU in "
+        "about a minute and needs no text encoder.")
+    workflows = {
+        "im_animation_wan22_5b.json": graph(im_animation_nodes(
+            "wan2.2_ti2v_5B_fp16.safetensors", "wan2.2_vae.safetensors", "motion_encoder_latest.safetensors",
+            "im_animation_wan22_5b_modules.safetensors",
+            dict(width=704, height=1280, length=121, seed=0, steps=20, cfg=5.0, sampler_name="uni_pc",
+                 scheduler="simple"), wan_note, with_text=True), info),
+        "im_animation_demo.json": graph(im_animation_nodes(
+            "ima_demo_wan.safetensors", "ima_demo_wan21_vae.safetensors", "ima_demo_motion_tokenizer.safetensors",
+            "ima_demo_modules.safetensors",
+            dict(width=0, height=0, length=0, seed=0, steps=8, cfg=1.0, sampler_name="euler",
+                 scheduler="simple"), demo_note, with_text=False), info),
+    }
+    for name, wf in workflows.items():
+        (REPO / "workflows" / name).write_text(json.dumps(wf, indent=1) + "\n")
+        print("wrote", REPO / "workflows" / name)
+
+
+if __name__ == "__main__":
+    main()

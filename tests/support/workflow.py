@@ -1,0 +1,71 @@
+"""Convert a UI-format workflow (what users save and share) into the API format that POST /prompt takes,
+using the server's /object_info to know which inputs are widgets and in which order."""
+
+from __future__ import annotations
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+
+
+def input_specs(info: dict) -> list[tuple[str, object, dict]]:
+    """(name, type, options) of a node's inputs in the order the frontend lays out widgets."""
+    spec = info["input"]
+    order = info.get("input_order") or {k: list(spec.get(k, {})) for k in ("required", "optional")}
+    out = []
+    for section in ("required", "optional"):
+        for name in order.get(section, []):
+            entry = spec[section][name]
+            out.append((name, entry[0], entry[1] if len(entry) > 1 else {}))
+    return out
+
+
+def is_widget(type_, options: dict) -> bool:
+    return isinstance(type_, list) or (type_ in WIDGET_TYPES and not options.get("forceInput"))
+
+
+def ui_to_api(ui: dict, object_info: dict) -> dict:
+    links = {link[0]: link for link in ui["links"]}  # id -> [id, from, from_slot, to, to_slot, type]
+    api = {}
+    for node in ui["nodes"]:
+        if node["type"] in FRONTEND_ONLY:
+            continue
+        if node.get("mode", 0) != 0:
+            raise ValueError(f"node {node['id']} ({node['type']}) is muted or bypassed; not supported here")
+        if node["type"] not in object_info:
+            raise KeyError(f"node type {node['type']} (node {node['id']}) is not installed on the server")
+        linked = {i["name"]: i["link"] for i in node.get("inputs", []) if i.get("link") is not None}
+        values = list(node.get("widgets_values") or [])
+        inputs = {}
+        for name, type_, options in input_specs(object_info[node["type"]]):
+            if is_widget(type_, options):
+                if values:
+                    inputs[name] = values.pop(0)
+                if options.get("control_after_generate") and values:
+                    values.pop(0)
+            if name in linked:
+                link = links[linked[name]]
+                inputs[name] = [str(link[1]), link[2]]
+        api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return api
+
+
+def check_links(ui: dict, object_info: dict) -> list[str]:
+    """Problems with the workflow's links: unknown types, slot types that do not match the node definitions."""
+    problems = []
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    for lid, src, src_slot, dst, dst_slot, ltype in ui["links"]:
+        s, d = nodes[src], nodes[dst]
+        if s["type"] in FRONTEND_ONLY or d["type"] in FRONTEND_ONLY:
+            continue
+        out_type = object_info[s["type"]]["output"][src_slot]
+        in_name = d["inputs"][dst_slot]["name"]
+        in_type = dict((n, t) for n, t, _ in input_specs(object_info[d["type"]])).get(in_name)
+        if in_type is None:
+            problems.append(f"link {lid}: {d['type']} has no input '{in_name}'")
+            continue
+        in_type = "COMBO" if isinstance(in_type, list) else in_type
+        if out_type != in_type and "*" not in (out_type, in_type):
+            problems.append(f"link {lid}: {s['type']}[{src_slot}] gives {out_type}, {d['type']}.{in_name} takes {in_type}")
+        if ltype != out_type:
+            problems.append(f"link {lid}: declared type {ltype} but {s['type']}[{src_slot}] gives {out_type}")
+    return problems
