@@ -2,12 +2,10 @@
 
 ComfyUI imports this file and calls ``comfy_entrypoint()`` (V3 node API)."""
 
+from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
-from comfy_api.latest import ComfyExtension, io
-
-from .nodes import NODES
-from .nodes import model_files
+from .nodes import NODES, model_files
 
 model_files.register()
 

@@ -24,7 +24,8 @@ def sinusoidal_embedding(positions: torch.Tensor, dim: int, max_period: float = 
 def grid_embedding(height: int, width: int, dim: int, device=None) -> torch.Tensor:
     """2D sinusoidal position of an h x w grid, row-major: [h*w,dim] (half the channels for y, half for x)."""
     ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
-    return torch.cat([sinusoidal_embedding(ys.flatten(), dim // 2), sinusoidal_embedding(xs.flatten(), dim - dim // 2)], -1)
+    half = dim // 2
+    return torch.cat([sinusoidal_embedding(ys.flatten(), half), sinusoidal_embedding(xs.flatten(), dim - half)], -1)
 
 
 class Attention(nn.Module):

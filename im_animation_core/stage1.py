@@ -137,7 +137,9 @@ class MotionDecoder(nn.Module):
         self.token_proj = nn.Linear(c.token_dim, c.width)
         self.token_pos_embed = nn.Parameter(torch.randn(c.num_tokens, c.width) * 0.02)
         self.mask_token = nn.Parameter(torch.randn(1, c.width) * 0.02)
-        self.joint_pos_embed = nn.Parameter(torch.randn(c.num_joints, c.width) * 0.02)
+        # Unit-variance joint embeddings: the J queries must start distinct. At 0.02, like the mask token, the
+        # J outputs start ~96% alike (cosine) and training stalls on a plateau.
+        self.joint_pos_embed = nn.Parameter(torch.randn(c.num_joints, c.width))
         self.blocks = nn.ModuleList(_Block(c.width, c.num_heads, c.mlp_ratio) for _ in range(c.depth))
         self.ln_post = nn.LayerNorm(c.width)
 

@@ -1,5 +1,6 @@
 """Load Motion Tokenizer and Encode Driving Video."""
 
+import comfy.model_management as mm
 import comfy.utils
 import torch
 from comfy_api.latest import io
@@ -9,7 +10,6 @@ from ..im_animation_core.tokenizer import MotionTokenizer, chunk_size_for_memory
 from . import model_files, types
 from .devices import DTYPES, inference_dtype, interrupt_check, loaded, patcher_for
 from .errors import user_errors
-import comfy.model_management as mm
 
 
 class LoadMotionTokenizer(io.ComfyNode):

@@ -69,7 +69,7 @@ def patch_wan(node: str, model, modules_patcher, motion_channels: int, expressio
                          f"{latent_channels} (base model) or {latent_channels + motion_channels} (exported "
                          "IM-Animation DiT). Use the matching model file.")
     if expression is not None:
-        for block, index in zip(modules.expression_blocks, modules.dit.expression_block_indices):
+        for block, index in zip(modules.expression_blocks, modules.dit.expression_block_indices, strict=True):
             patched.set_model_patch_replace(ExpressionPatch(block, expression, skip_frames), "dit", "double_block",
                                             index)
     return patched

@@ -43,8 +43,8 @@ def encode_frames(tokenizer: MotionTokenizer, frames: torch.Tensor | FrameSource
     if total == 0:
         raise InputError("the driving video has no frames: check the video loader, stride and max frames.")
     config = tokenizer.config
-    run_device = torch.device(device) if device is not None else tokenizer.device
-    run_dtype = dtype or tokenizer.dtype
+    run_device = torch.device(device) if device is not None else tokenizer.param_device
+    run_dtype = dtype or tokenizer.param_dtype
     if chunk_size is None:
         chunk_size = chunk_size_for_memory(free_memory_bytes(run_device), config,
                                            torch.finfo(run_dtype).bits // 8)
@@ -54,7 +54,7 @@ def encode_frames(tokenizer: MotionTokenizer, frames: torch.Tensor | FrameSource
     tokens = torch.empty(total, config.num_latent_tokens, config.token_size, dtype=torch.float32)
     indices = torch.empty(total, config.num_latent_tokens, dtype=torch.int64)
 
-    old_device, old_dtype = tokenizer.device, tokenizer.dtype
+    old_device, old_dtype = tokenizer.param_device, tokenizer.param_dtype
     moved = (run_device, run_dtype) != (old_device, old_dtype)
     if moved:
         tokenizer.to(device=run_device, dtype=run_dtype)

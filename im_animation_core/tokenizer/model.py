@@ -20,6 +20,12 @@ from torch import nn
 from ..errors import InputError
 from .config import MotionTokenizerConfig
 
+# Without autograd, blocks update the residual stream in place (fewer large allocations; on CPU every
+# fresh allocation above glibc's mmap threshold costs page faults). Tests switch it off to compare.
+FUSED_INFERENCE = True
+# Largest activation (bytes) of one CPU inference pass; frames beyond it are run in further passes.
+CPU_PASS_BYTES = 16 * 1024 * 1024
+
 
 @dataclass
 class MotionEncoding:
@@ -58,6 +64,10 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, query_last: int | None = None) -> torch.Tensor:
         """x [N,S,W] -> [N,S,W], or [N,query_last,W] when only the last ``query_last`` positions are queried
         (keys and values still come from all S positions)."""
+        return self.out_proj(self.attend(x, query_last))
+
+    def attend(self, x: torch.Tensor, query_last: int | None = None) -> torch.Tensor:
+        """The attention output before ``out_proj``, heads merged: [N,S,W] (or [N,query_last,W])."""
         width = x.shape[-1]
         if query_last is None:
             qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
@@ -68,7 +78,7 @@ class SelfAttention(nn.Module):
             q = F.linear(x[:, -query_last:], self.in_proj_weight[:width], self.in_proj_bias[:width])
             q = rearrange(q, "n s (h d) -> n h s d", h=self.heads)
         out = F.scaled_dot_product_attention(q, k, v)
-        return self.out_proj(rearrange(out, "n h s d -> n s (h d)"))
+        return rearrange(out, "n h s d -> n s (h d)")
 
 
 class Mlp(nn.Module):
@@ -93,13 +103,32 @@ class ResidualAttentionBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(width)
         self.mlp = Mlp(width, width * mlp_ratio)
 
-    def forward(self, x: torch.Tensor, keep_last: int | None = None) -> torch.Tensor:
-        """x [N,S,W] -> [N,S,W], or only the last ``keep_last`` positions [N,keep_last,W]."""
-        if keep_last is None:
-            x = x + self.attn(self.ln_1(x))
-        else:
-            x = x[:, -keep_last:] + self.attn(self.ln_1(x), query_last=keep_last)
-        return x + self.mlp(self.ln_2(x))
+    def forward(self, x: torch.Tensor, keep_last: int | None = None, inplace: bool = False) -> torch.Tensor:
+        """x [N,S,W] -> [N,S,W], or only the last ``keep_last`` positions [N,keep_last,W].
+
+        inplace: accumulate both residual branches into ``x`` (which must be contiguous and not needed by
+        the caller) with fused multiply-adds and run GELU in place; for inference only (no autograd).
+        """
+        if not inplace:
+            if keep_last is None:
+                x = x + self.attn(self.ln_1(x))
+            else:
+                x = x[:, -keep_last:] + self.attn(self.ln_1(x), query_last=keep_last)
+            return x + self.mlp(self.ln_2(x))
+        heads = self.attn.attend(self.ln_1(x), query_last=keep_last)
+        if keep_last is not None:
+            x = x[:, -keep_last:].contiguous()
+        _accumulate_linear(x, heads, self.attn.out_proj)
+        hidden = self.mlp.c_fc(self.ln_2(x))
+        torch.ops.aten.gelu_(hidden)
+        _accumulate_linear(x, hidden, self.mlp.c_proj)
+        return x
+
+
+def _accumulate_linear(out: torch.Tensor, inp: torch.Tensor, linear: nn.Linear) -> None:
+    """out += linear(inp), in place, with one GEMM that reads and writes ``out`` ([N,S,W], contiguous)."""
+    out_2d = rearrange(out, "n s w -> (n s) w")
+    out_2d.add_(linear.bias).addmm_(rearrange(inp, "n s k -> (n s) k"), linear.weight.t())
 
 
 class MotionEncoder(nn.Module):
@@ -123,8 +152,22 @@ class MotionEncoder(nn.Module):
     def forward(self, pixels: torch.Tensor, latent_tokens: torch.Tensor) -> torch.Tensor:
         """pixels [N,3,S,S] (S = image_size, RGB in [0,1], module dtype), latent_tokens [L,W] -> [N,L,C].
 
-        The result is the released encoder's [N,C,1,L] output rearranged token-first.
+        The result is the released encoder's [N,C,1,L] output rearranged token-first. Without autograd on
+        the CPU the batch is run in groups of frames small enough that no activation exceeds
+        CPU_PASS_BYTES (so the allocator reuses memory instead of faulting in fresh pages every layer).
         """
+        inplace = FUSED_INFERENCE and not torch.is_grad_enabled()
+        n = pixels.shape[0]
+        group = n
+        if inplace and pixels.device.type == "cpu":
+            cfg = self.config
+            widest = cfg.seq_len * cfg.width * max(3, cfg.mlp_ratio) * pixels.element_size()
+            group = max(1, CPU_PASS_BYTES // widest)
+        if group >= n:
+            return self._forward(pixels, latent_tokens, inplace)
+        return torch.cat([self._forward(part, latent_tokens, inplace) for part in pixels.split(group)])
+
+    def _forward(self, pixels: torch.Tensor, latent_tokens: torch.Tensor, inplace: bool) -> torch.Tensor:
         n = pixels.shape[0]
         num_latent = latent_tokens.shape[0]
         x = rearrange(self.patch_embed(pixels), "n w gh gw -> n (gh gw) w")
@@ -134,9 +177,9 @@ class MotionEncoder(nn.Module):
         x = torch.cat([x, latent.expand(n, -1, -1)], dim=1)
         x = self.ln_pre(x)
         for block in self.transformer[:-1]:
-            x = block(x)
+            x = block(x, inplace=inplace)
         # Only the latent positions are kept after the last block, so only they need to be computed there.
-        x = self.transformer[-1](x, keep_last=num_latent)
+        x = self.transformer[-1](x, keep_last=num_latent, inplace=inplace)
         x = self.ln_post(x)
         x = legacy_reshape(x)
         z = self.conv_out(x)  # [N,C,L,1]
@@ -216,12 +259,13 @@ class MotionTokenizer(nn.Module):
                 param.copy_(torch.randn(param.shape, generator=generator).clamp_(-2, 2) * 0.02)
 
     # ---- properties ----------------------------------------------------------------------------------
+    # No ``device``/``dtype`` properties: ComfyUI's ModelPatcher assigns ``model.device`` itself.
     @property
-    def device(self) -> torch.device:
+    def param_device(self) -> torch.device:
         return self.latent_tokens.device
 
     @property
-    def dtype(self) -> torch.dtype:
+    def param_dtype(self) -> torch.dtype:
         return self.latent_tokens.dtype
 
     def summary(self) -> str:
@@ -230,7 +274,7 @@ class MotionTokenizer(nn.Module):
         size = c.model_size or "custom"
         return (f"motion tokenizer {size}: width {c.width}, {c.layers} layers, {c.heads} heads, "
                 f"{c.num_latent_tokens} tokens x {c.token_size} ch, codebook {c.codebook_size}, "
-                f"{self.dtype} on {self.device}")
+                f"{self.param_dtype} on {self.param_device}")
 
     # ---- forward -------------------------------------------------------------------------------------
     def check_pixels(self, pixels: torch.Tensor) -> None:
@@ -249,7 +293,7 @@ class MotionTokenizer(nn.Module):
     def encode_latents(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels [N,3,S,S] float RGB in [0,1] -> unquantised encoder output [N,L,C] in the module dtype."""
         self.check_pixels(pixels)
-        pixels = pixels.to(device=self.device, dtype=self.dtype)
+        pixels = pixels.to(device=self.param_device, dtype=self.param_dtype)
         return self.encoder(pixels, self.latent_tokens)
 
     def forward(self, pixels: torch.Tensor) -> MotionEncoding:

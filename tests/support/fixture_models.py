@@ -45,8 +45,8 @@ def tiny_wan_dit_state_dict(seed: int = 0, **overrides) -> dict:
     import comfy.ops
 
     cfg = dict(DIT, **overrides)
-    model = comfy.ldm.wan.model.WanModel(model_type="t2v", num_heads=cfg["dim"] // 128, operations=comfy.ops.manual_cast,
-                                         **cfg)
+    model = comfy.ldm.wan.model.WanModel(model_type="t2v", num_heads=cfg["dim"] // 128,
+                                         operations=comfy.ops.manual_cast, **cfg)
     _init_(model, torch.Generator().manual_seed(seed))
     return {k: v.contiguous() for k, v in model.state_dict().items()}
 

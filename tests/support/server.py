@@ -133,3 +133,10 @@ def execution_error(entry: dict) -> dict | None:
         if kind == "execution_error":
             return data
     return None
+
+
+def assert_ok(entry: dict) -> None:
+    err = execution_error(entry)
+    if err is not None:
+        tb = "".join(err.get("traceback", []))
+        raise AssertionError(f"{err['node_type']} failed: {err['exception_message']}\n{tb}")

@@ -65,7 +65,8 @@ def check_links(ui: dict, object_info: dict) -> list[str]:
             continue
         in_type = "COMBO" if isinstance(in_type, list) else in_type
         if out_type != in_type and "*" not in (out_type, in_type):
-            problems.append(f"link {lid}: {s['type']}[{src_slot}] gives {out_type}, {d['type']}.{in_name} takes {in_type}")
+            problems.append(f"link {lid}: {s['type']}[{src_slot}] gives {out_type}, "
+                            f"{d['type']}.{in_name} takes {in_type}")
         if ltype != out_type:
             problems.append(f"link {lid}: declared type {ltype} but {s['type']}[{src_slot}] gives {out_type}")
     return problems

@@ -1,0 +1,16 @@
+"""One real ComfyUI server for the integration tests, with the fixture models and demo inputs."""
+
+import pytest
+from support.fixture_models import DEMO_NAMES, write_fixture_models
+from support.media import write_demo_inputs
+from support.server import ComfyServer
+
+
+@pytest.fixture(scope="session")
+def server():
+    srv = ComfyServer()
+    write_fixture_models(srv.models)
+    write_fixture_models(srv.models, names=DEMO_NAMES)
+    write_demo_inputs(srv.base / "input")
+    with srv:
+        yield srv

@@ -1,0 +1,206 @@
+"""The pack inside the real ComfyUI server: registration, both workflows end to end, bad input."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from support.comfy_path import REPO
+from support.fixture_models import DIT_NAME, MODULES_NAME, TOKENIZER_NAME, VAE_NAME
+from support.media import read_video_info
+from support.server import assert_ok, execution_error
+from support.workflow import check_links, input_specs, is_widget, ui_to_api
+
+WORKFLOWS = REPO / "workflows"
+EXPECTED = {  # node id -> (inputs, output types)
+    "IMA_LoadMotionTokenizer": (["tokenizer_name", "dtype"], ["IMA_MOTION_TOKENIZER"]),
+    "IMA_EncodeDrivingVideo": (["motion_tokenizer", "frames", "fps", "stride", "max_frames"], ["IMA_MOTION_TOKENS"]),
+    "IMA_LoadModules": (["modules_name"], ["IMA_MODULES"]),
+    "IMA_RetargetToIdentity": (["im_animation_modules", "motion_tokens", "identity_image", "vae", "width", "height",
+                                "length"], ["IMA_RETARGETED_MOTION"]),
+    "IMA_ExpressionEncode": (["im_animation_modules", "frames", "motion_tokens"], ["IMA_EXPRESSION"]),
+    "IMA_Wan22Sampler": (["model", "retargeted_motion", "seed", "steps", "cfg", "sampler_name", "scheduler",
+                          "expression", "positive", "negative"], ["LATENT"]),
+}
+
+
+@pytest.fixture(scope="module")
+def object_info(server):
+    return server.get("/object_info")
+
+
+def load(name):
+    return json.loads((WORKFLOWS / name).read_text())
+
+
+def saved_video(server, entry) -> Path:
+    for out in entry["outputs"].values():
+        for item in out.get("images", []):
+            if item["filename"].endswith(".mp4"):
+                return server.base / "output" / item["subfolder"] / item["filename"]
+    raise AssertionError(f"no video in outputs: {entry['outputs']}")
+
+
+def test_every_node_registered_with_declared_io(object_info):
+    for node, (inputs, outputs) in EXPECTED.items():
+        info = object_info[node]
+        assert [n for n, _, _ in input_specs(info)] == inputs, node
+        assert info["output"] == outputs, node
+        assert info["category"] == "IM-Animation"
+        assert info["description"], node
+        for name, _, options in input_specs(info):
+            assert options.get("tooltip"), f"{node}.{name} has no tooltip"
+
+
+def test_pack_imports_cleanly(server):
+    log = server.log()
+    assert "comfyui-im-animation" in log  # listed among the custom nodes it imported
+    assert "IMPORT FAILED" not in log and "Cannot import" not in log, log[-3000:]
+
+
+def test_demo_workflow_runs_end_to_end(server, object_info):
+    ui = load("im_animation_demo.json")
+    assert check_links(ui, object_info) == []
+    entry = server.run(ui_to_api(ui, object_info))
+    assert_ok(entry)
+    frames, width, height = read_video_info(saved_video(server, entry))
+    assert (frames, width, height) == (17, 128, 128)  # the 17-frame, 128x128 driving clip, identity size
+
+
+def widget_problems(ui: dict, object_info: dict, allowed_files: set[str]) -> list[str]:
+    """Widget values the node definitions would reject (model file names are checked against the real
+    file names the workflow documents, since those files are not on this machine)."""
+    problems = []
+    api = ui_to_api(ui, object_info)
+    for node in ui["nodes"]:
+        if node["type"] not in object_info:
+            continue
+        api_inputs = api[str(node["id"])]["inputs"]
+        linked = {i["name"] for i in node["inputs"] if i.get("link") is not None}
+        for name, type_, opt in input_specs(object_info[node["type"]]):
+            if not is_widget(type_, opt) or name not in api_inputs or name in linked:
+                continue
+            value = api_inputs[name]
+            choices = type_ if isinstance(type_, list) else opt.get("options")
+            if choices is not None or type_ == "COMBO":
+                if value not in (choices or []) and value not in allowed_files:
+                    problems.append(f"{node['type']}.{name}={value!r} not among {choices}")
+            elif type_ in ("INT", "FLOAT"):
+                if not isinstance(value, (int, float)) or not opt.get("min", value) <= value <= opt.get("max", value):
+                    problems.append(f"{node['type']}.{name}={value!r} outside [{opt.get('min')}, {opt.get('max')}]")
+            elif type_ == "STRING" and not isinstance(value, str):
+                problems.append(f"{node['type']}.{name}={value!r} is not a string")
+    return problems
+
+
+def test_wan22_5b_workflow_is_valid_for_the_server(object_info):
+    ui = load("im_animation_wan22_5b.json")
+    missing = {n["type"] for n in ui["nodes"] if n["type"] not in object_info} - {"MarkdownNote", "Note"}
+    assert not missing
+    assert check_links(ui, object_info) == []
+    real_files = {"wan2.2_ti2v_5B_fp16.safetensors", "wan2.2_vae.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+                  "motion_encoder_latest.safetensors", "im_animation_wan22_5b_modules.safetensors",
+                  "ima_demo_identity.png", "ima_demo_driving.mp4"}
+    assert widget_problems(ui, object_info, real_files) == []
+
+
+def test_wan22_5b_workflow_executes_with_fixture_models(server, object_info):
+    """The 5B graph with the tiny fixture DiT/VAE/tokenizer/modules in place of the real files. The umt5-xxl
+    text encoder cannot be made small (ComfyUI builds it at a fixed size), so this test bypasses the
+    CLIPLoader and both CLIPTextEncode nodes: the sampler then runs with its empty-text context."""
+    prompt = ui_to_api(load("im_animation_wan22_5b.json"), object_info)
+    text_nodes = [k for k, v in prompt.items() if v["class_type"] in ("CLIPLoader", "CLIPTextEncode")]
+    assert len(text_nodes) == 3
+    for k in text_nodes:
+        del prompt[k]
+    sampler = next(v for v in prompt.values() if v["class_type"] == "IMA_Wan22Sampler")
+    del sampler["inputs"]["positive"], sampler["inputs"]["negative"]
+    sampler["inputs"]["steps"] = 2
+    swap = {"UNETLoader": ("unet_name", DIT_NAME), "VAELoader": ("vae_name", VAE_NAME),
+            "IMA_LoadMotionTokenizer": ("tokenizer_name", TOKENIZER_NAME),
+            "IMA_LoadModules": ("modules_name", MODULES_NAME)}
+    for node in prompt.values():
+        if node["class_type"] in swap:
+            key, value = swap[node["class_type"]]
+            node["inputs"][key] = value
+        if node["class_type"] == "IMA_RetargetToIdentity":
+            node["inputs"].update(width=64, height=96, length=9)  # 5B size and length, made CPU-sized
+    entry = server.run(prompt)
+    assert_ok(entry)
+    assert read_video_info(saved_video(server, entry)) == (9, 64, 96)
+
+
+def demo_prompt(object_info):
+    return ui_to_api(load("im_animation_demo.json"), object_info)
+
+
+def node_of(prompt, class_type):
+    return next(v for v in prompt.values() if v["class_type"] == class_type)
+
+
+def add_node(prompt, class_type, inputs) -> str:
+    key = str(max(int(k) for k in prompt) + 1)
+    prompt[key] = {"class_type": class_type, "inputs": inputs}
+    return key
+
+
+def bad_identity_batch(prompt):
+    retarget = node_of(prompt, "IMA_RetargetToIdentity")
+    retarget["inputs"]["identity_image"] = [add_node(prompt, "RepeatImageBatch",
+                                                     {"image": retarget["inputs"]["identity_image"], "amount": 2}), 0]
+
+
+def bad_identity_alpha(prompt):
+    retarget = node_of(prompt, "IMA_RetargetToIdentity")
+    image = retarget["inputs"]["identity_image"]
+    retarget["inputs"]["identity_image"] = [add_node(prompt, "JoinImageWithAlpha",
+                                                     {"image": image, "alpha": [image[0], 1]}), 0]
+
+
+def bad_size(prompt):
+    node_of(prompt, "IMA_RetargetToIdentity")["inputs"].update(width=100, height=64)
+
+
+def wrong_tokenizer_file(prompt):
+    node_of(prompt, "IMA_LoadMotionTokenizer")["inputs"]["tokenizer_name"] = MODULES_NAME
+
+
+def wrong_modules_file(prompt):
+    node_of(prompt, "IMA_LoadModules")["inputs"]["modules_name"] = TOKENIZER_NAME
+
+
+def too_long(prompt):
+    node_of(prompt, "IMA_RetargetToIdentity")["inputs"]["length"] = 41
+
+
+@pytest.mark.parametrize("mutate, node_name, words", [
+    (bad_identity_batch, "Retarget to Identity", "batch of 2 images"),
+    (bad_identity_alpha, "Retarget to Identity", "alpha channel"),
+    (bad_size, "Retarget to Identity", "multiples of 16"),
+    (wrong_tokenizer_file, "Load Motion Tokenizer", MODULES_NAME),
+    (wrong_modules_file, "Load IM-Animation Modules", "not an IM-Animation modules file"),
+    (too_long, "Retarget to Identity", "more frames than the driving clip has"),
+])
+def test_bad_input_gives_a_clear_error_and_the_server_keeps_working(server, object_info, mutate, node_name, words):
+    prompt = demo_prompt(object_info)
+    mutate(prompt)
+    err = execution_error(server.run(prompt))
+    assert err is not None, "the bad input was accepted"
+    assert err["exception_message"].startswith(node_name), err["exception_message"]
+    assert words in err["exception_message"], err["exception_message"]
+    assert server.get("/system_stats")  # still serving
+
+
+def test_missing_model_file_is_rejected_by_name(server, object_info):
+    prompt = demo_prompt(object_info)
+    node_of(prompt, "IMA_LoadModules")["inputs"]["modules_name"] = "no_such_file.safetensors"
+    status, body = server.queue(prompt)
+    assert status == 400
+    assert "no_such_file.safetensors" in json.dumps(body)
+
+
+def test_a_good_run_after_failures_still_works(server, object_info):
+    prompt = copy.deepcopy(demo_prompt(object_info))
+    node_of(prompt, "IMA_Wan22Sampler")["inputs"]["seed"] = 7  # not a cached result
+    entry = server.run(prompt)
+    assert_ok(entry)
