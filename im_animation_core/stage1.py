@@ -177,7 +177,8 @@ class MotionDecoder(nn.Module):
             )
         pattern = re.compile(rf"^{re.escape(prefix)}blocks\.(\d+)\.")
         depth = 1 + max((int(m.group(1)) for k in state_dict if (m := pattern.match(k))), default=-1)
-        hidden = state_dict[f"{prefix}blocks.0.mlp.fc1.weight"].shape[0] if depth else 4 * width
+        fc1 = state_dict.get(f"{prefix}blocks.0.mlp.fc1.weight")
+        hidden = fc1.shape[0] if fc1 is not None else 4 * width  # a missing fc1 is reported by the load
         return MotionDecoderConfig(
             token_dim=int(token_dim),
             num_tokens=int(num_tokens),
@@ -347,9 +348,9 @@ def heatmap_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor |
 
     pred, target: [B,J,H,W] (B = frames); weight: optional [B,J] per-joint weight (e.g. visibility, so
     joints without a label are not pushed to zero). Without weight: the mean of (pred - target)^2 over all
-    elements. Eq. 5 averages over frames the squared norm over joints and pixels, i.e. this times J*H*W, a
-    constant factor. With weight: sum_bj w_bj * mean_hw (pred - target)^2 / sum_bj w_bj (0 when all
-    weights are 0).
+    elements. Eq. 5 averages the squared differences over frames and leaves the reduction over joints and
+    pixels unstated; a sum there would be this times J*H*W, a constant factor. With weight:
+    sum_bj w_bj * mean_hw (pred - target)^2 / sum_bj w_bj (0 when all weights are 0).
     """
     if pred.shape != target.shape or pred.ndim != 4:
         raise ValueError(f"expected pred and target [B,J,H,W] of one shape, got {pred.shape}, {target.shape}")

@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -106,6 +107,15 @@ def _reason(exc: BaseException) -> str:
     return f" (decoder said: {line})" if line and not line.startswith("Error reading") else ""
 
 
+def _as_tensor(batch) -> torch.Tensor:
+    """A decord NDArray (or, under another decord bridge, a torch tensor / numpy array) -> uint8 tensor."""
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if hasattr(batch, "asnumpy"):
+        batch = batch.asnumpy()
+    return torch.from_numpy(np.ascontiguousarray(batch))
+
+
 def _fps(reader) -> float:
     try:
         fps = float(reader.get_avg_fps())
@@ -125,7 +135,7 @@ def probe_video(path: str | os.PathLike) -> tuple[int, float, int, int]:
     decord = _import_decord()
     reader = _open(decord, path)
     try:
-        first = reader.next().asnumpy()
+        first = _as_tensor(reader.next())
     except (RuntimeError, decord.DECORDError) as exc:
         raise InputError(
             f"Could not decode the first frame of '{path}': the file is truncated or corrupt"
@@ -165,8 +175,7 @@ def _decode_into(reader, indices: list[int], out: torch.Tensor, resize_to: tuple
     """Decodes `indices` chunk by chunk into `out` [T,H,W,3] float32, resizing with torch if asked."""
     for lo in range(0, len(indices), _DECODE_CHUNK):
         chunk = indices[lo : lo + _DECODE_CHUNK]
-        arr = reader.get_batch(chunk).asnumpy()
-        frames = torch.from_numpy(arr)
+        frames = _as_tensor(reader.get_batch(chunk))
         if resize_to is not None:
             x = rearrange(frames, "t h w c -> t c h w").float()
             x = F.interpolate(x, size=resize_to, mode="bilinear", align_corners=False, antialias=True)
@@ -232,7 +241,7 @@ def read_video(
                 raise decode_failed(exc) from None
     else:
         try:
-            first = reader[indices[0]].asnumpy()
+            first = _as_tensor(reader[indices[0]])
             out = torch.empty((len(indices), first.shape[0], first.shape[1], 3), dtype=torch.float32)
             _decode_into(reader, indices, out, resize_to=None)
         except (RuntimeError, decord.DECORDError, _UnexpectedShape) as exc:

@@ -3,13 +3,16 @@
 import comfy.model_management as mm
 import comfy.sample
 import comfy.samplers
+import comfy.utils
 import latent_preview
 import node_helpers
 import torch
 from comfy_api.latest import io
 
-from ..im_animation_core.frames import latent_frame_count
+from ..im_animation_core.frames import TEMPORAL_STRIDE, latent_frame_count
+from ..im_animation_core.windows import blend_into, plan_windows
 from . import types
+from .errors import user_errors
 from .wan_patch import patch_wan, wan_diffusion_model
 
 REFERENCE_FRAMES = 1  # the identity latent, prepended as a clean TI2V first frame and dropped afterwards
@@ -51,44 +54,66 @@ class IMAnimationSampler(io.ComfyNode):
                                tooltip="ComfyUI sampler."),
                 io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="simple",
                                tooltip="ComfyUI noise schedule."),
+                io.Int.Input("window_frames", default=81, min=5, max=1025, step=4,
+                             tooltip="Frames generated at once. Longer videos are made in overlapping windows, "
+                                     "each continuing from the last one (window n uses seed + n)."),
+                io.Int.Input("overlap_frames", default=16, min=4, max=1024, step=4,
+                             tooltip="Frames shared by consecutive windows: the first latent frame is carried "
+                                     "over, the rest are cross-faded."),
             ],
             outputs=[io.Latent.Output(display_name="LATENT")],
         )
 
     @classmethod
-    def execute(cls, model, retargeted_motion, seed, steps, cfg, sampler_name, scheduler, expression=None,
-                positive=None, negative=None) -> io.NodeOutput:
+    def execute(cls, model, retargeted_motion, seed, steps, cfg, sampler_name, scheduler, window_frames=81,
+                overlap_frames=16, expression=None, positive=None, negative=None) -> io.NodeOutput:
         node = "Wan2.2 IM-Animation Sampler"
         rm = retargeted_motion
         dm = wan_diffusion_model(node, model)
         latent_format = model.get_model_object("latent_format")
-        if rm.identity_latent.shape[1] != latent_format.latent_channels:
+        channels = latent_format.latent_channels
+        if rm.identity_latent.shape[1] != channels:
             raise ValueError(f"{node}: the identity was encoded to {rm.identity_latent.shape[1]}-channel latents "
-                             f"but the model uses {latent_format.latent_channels}: give Retarget to Identity the "
-                             "VAE that belongs to this model.")
+                             f"but the model uses {channels}: give Retarget to Identity the VAE that belongs to this "
+                             "model.")
         if expression is not None and expression.modules is not rm.modules:
             raise ValueError(f"{node}: expression and retargeted_motion come from different IM-Animation modules; "
                              "use one Load IM-Animation Modules node for both.")
-        frames = latent_frame_count(rm.length)
-        tokens = expression.for_length(rm.length) if expression is not None else None
-        patched = patch_wan(node, model, rm.modules, rm.motion.shape[1], tokens, REFERENCE_FRAMES)
-
-        h, w = rm.identity_latent.shape[-2:]
-        latent = torch.zeros(1, latent_format.latent_channels, REFERENCE_FRAMES + frames, h, w)
-        latent[:, :, :REFERENCE_FRAMES] = rm.identity_latent
-        mask = torch.ones(1, 1, REFERENCE_FRAMES + frames, h, w)
-        mask[:, :, :REFERENCE_FRAMES] = 0.0
-        latent = latent_format.process_out(latent) * mask + latent * (1.0 - mask)
-        motion = torch.cat([torch.zeros_like(rm.motion[:, :, :REFERENCE_FRAMES]), rm.motion], dim=2)
-
+        with user_errors(node):
+            plan = plan_windows(latent_frame_count(rm.length), latent_frame_count(window_frames),
+                                overlap_frames // TEMPORAL_STRIDE)
+            tokens = expression.for_length(rm.length) if expression is not None else None
         positive = positive if positive is not None else empty_conditioning(dm)
         negative = negative if negative is not None else empty_conditioning(dm)
-        positive = node_helpers.conditioning_set_values(positive, {"noise_concat": motion})
-        negative = node_helpers.conditioning_set_values(negative, {"noise_concat": motion})
 
-        noise = comfy.sample.prepare_noise(latent, seed)
-        callback = latent_preview.prepare_callback(patched, steps)
-        samples = comfy.sample.sample(patched, noise, steps, cfg, sampler_name, scheduler, positive, negative,
-                                      latent, noise_mask=mask, callback=callback, seed=seed)
-        samples = samples[:, :, REFERENCE_FRAMES:].to(mm.intermediate_device())
-        return io.NodeOutput({"samples": samples})
+        h, w = rm.identity_latent.shape[-2:]
+        result = torch.zeros(1, channels, latent_frame_count(rm.length), h, w)
+        pbar = comfy.utils.ProgressBar(steps * len(plan))
+        previewer = latent_preview.get_previewer(model.load_device, latent_format)
+        for i, win in enumerate(plan):
+            mm.throw_exception_if_processing_interrupted()
+            n = win.stop - win.start
+            latent = torch.zeros(1, channels, REFERENCE_FRAMES + n, h, w)
+            mask = torch.ones(1, 1, REFERENCE_FRAMES + n, h, w)
+            latent[:, :, :REFERENCE_FRAMES] = rm.identity_latent
+            fixed = REFERENCE_FRAMES + win.context  # the identity and the frames carried over from the last window
+            latent[:, :, REFERENCE_FRAMES:fixed] = result[:, :, win.start:win.start + win.context]
+            mask[:, :, :fixed] = 0.0
+            latent = latent_format.process_out(latent) * mask + latent * (1.0 - mask)
+            motion = rm.motion[:, :, win.start:win.stop]
+            motion = torch.cat([torch.zeros_like(motion[:, :, :REFERENCE_FRAMES]), motion], dim=2)
+            patched = patch_wan(node, model, rm.modules, motion.shape[1],
+                                None if tokens is None else tokens[win.start:win.stop], REFERENCE_FRAMES)
+
+            def callback(step, x0, x, total, offset=i * steps):
+                preview = previewer.decode_latent_to_preview_image("JPEG", x0) if previewer else None
+                pbar.update_absolute(offset + step + 1, steps * len(plan), preview)
+
+            samples = comfy.sample.sample(
+                patched, comfy.sample.prepare_noise(latent, seed + i), steps, cfg, sampler_name, scheduler,
+                node_helpers.conditioning_set_values(positive, {"noise_concat": motion}),
+                node_helpers.conditioning_set_values(negative, {"noise_concat": motion}),
+                latent, noise_mask=mask, callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
+                seed=seed + i)
+            blend_into(result, samples[:, :, REFERENCE_FRAMES:].float().cpu(), win)
+        return io.NodeOutput({"samples": result.to(mm.intermediate_device())})

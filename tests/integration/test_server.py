@@ -20,6 +20,7 @@ EXPECTED = {  # node id -> (inputs, output types)
                                 "length"], ["IMA_RETARGETED_MOTION"]),
     "IMA_ExpressionEncode": (["im_animation_modules", "frames", "motion_tokens"], ["IMA_EXPRESSION"]),
     "IMA_Wan22Sampler": (["model", "retargeted_motion", "seed", "steps", "cfg", "sampler_name", "scheduler",
+                          "window_frames", "overlap_frames",
                           "expression", "positive", "negative"], ["LATENT"]),
 }
 

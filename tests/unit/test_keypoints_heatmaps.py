@@ -53,7 +53,10 @@ def normalise(person):
 def test_layout():
     assert NUM_JOINTS == 62 == len(JOINT_NAMES) == len(set(JOINT_NAMES))
     assert JOINT_NAMES[18:20] == ("left_big_toe", "right_big_toe")
-    assert JOINT_NAMES[LEFT_HAND_START] == "left_hand_wrist" and JOINT_NAMES[RIGHT_HAND_START] == "right_hand_wrist"
+    assert (
+        JOINT_NAMES[LEFT_HAND_START] == "left_hand_wrist"
+        and JOINT_NAMES[RIGHT_HAND_START] == "right_hand_wrist"
+    )
     assert all(0 <= a < NUM_JOINTS and 0 <= b < NUM_JOINTS and a != b for a, b in SKELETON_EDGES)
     assert len(BODY_LIMBS) == 19 and len(SKELETON_EDGES) == 19 + 2 * 20
     # Every joint is on the skeleton.
@@ -218,7 +221,9 @@ def test_argmax_integer_and_border():
 
 
 def test_preview_image():
-    hm = render_heatmaps(torch.tensor([[[3.0, 3.0], [8.0, 2.0]]]), torch.ones(1, 2, dtype=torch.bool), (8, 12))
+    hm = render_heatmaps(
+        torch.tensor([[[3.0, 3.0], [8.0, 2.0]]]), torch.ones(1, 2, dtype=torch.bool), (8, 12)
+    )
     img = heatmaps_to_image(hm)
     assert img.shape == (1, 8, 12, 3) and float(img.min()) >= 0 and float(img.max()) <= 1
     colours = joint_colors(NUM_JOINTS)

@@ -121,7 +121,16 @@ def test_learns_a_heatmap_target():
     falls far below that of predicting zeros (which a model that only shrinks its output would reach),
     and the joints read back from the prediction are near the targets. Needs the motion tokens (the two
     frames differ only there) and distinct joint queries (with near-identical queries it stalls at ~0.9
-    of the zero baseline)."""
+    of the zero baseline; here it reaches ~0.1)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: one thread is fastest and immune to a busy machine's spin-waits
+    try:
+        _fit_two_frames()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_two_frames() -> None:
     torch.manual_seed(0)
     head = HeatmapHead(tiny_config(channels=(16, 8), depth=1))  # 8 x 8 heatmaps
     g = torch.Generator().manual_seed(1)
@@ -130,20 +139,18 @@ def test_learns_a_heatmap_target():
     target = render_heatmaps(xy, torch.ones(2, NUM_JOINTS, dtype=torch.bool), (8, 8), sigma=1.0)
     zero_loss = float(heatmap_mse(torch.zeros_like(target), target))
 
-    opt = torch.optim.AdamW(head.parameters(), lr=3e-3)
+    opt = torch.optim.AdamW(head.parameters(), lr=5e-3)
     first = None
     for _ in range(60):
         loss = heatmap_mse(head(tokens), target)
-        first = float(loss) if first is None else first
+        first = loss.item() if first is None else first
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
         pred = head(tokens)
     final = float(heatmap_mse(pred, target))
-    print(f"final / zero-prediction loss: {final / zero_loss:.3f}, first: {first / zero_loss:.3f}")
     assert final < 0.25 * zero_loss < first
     got, _ = heatmap_argmax(pred, subpixel="none")
     near = ((got - xy).abs().amax(dim=-1) <= 1.0).float().mean()
-    print(f"joints within 1 px: {float(near):.3f}")
     assert float(near) > 0.8

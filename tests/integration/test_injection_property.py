@@ -1,0 +1,107 @@
+"""The injection leaves the base model intact: with zero-initialised IM-Animation modules, the Wan2.2
+IM-Animation Sampler gives exactly the latents of ComfyUI's stock KSampler path.
+
+Both sides run in this process on ComfyUI's own code: the DiT is read by comfy.sd.load_diffusion_model
+(what the stock "Load Diffusion Model" node does), the stock side is nodes.common_ksampler (KSampler)
+on the latent that Wan22ImageToVideoLatent builds (identity latent in the first frame, noise_mask 0 there,
+the latent format's empty value elsewhere). The identity latent is given directly: the 48-channel Wan2.2
+VAE cannot be made small (ComfyUI builds it at dim 160, 705 M parameters).
+"""
+
+import importlib
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from support.fixture_models import tiny_modules, tiny_wan_dit_state_dict
+from support.inprocess import PACKAGE, load_pack
+
+
+@pytest.fixture(scope="module")
+def comfy():
+    load_pack()
+    import comfy.sd
+    import nodes
+
+    return comfy.sd, nodes
+
+
+def pack(name):
+    return importlib.import_module(f"{PACKAGE}.{name}")
+
+
+def run_both(comfy, tmp_path, channels: int, zero_adapters: bool, sampler_name="euler", cfg=2.5):
+    sd_mod, stock_nodes = comfy
+    path = tmp_path / f"dit{channels}.safetensors"
+    save_file(tiny_wan_dit_state_dict(seed=1, in_dim=channels, out_dim=channels), str(path))
+    model = sd_mod.load_diffusion_model(str(path))
+    core = pack("im_animation_core")
+    modules = tiny_modules(seed=2, zero_adapters=zero_adapters, latent_channels=channels)
+    modules_patcher = pack("nodes.devices").patcher_for(modules.eval())
+
+    g = torch.Generator().manual_seed(3)
+    length, h, w = 9, 8, 6
+    frames = (length - 1) // 4 + 1
+    identity = torch.randn(1, channels, 1, h, w, generator=g)
+    rm = core.pipeline.RetargetedMotion(motion=torch.randn(1, modules.retarget.config.out_channels, frames, h, w,
+                                                           generator=g),
+                                        identity_latent=identity, length=length, width=w * 8, height=h * 8, fps=24.0,
+                                        modules=modules_patcher)
+    expression = core.pipeline.ExpressionFeatures(tokens=torch.randn(length, 4, 32, generator=g),
+                                                  modules=modules_patcher)
+    sampler = pack("nodes.sampler")
+    ours = sampler.IMAnimationSampler.execute(model, rm, seed=11, steps=3, cfg=cfg, sampler_name=sampler_name,
+                                              scheduler="simple", expression=expression).result[0]["samples"]
+
+    latent_format = model.get_model_object("latent_format")
+    latent = torch.zeros(1, channels, 1 + frames, h, w)
+    latent[:, :, :1] = identity
+    mask = torch.ones(1, 1, 1 + frames, h, w)
+    mask[:, :, :1] = 0.0
+    latent = latent_format.process_out(latent) * mask + latent * (1.0 - mask)
+    empty = sampler.empty_conditioning(model.get_model_object("diffusion_model"))
+    (stock,) = stock_nodes.common_ksampler(model, 11, 3, cfg, sampler_name, "simple", empty, empty,
+                                           {"samples": latent, "noise_mask": mask})
+    return ours, stock["samples"][:, :, 1:]
+
+
+@pytest.mark.parametrize("channels", [48, 16])  # Wan2.2 (per-frame timesteps) and Wan2.1-family models
+def test_zero_initialised_adapters_reproduce_stock_sampling_bit_for_bit(comfy, tmp_path, channels):
+    ours, stock = run_both(comfy, tmp_path, channels, zero_adapters=True)
+    assert ours.shape == stock.shape == (1, channels, 3, 8, 6)
+    assert torch.isfinite(ours).all()
+    assert torch.equal(ours, stock)
+
+
+def test_trained_adapters_do_change_the_result(comfy, tmp_path):
+    """The same comparison fails once the adapters carry weights, so the property above is not vacuous."""
+    ours, stock = run_both(comfy, tmp_path, 48, zero_adapters=False)
+    assert (ours - stock).abs().max() > 1e-3
+
+
+def test_long_clip_runs_in_windows_with_one_progress_bar(comfy, tmp_path):
+    sd_mod, _ = comfy
+    utils = importlib.import_module("comfy.utils")
+    path = tmp_path / "dit.safetensors"
+    save_file(tiny_wan_dit_state_dict(seed=1, in_dim=16, out_dim=16), str(path))
+    model = sd_mod.load_diffusion_model(str(path))
+    core = pack("im_animation_core")
+    modules = tiny_modules(seed=2)
+    patcher = pack("nodes.devices").patcher_for(modules.eval())
+    length, h, w = 33, 4, 4  # 9 latent frames; windows of 5 latent frames sharing 2
+    rm = core.pipeline.RetargetedMotion(motion=torch.randn(1, 8, 9, h, w), identity_latent=torch.randn(1, 16, 1, h, w),
+                                        length=length, width=32, height=32, fps=24.0, modules=patcher)
+    expression = core.pipeline.ExpressionFeatures(tokens=torch.randn(length, 4, 32), modules=patcher)
+    updates = []
+    utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: updates.append((value, total)))
+    try:
+        out = pack("nodes.sampler").IMAnimationSampler.execute(
+            model, rm, seed=5, steps=2, cfg=1.0, sampler_name="euler", scheduler="simple", window_frames=17,
+            overlap_frames=8, expression=expression).result[0]["samples"]
+    finally:
+        utils.set_progress_bar_global_hook(None)
+    assert out.shape == (1, 16, 9, h, w) and torch.isfinite(out).all()
+    windows = core.windows.plan_windows(9, 5, 2)
+    assert len(windows) == 3
+    assert {t for _, t in updates} == {2 * len(windows)}  # one bar over all windows
+    assert [v for v, _ in updates] == list(range(1, 2 * len(windows) + 1))
