@@ -2,12 +2,16 @@
 
 from .expression import ExpressionEncode
 from .motion_tokenizer import EncodeDrivingVideo, LoadMotionTokenizer
+from .preview import PreviewMotionHeatmaps
 from .retarget import LoadIMAnimationModules, RetargetToIdentity
 from .sampler import IMAnimationSampler
+from .video import LoadDrivingVideoPath
 
 NODES = [
     LoadMotionTokenizer,
+    LoadDrivingVideoPath,
     EncodeDrivingVideo,
+    PreviewMotionHeatmaps,
     LoadIMAnimationModules,
     RetargetToIdentity,
     ExpressionEncode,

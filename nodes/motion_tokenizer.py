@@ -66,9 +66,9 @@ class EncodeDrivingVideo(io.ComfyNode):
     @classmethod
     def execute(cls, motion_tokenizer, frames, fps, stride, max_frames) -> io.NodeOutput:
         node = "Encode Driving Video"
-        indices = torch.arange(frames.shape[0])[::stride]
+        kept, indices = frames[::stride], torch.arange(frames.shape[0])[::stride]  # views: no copy of the clip
         if max_frames:
-            indices = indices[:max_frames]
+            kept, indices = kept[:max_frames], indices[:max_frames]
         if indices.numel() == 0:
             raise ValueError(f"{node}: the frames input is empty: connect a video with at least one frame")
         model = loaded(motion_tokenizer)
@@ -82,7 +82,7 @@ class EncodeDrivingVideo(io.ComfyNode):
             interrupt_check()
 
         with user_errors(node):
-            tokens, codes = encode_frames(model, frames[indices], chunk, device=device, dtype=dtype,
+            tokens, codes = encode_frames(model, kept, chunk, device=device, dtype=dtype,
                                           on_chunk=on_chunk)
         return io.NodeOutput(MotionTokens(tokens=tokens, indices=codes, frame_indices=indices,
                                           fps=fps / stride, source_frame_count=int(frames.shape[0])))

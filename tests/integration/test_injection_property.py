@@ -21,6 +21,7 @@ from support.inprocess import PACKAGE, load_pack
 def comfy():
     load_pack()
     import comfy.sd
+
     import nodes
 
     return comfy.sd, nodes

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 from support.comfy_path import REPO
-from support.fixture_models import DIT_NAME, MODULES_NAME, TOKENIZER_NAME, VAE_NAME
-from support.media import read_video_info
+from support.fixture_models import DIT_NAME, HEATMAP_HEAD_NAME, MODULES_NAME, TOKENIZER_NAME, VAE_NAME
+from support.media import DRIVING_NAME, read_video_info
 from support.server import assert_ok, execution_error
 from support.workflow import check_links, input_specs, is_widget, ui_to_api
 
@@ -18,7 +18,11 @@ EXPECTED = {  # node id -> (inputs, output types)
     "IMA_LoadModules": (["modules_name"], ["IMA_MODULES"]),
     "IMA_RetargetToIdentity": (["im_animation_modules", "motion_tokens", "identity_image", "vae", "width", "height",
                                 "length"], ["IMA_RETARGETED_MOTION"]),
-    "IMA_ExpressionEncode": (["im_animation_modules", "frames", "motion_tokens"], ["IMA_EXPRESSION"]),
+    "IMA_ExpressionEncode": (["im_animation_modules", "frames", "motion_tokens", "pose_keypoints"],
+                             ["IMA_EXPRESSION"]),
+    "IMA_LoadDrivingVideoPath": (["path", "start_frame", "stride", "max_frames", "width", "height"],
+                                 ["IMAGE", "FLOAT"]),
+    "IMA_PreviewMotionHeatmaps": (["motion_tokens", "frames", "heatmap_head_name", "opacity"], ["IMAGE"]),
     "IMA_Wan22Sampler": (["model", "retargeted_motion", "seed", "steps", "cfg", "sampler_name", "scheduler",
                           "window_frames", "overlap_frames",
                           "expression", "positive", "negative"], ["LATENT"]),
@@ -205,3 +209,38 @@ def test_a_good_run_after_failures_still_works(server, object_info):
     node_of(prompt, "IMA_Wan22Sampler")["inputs"]["seed"] = 7  # not a cached result
     entry = server.run(prompt)
     assert_ok(entry)
+
+
+def path_loader_prompt(server, path: str, **widgets) -> dict:
+    """Load Driving Video (path) -> Encode Driving Video -> Preview Motion Heatmaps -> Save Image."""
+    return {
+        "1": {"class_type": "IMA_LoadDrivingVideoPath", "inputs": dict(dict(
+            path=path, start_frame=0, stride=1, max_frames=0, width=0, height=0), **widgets)},
+        "2": {"class_type": "IMA_LoadMotionTokenizer", "inputs": {"tokenizer_name": TOKENIZER_NAME, "dtype": "auto"}},
+        "3": {"class_type": "IMA_EncodeDrivingVideo", "inputs": {"motion_tokenizer": ["2", 0], "frames": ["1", 0],
+                                                                 "fps": ["1", 1], "stride": 2, "max_frames": 0}},
+        "4": {"class_type": "IMA_PreviewMotionHeatmaps", "inputs": {"motion_tokens": ["3", 0], "frames": ["1", 0],
+                                                                    "heatmap_head_name": HEATMAP_HEAD_NAME,
+                                                                    "opacity": 0.7}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "ima_heatmaps"}},
+    }
+
+
+def test_path_loader_and_heatmap_preview(server):
+    entry = server.run(path_loader_prompt(server, str(server.base / "input" / DRIVING_NAME), width=64, height=48))
+    assert_ok(entry)
+    images = entry["outputs"]["4"]["images"] if "4" in entry["outputs"] else entry["outputs"]["5"]["images"]
+    assert len(images) == 9  # 17 frames, every 2nd kept by Encode Driving Video
+    from PIL import Image
+    first = Image.open(server.base / "output" / images[0]["subfolder"] / images[0]["filename"])
+    assert first.size == (64, 48)
+
+
+@pytest.mark.parametrize("content, words", [(b"", "empty"), (b"not a video at all" * 100, "video")])
+def test_unreadable_or_empty_video_gives_a_clear_error(server, tmp_path, content, words):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(content)
+    err = execution_error(server.run(path_loader_prompt(server, str(bad))))
+    assert err is not None and err["exception_message"].startswith("Load Driving Video (path)")
+    assert words in err["exception_message"].lower() and str(bad) in err["exception_message"]
+    assert server.get("/system_stats")

@@ -30,4 +30,7 @@ def add_comfyui_to_path() -> Path:
 
     if not torch.cuda.is_available():
         args.cpu = True  # must be set before comfy.model_management is first imported
+    import nodes  # ComfyUI's nodes.py; this pack's nodes/ package must not shadow it
+
+    assert Path(nodes.__file__).resolve().parent == root, f"'nodes' resolves to {nodes.__file__}, not ComfyUI's"
     return root

@@ -19,6 +19,7 @@ DIT_NAME = "ima_tiny_wan.safetensors"
 VAE_NAME = "ima_tiny_wan21_vae.safetensors"
 TOKENIZER_NAME = "ima_tiny_motion_tokenizer.safetensors"
 MODULES_NAME = "ima_tiny_modules.safetensors"
+HEATMAP_HEAD_NAME = "ima_tiny_heatmap_head.safetensors"
 DIT = dict(dim=128, ffn_dim=256, num_layers=6, in_dim=16, out_dim=16, text_dim=4096)
 
 
@@ -97,6 +98,16 @@ DEMO_NAMES = {"dit": "ima_demo_wan.safetensors", "vae": "ima_demo_wan21_vae.safe
               "tokenizer": "ima_demo_motion_tokenizer.safetensors", "modules": "ima_demo_modules.safetensors"}
 
 
+def tiny_heatmap_head(seed: int = 0):
+    import sys
+    sys.path.insert(0, str(REPO))
+    from im_animation_core.stage1 import HeatmapHead, HeatmapHeadConfig, JointDecoderConfig, MotionDecoderConfig
+
+    torch.manual_seed(seed)
+    return HeatmapHead(HeatmapHeadConfig(MotionDecoderConfig(width=64, depth=1),
+                                         JointDecoderConfig(width=64, channels=(16, 8, 8))))
+
+
 def write_fixture_models(models_dir, seed: int = 0, zero_adapters: bool = False, names: dict | None = None) -> dict:
     """Write the tiny model set under models_dir (ComfyUI's models/ layout). Returns {kind: file name}.
     ``names`` renames the files (e.g. DEMO_NAMES, the names the demo workflow asks for)."""
@@ -108,4 +119,5 @@ def write_fixture_models(models_dir, seed: int = 0, zero_adapters: bool = False,
     save_file(tiny_wan21_vae_state_dict(seed), str(models_dir / "vae" / names["vae"]))
     tiny_motion_tokenizer(seed).save(str(models_dir / "im_animation" / names["tokenizer"]))
     tiny_modules(seed, zero_adapters).save(str(models_dir / "im_animation" / names["modules"]))
+    tiny_heatmap_head(seed).save(str(models_dir / "im_animation" / HEATMAP_HEAD_NAME))
     return dict(names)

@@ -1,0 +1,231 @@
+"""Each workflow in workflows/ in the real ComfyUI frontend (the comfyui-frontend-package ComfyUI pins), in
+Debian's chromium: loaded through the page's own ``app.loadGraphData``; no missing node types; every
+IM-Animation node drawn with its sockets and widgets (values as saved) and its help (description and input
+tooltips) shown on hover; the frontend's own ``app.graphToPrompt()`` accepted by POST /prompt and executed to
+an output video; a screenshot of the laid-out graph kept (out/browser/, docs/images/graph_<name>.png) and a
+template-browser thumbnail written beside the workflow (workflows/<name>.jpg)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import pytest
+from PIL import Image
+from support.comfy_path import REPO
+from support.fixture_models import DIT_NAME, MODULES_NAME, TOKENIZER_NAME, VAE_NAME
+from support.media import read_video_info
+from support.server import assert_ok
+from support.workflow import input_specs, is_widget, ui_to_api
+
+WORKFLOWS = REPO / "workflows"
+DOCS_IMAGES = REPO / "docs" / "images"
+WORKFLOW_NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+THUMBNAIL_SIZE = 512  # the template browser shows extension templates as <name>.jpg, square cards
+
+
+def adapt_5b_prompt(prompt: dict) -> dict:
+    """Exactly what tests/integration/test_server.py::test_wan22_5b_workflow_executes_with_fixture_models does
+    to the 5B graph: the tiny fixture files in place of the real ones, the text-encoder nodes bypassed (umt5-xxl
+    cannot be made small; the sampler then runs with its empty-text context), 2 steps, a CPU-sized 64x96x9."""
+    text_nodes = [k for k, v in prompt.items() if v["class_type"] in ("CLIPLoader", "CLIPTextEncode")]
+    assert len(text_nodes) == 3
+    for k in text_nodes:
+        del prompt[k]
+    sampler = next(v for v in prompt.values() if v["class_type"] == "IMA_Wan22Sampler")
+    del sampler["inputs"]["positive"], sampler["inputs"]["negative"]
+    sampler["inputs"]["steps"] = 2
+    swap = {"UNETLoader": ("unet_name", DIT_NAME), "VAELoader": ("vae_name", VAE_NAME),
+            "IMA_LoadMotionTokenizer": ("tokenizer_name", TOKENIZER_NAME),
+            "IMA_LoadModules": ("modules_name", MODULES_NAME)}
+    for node in prompt.values():
+        if node["class_type"] in swap:
+            key, value = swap[node["class_type"]]
+            node["inputs"][key] = value
+        if node["class_type"] == "IMA_RetargetToIdentity":
+            node["inputs"].update(width=64, height=96, length=9)
+    return prompt
+
+
+RUNS = {  # workflow -> (prompt adaptation, expected (frames, width, height) of the saved video)
+    "im_animation_demo": (lambda p: p, (17, 128, 128)),
+    "im_animation_wan22_5b": (adapt_5b_prompt, (9, 64, 96)),
+}
+
+LOAD_JS = """async (graph) => {
+  if (!window.__imaMissing) {
+    window.__imaMissing = [];
+    app.registerExtension({name: 'ima.test.missingNodes',
+      afterConfigureGraph(missing) { window.__imaMissing.push((missing || []).map(m => typeof m === 'string' ? m : m.type)); }});
+  }
+  window.__imaMissing.length = 0;
+  await app.loadGraphData(graph);
+  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+  const nodes = app.graph.nodes.map(n => ({
+    id: n.id, type: n.type, title: n.title, mode: n.mode, has_errors: !!n.has_errors,
+    registered: n.type in LiteGraph.registered_node_types,
+    size: [n.size[0], n.size[1]],
+    inputs: (n.inputs || []).map(i => ({name: i.name, type: i.type, link: i.link, widget: i.widget ? i.widget.name : null})),
+    outputs: (n.outputs || []).map(o => ({name: o.name, type: o.type, links: o.links ? o.links.length : 0})),
+    widgets: (n.widgets || []).map(w => ({name: w.name, type: w.type, value: w.value, tooltip: w.tooltip ?? null})),
+  }));
+  return {
+    nodes, links: app.graph.links instanceof Map ? app.graph.links.size : Object.keys(app.graph.links).length,
+    missing: window.__imaMissing.flat(),
+    missingDialog: !!document.querySelector('.comfy-missing-nodes'),
+    dialogs: [...document.querySelectorAll('.p-dialog')].map(d => d.innerText.slice(0, 300)),
+  };
+}"""
+
+# The view fitted to the whole graph, leaving room for the frontend's own bars over the canvas.
+FIT_JS = """() => {
+  const H = LiteGraph.NODE_TITLE_HEIGHT, ns = app.graph.nodes;
+  const x0 = Math.min(...ns.map(n => n.pos[0])), y0 = Math.min(...ns.map(n => n.pos[1] - H));
+  const x1 = Math.max(...ns.map(n => n.pos[0] + n.size[0])), y1 = Math.max(...ns.map(n => n.pos[1] + n.size[1]));
+  const el = app.canvas.canvas.getBoundingClientRect();
+  const top = 56, left = 56, pad = 24;  // top menu bar and side tool bar of the frontend
+  const s = Math.min((el.width - left - 2 * pad) / (x1 - x0), (el.height - top - 2 * pad) / (y1 - y0));
+  app.canvas.ds.scale = s;
+  app.canvas.ds.offset = [(left + pad + (el.width - left - 2 * pad - s * (x1 - x0)) / 2) / s - x0,
+                          (top + pad + (el.height - top - 2 * pad - s * (y1 - y0)) / 2) / s - y0];
+  app.canvas.setDirty(true, true);
+  return s;
+}"""
+
+# Where (page coordinates) to point to get a node's title, one input socket, one widget.
+POINTS_JS = """(id) => {
+  const n = app.graph.getNodeById(id), r = app.canvas.canvas.getBoundingClientRect();
+  const toPage = ([x, y]) => { const o = app.canvas.ds.convertCanvasToOffset([x, y]); return [r.left + o[0], r.top + o[1]]; };
+  const title = toPage([n.pos[0] + 40, n.pos[1] - LiteGraph.NODE_TITLE_HEIGHT / 2]);
+  const sockets = (n.inputs || []).map((inp, i) => inp.widget ? null : [inp.name, toPage(n.getConnectionPos(true, i))])
+    .filter(Boolean);
+  const widgets = (n.widgets || []).filter(w => w.name !== 'control_after_generate').map(w =>
+    [w.name, toPage([n.pos[0] + n.size[0] / 2, n.pos[1] + (w.last_y ?? w.y ?? 0) + LiteGraph.NODE_WIDGET_HEIGHT / 2])]);
+  return {title, sockets, widgets};
+}"""
+
+
+@pytest.fixture(scope="module")
+def object_info(frontend_server):
+    return frontend_server.get("/object_info")
+
+
+def saved_video(server, entry):
+    for out in entry["outputs"].values():
+        for item in out.get("images", []):
+            if item["filename"].endswith(".mp4"):
+                return server.base / "output" / item["subfolder"] / item["filename"]
+    raise AssertionError(f"no video in outputs: {entry['outputs']}")
+
+
+def hover_text(page, point) -> str:
+    """The frontend's node tooltip shown after pointing at a canvas position ('' when none appears)."""
+    page.mouse.move(5, page.viewport_size["height"] - 5)  # away, so that the tooltip closes
+    page.mouse.move(point[0] + 1, point[1] + 1)
+    page.mouse.move(*point)
+    try:
+        page.wait_for_selector(".node-tooltip", timeout=2_000)
+    except Exception:  # noqa: BLE001 - playwright's TimeoutError: no tooltip
+        return ""
+    return page.inner_text(".node-tooltip").strip()
+
+
+def check_ima_nodes(ui: dict, loaded: dict, object_info: dict) -> None:
+    """Every IM-Animation node of the file is on the canvas with the node definition's sockets and widgets,
+    widget values as saved, links where the file has them."""
+    by_id = {n["id"]: n for n in loaded["nodes"]}
+    ima = [n for n in ui["nodes"] if n["type"].startswith("IMA_")]
+    assert len(ima) >= 6, [n["type"] for n in ima]
+    for saved in ima:
+        node = by_id.get(saved["id"])
+        assert node is not None and node["type"] == saved["type"], f"{saved['type']} ({saved['id']}) not on the canvas"
+        info = object_info[saved["type"]]
+        specs = input_specs(info)
+        widget_names = [n for n, t, o in specs if is_widget(t, o)]
+        expected_widgets = []
+        for name, type_, opt in specs:
+            if is_widget(type_, opt):
+                expected_widgets.append(name)
+                if opt.get("control_after_generate"):
+                    expected_widgets.append("control_after_generate")
+        got_widgets = [w["name"] for w in node["widgets"]]
+        assert got_widgets == expected_widgets, f"{saved['type']}: widgets {got_widgets} != {expected_widgets}"
+        values = [w["value"] for w in node["widgets"]]
+        assert values == saved["widgets_values"][:len(values)], f"{saved['type']}: {values} != {saved['widgets_values']}"
+        sockets = {i["name"]: i for i in node["inputs"]}
+        for name, type_, opt in specs:
+            if name not in widget_names:
+                assert name in sockets, f"{saved['type']}: no input socket '{name}'"
+                assert sockets[name]["type"] == type_, f"{saved['type']}.{name}: {sockets[name]['type']} != {type_}"
+        for inp in saved.get("inputs", []):
+            if inp.get("link") is not None:
+                assert sockets[inp["name"]]["link"] == inp["link"], f"{saved['type']}.{inp['name']} lost its link"
+        assert [o["type"] for o in node["outputs"]] == info["output"], saved["type"]
+        assert node["size"][0] >= 200 and node["size"][1] >= 26 * (1 + len(got_widgets)) * 0.8, (saved["type"], node)
+
+
+def check_help_on_hover(page, ui: dict, object_info: dict) -> None:
+    """The node description shows when pointing at a node's title, each input's tooltip at its socket or widget."""
+    for saved in (n for n in ui["nodes"] if n["type"].startswith("IMA_")):
+        info = object_info[saved["type"]]
+        tips = {name: opt.get("tooltip", "") for name, _, opt in input_specs(info)}
+        points = page.evaluate(POINTS_JS, saved["id"])
+        got = hover_text(page, points["title"])
+        assert got == info["description"].strip(), f"{saved['type']} title hover shows {got!r}"
+        for name, point in points["sockets"] + points["widgets"]:
+            got = hover_text(page, point)
+            assert got == tips[name].strip(), f"{saved['type']}.{name} hover shows {got!r}, not its tooltip"
+
+
+def screenshots(page, name: str, out_dir) -> None:
+    page.evaluate(FIT_JS)
+    page.mouse.move(page.viewport_size["width"] - 2, page.viewport_size["height"] // 2)
+    page.wait_for_timeout(300)
+    png = page.screenshot()
+    (out_dir / f"graph_{name}.png").write_bytes(png)
+    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out_dir / f"graph_{name}.png", DOCS_IMAGES / f"graph_{name}.png")
+    # Template-browser thumbnail: the canvas under the menu bars, centred square, 512 px JPEG beside the workflow.
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    w, h = img.size
+    side = h - 56
+    left = 56 + (w - 56 - side) // 2
+    thumb = img.crop((left, 56, left + side, h)).resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.LANCZOS)
+    buf = io.BytesIO()
+    thumb.save(buf, "JPEG", quality=85, optimize=True)
+    (out_dir / f"{name}.jpg").write_bytes(buf.getvalue())
+    (WORKFLOWS / f"{name}.jpg").write_bytes(buf.getvalue())
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_workflow_in_the_frontend(page, frontend_server, object_info, out_dir, name):
+    assert name in RUNS, f"workflows/{name}.json has no run set up in this test"
+    ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    loaded = page.evaluate(LOAD_JS, ui)
+
+    # No missing node types: none reported by the frontend's loader, none unregistered, no missing-nodes dialog.
+    assert loaded["missing"] == [], f"frontend reports missing node types {loaded['missing']}"
+    bad = [(n["id"], n["type"]) for n in loaded["nodes"] if not n["registered"] or n["has_errors"]]
+    assert bad == [], f"nodes the frontend cannot draw: {bad}"
+    assert not loaded["missingDialog"], loaded["dialogs"]
+    assert loaded["dialogs"] == [], f"dialogs opened on load: {loaded['dialogs']}"
+    assert sorted(n["id"] for n in loaded["nodes"]) == sorted(n["id"] for n in ui["nodes"])
+    assert loaded["links"] == len(ui["links"])
+    check_ima_nodes(ui, loaded, object_info)
+
+    screenshots(page, name, out_dir)
+    if name == "im_animation_demo":
+        check_help_on_hover(page, ui, object_info)
+
+    # The frontend's own prompt: same inputs as the Python converter gives, accepted and executed by the server.
+    prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
+    ours = ui_to_api(ui, object_info)
+    assert set(prompt) == set(ours)
+    for key, node in ours.items():
+        assert prompt[key]["class_type"] == node["class_type"]
+        assert prompt[key]["inputs"] == node["inputs"], (node["class_type"], prompt[key]["inputs"], node["inputs"])
+    adapt, expected = RUNS[name]
+    entry = frontend_server.run(adapt(prompt))
+    assert_ok(entry)
+    assert read_video_info(saved_video(frontend_server, entry)) == expected
