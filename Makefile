@@ -30,6 +30,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.bench_tokenizer
+	$(PY) -m bench.bench_injection
 
 workflows: $(STAMP)
 	$(PY) scripts/build_workflows.py

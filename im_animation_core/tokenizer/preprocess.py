@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -36,11 +38,12 @@ def check_frames(frames: torch.Tensor, name: str = "frames") -> None:
 
 
 def _check_values(frames: torch.Tensor, name: str) -> None:
-    if not bool(torch.isfinite(frames).all()):
+    low, high = (float(v) for v in torch.aminmax(frames))  # one pass; NaN propagates into both
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise InputError(f"{name} contain NaN or infinite values; fix the node that produced them.")
-    if float(frames.amax()) > 2.0 or float(frames.amin()) < -1.0:
-        raise InputError(f"{name} have values outside [0,1] (range {float(frames.amin()):g}.."
-                         f"{float(frames.amax()):g}); IMAGE frames must be RGB in [0,1] (divide 0-255 data by 255).")
+    if high > 2.0 or low < -1.0:
+        raise InputError(f"{name} have values outside [0,1] (range {low:g}..{high:g}); IMAGE frames must be "
+                         f"RGB in [0,1] (divide 0-255 data by 255).")
 
 
 def pad_amounts(height: int, width: int) -> tuple[int, int, int, int]:

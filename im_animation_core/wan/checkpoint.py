@@ -61,7 +61,7 @@ def load_wan_dit(path: str | Path, latent_channels: int | None = None, dtype: to
     sd = load_wan_state_dict(path, device=device)
     if latent_channels is None:
         latent_channels = file_metadata(path).get("latent_channels")
-    return WanDiT.from_state_dict(sd, latent_channels=latent_channels, dtype=dtype, device=device)
+    return WanDiT.from_state_dict(sd, latent_channels=latent_channels, dtype=dtype, device=device, copy=False)
 
 
 def _motion_conv(model: WanDiT, widened: int | nn.Conv3d | None) -> nn.Conv3d | None:

@@ -109,6 +109,13 @@ class TokenGroups:
         return x + self._apply(lambda v, g: v * g, y, gate)
 
 
+class RMSNorm(nn.RMSNorm):
+    """nn.RMSNorm whose gain follows the input's dtype (under autocast q/k arrive in bf16/fp16)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.eps)
+
+
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
     """[B,N,heads*d] x [B,S,heads*d] -> [B,N,heads*d], softmax(q k^T / sqrt(d)) v per head."""
     q, k, v = (z.unflatten(-1, (heads, -1)).transpose(1, 2) for z in (q, k, v))
@@ -122,8 +129,8 @@ class WanSelfAttention(nn.Module):
         super().__init__()
         self.heads = heads
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-        self.norm_q = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
-        self.norm_k = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
+        self.norm_q = RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
+        self.norm_k = RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         q = apply_rope(self.norm_q(self.q(x)).unflatten(-1, (self.heads, -1)), cos, sin).flatten(2)
@@ -138,8 +145,8 @@ class WanCrossAttention(nn.Module):
         super().__init__()
         self.heads = heads
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-        self.norm_q = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
-        self.norm_k = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
+        self.norm_q = RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
+        self.norm_k = RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         q, k = self.norm_q(self.q(x)), self.norm_k(self.k(context))
@@ -239,14 +246,16 @@ class WanDiT(nn.Module):
 
     @classmethod
     def from_state_dict(cls, sd: Mapping[str, torch.Tensor], *, latent_channels: int | None = None,
-                        dtype: torch.dtype | None = None, device=None, **config_overrides) -> WanDiT:
+                        dtype: torch.dtype | None = None, device=None, copy: bool = True,
+                        **config_overrides) -> WanDiT:
         """Build from a Wan state dict (a stock Wan file, or one written by ``save_wan_state_dict``).
 
         With ``latent_channels`` smaller than the file's in_dim, the widened patch embedding is split back:
         its first ``latent_channels`` input channels stay ``patch_embedding``, the rest become
         ``motion_patch`` (the bias stays with the base, the motion bias is zero: the same sum). Tensors are
-        moved to ``device`` / cast to ``dtype`` (default: as stored); built on the meta device and filled
-        by assignment, so a 5B checkpoint is held once."""
+        moved to ``device`` / cast to ``dtype`` (default: as stored). The model is built on the meta device
+        and takes the tensors by assignment; with ``copy=False`` tensors already of the right device and
+        dtype are used without a copy (a 5B file is then held once; the dict must not be used elsewhere)."""
         sd = strip_prefix(sd)
         config = WanDiTConfig.from_state_dict(sd, **config_overrides)
         motion_channels = 0
@@ -263,7 +272,7 @@ class WanDiT(nn.Module):
             config.in_dim = latent_channels
         with torch.device("meta"):
             model = cls(config, motion_channels=motion_channels, init=False)
-        sd = {k: v.to(device=device, dtype=dtype or v.dtype).contiguous() for k, v in sd.items()}
+        sd = {k: v.to(device=device, dtype=dtype or v.dtype, copy=copy).contiguous() for k, v in sd.items()}
         model.load_state_dict(sd, strict=True, assign=True)
         return model
 
@@ -354,7 +363,7 @@ class WanDiT(nn.Module):
         for i, fns in (block_hooks or {}).items():
             if not 0 <= i < len(self.blocks):
                 raise ValueError(f"block hook at index {i}, but the DiT has blocks 0..{len(self.blocks) - 1}")
-            hooks[i] = [fns] if callable(fns) else list(fns)
+            hooks[i] = list(fns) if isinstance(fns, (list, tuple, nn.ModuleList)) else [fns]
         dtype = self.dtype
         b, _, frames, height, width = x.shape
 

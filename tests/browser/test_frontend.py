@@ -78,25 +78,25 @@ LOAD_JS = """async (graph) => {
   };
 }"""
 
-# The view fitted to the whole graph, leaving room for the frontend's own bars over the canvas.
-FIT_JS = """() => {
+# The view fitted to the whole graph (as the frontend computes node sizes), with margins around it; in focus mode
+# (set by the test) only the zoom controls at the bottom right and the menu button at the top right remain.
+FIT_JS = """([top, right, bottom, left]) => {
   const H = LiteGraph.NODE_TITLE_HEIGHT, ns = app.graph.nodes;
   const x0 = Math.min(...ns.map(n => n.pos[0])), y0 = Math.min(...ns.map(n => n.pos[1] - H));
   const x1 = Math.max(...ns.map(n => n.pos[0] + n.size[0])), y1 = Math.max(...ns.map(n => n.pos[1] + n.size[1]));
-  const el = app.canvas.canvas.getBoundingClientRect();
-  const top = 56, left = 56, pad = 24;  // top menu bar and side tool bar of the frontend
-  const s = Math.min((el.width - left - 2 * pad) / (x1 - x0), (el.height - top - 2 * pad) / (y1 - y0));
-  app.canvas.ds.scale = s;
-  app.canvas.ds.offset = [(left + pad + (el.width - left - 2 * pad - s * (x1 - x0)) / 2) / s - x0,
-                          (top + pad + (el.height - top - 2 * pad - s * (y1 - y0)) / 2) / s - y0];
+  const el = app.canvas.canvas.getBoundingClientRect(), w = el.width - left - right, h = el.height - top - bottom;
+  const ds = app.canvas.ds, s = Math.min(w / (x1 - x0), h / (y1 - y0));
+  ds.scale = s;
+  ds.offset[0] = (left + (w - s * (x1 - x0)) / 2) / s - x0;
+  ds.offset[1] = (top + (h - s * (y1 - y0)) / 2) / s - y0;
   app.canvas.setDirty(true, true);
-  return s;
+  return [ds.scale, ds.offset[0], ds.offset[1]];
 }"""
 
 # Where (page coordinates) to point to get a node's title, one input socket, one widget.
 POINTS_JS = """(id) => {
   const n = app.graph.getNodeById(id), r = app.canvas.canvas.getBoundingClientRect();
-  const toPage = ([x, y]) => { const o = app.canvas.ds.convertCanvasToOffset([x, y]); return [r.left + o[0], r.top + o[1]]; };
+  const toPage = ([x, y]) => { const o = app.canvas.ds.convertOffsetToCanvas([x, y]); return [r.left + o[0], r.top + o[1]]; };
   const title = toPage([n.pos[0] + 40, n.pos[1] - LiteGraph.NODE_TITLE_HEIGHT / 2]);
   const sockets = (n.inputs || []).map((inp, i) => inp.widget ? null : [inp.name, toPage(n.getConnectionPos(true, i))])
     .filter(Boolean);
@@ -178,20 +178,39 @@ def check_help_on_hover(page, ui: dict, object_info: dict) -> None:
             assert got == tips[name].strip(), f"{saved['type']}.{name} hover shows {got!r}, not its tooltip"
 
 
-def screenshots(page, name: str, out_dir) -> None:
-    page.evaluate(FIT_JS)
-    page.mouse.move(page.viewport_size["width"] - 2, page.viewport_size["height"] // 2)
+def fitted_screenshot(page, margins) -> bytes:
+    """A screenshot of the whole graph fitted into the page. The view is fitted twice: the frontend may still
+    move it once right after a load."""
+    page.mouse.move(page.viewport_size["width"] // 2, 2)  # off every node: no tooltip, no hover highlight
+    page.evaluate(FIT_JS, margins)
     page.wait_for_timeout(300)
+    view = page.evaluate(FIT_JS, margins)
+    page.wait_for_timeout(200)
     png = page.screenshot()
-    (out_dir / f"graph_{name}.png").write_bytes(png)
-    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(out_dir / f"graph_{name}.png", DOCS_IMAGES / f"graph_{name}.png")
-    # Template-browser thumbnail: the canvas under the menu bars, centred square, 512 px JPEG beside the workflow.
-    img = Image.open(io.BytesIO(png)).convert("RGB")
-    w, h = img.size
-    side = h - 56
-    left = 56 + (w - 56 - side) // 2
-    thumb = img.crop((left, 56, left + side, h)).resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.LANCZOS)
+    assert page.evaluate("() => [app.canvas.ds.scale, ...app.canvas.ds.offset]") == pytest.approx(view)
+    return png
+
+
+def screenshots(page, name: str, out_dir) -> None:
+    """graph_<name>.png (the page as users see it in focus mode) to the test's output folder and docs/images/;
+    the template thumbnail workflows/<name>.jpg from a square page (the template browser shows it in a square)."""
+    page.evaluate("() => app.extensionManager.command.execute('Workspace.ToggleFocusMode')")
+    try:
+        png = fitted_screenshot(page, [48, 24, 72, 24])  # the menu button above, the zoom controls below
+        (out_dir / f"graph_{name}.png").write_bytes(png)
+        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out_dir / f"graph_{name}.png", DOCS_IMAGES / f"graph_{name}.png")
+        viewport = dict(page.viewport_size)
+        page.set_viewport_size({"width": 1280, "height": 1280})
+        try:
+            square = fitted_screenshot(page, [56, 16, 80, 16])
+        finally:
+            page.set_viewport_size(viewport)
+    finally:
+        page.evaluate("() => app.extensionManager.command.execute('Workspace.ToggleFocusMode')")
+    img = Image.open(io.BytesIO(square)).convert("RGB")
+    side = min(img.size)
+    thumb = img.crop((0, 0, side, side)).resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.LANCZOS)
     buf = io.BytesIO()
     thumb.save(buf, "JPEG", quality=85, optimize=True)
     (out_dir / f"{name}.jpg").write_bytes(buf.getvalue())

@@ -106,3 +106,47 @@ def test_long_clip_runs_in_windows_with_one_progress_bar(comfy, tmp_path):
     assert len(windows) == 3
     assert {t for _, t in updates} == {2 * len(windows)}  # one bar over all windows
     assert [v for v, _ in updates] == list(range(1, 2 * len(windows) + 1))
+
+
+def sampler_inputs(comfy, tmp_path, **module_sizes):
+    sd_mod, _ = comfy
+    path = tmp_path / "dit.safetensors"
+    save_file(tiny_wan_dit_state_dict(seed=1), str(path))
+    model = sd_mod.load_diffusion_model(str(path))
+    core = pack("im_animation_core")
+    patcher = pack("nodes.devices").patcher_for(tiny_modules(seed=2, **module_sizes).eval())
+    rm = core.pipeline.RetargetedMotion(motion=torch.randn(1, 8, 2, 4, 4), identity_latent=torch.randn(1, 16, 1, 4, 4),
+                                        length=5, width=32, height=32, fps=24.0, modules=patcher)
+    expression = core.pipeline.ExpressionFeatures(tokens=torch.randn(5, 4, 32), modules=patcher)
+    return model, rm, expression
+
+
+def sample(model, rm, expression):
+    return pack("nodes.sampler").IMAnimationSampler.execute(model, rm, seed=0, steps=1, cfg=1.0, sampler_name="euler",
+                                                            scheduler="simple", expression=expression)
+
+
+@pytest.mark.parametrize("sizes, words", [
+    ({"dim": 256}, "width 256 but this model's width is 128"),
+    ({"depth": 12}, "has 6 blocks but the expression blocks run after blocks [5, 11]"),
+])
+def test_modules_that_do_not_fit_the_dit_are_refused(comfy, tmp_path, sizes, words):
+    model, rm, expression = sampler_inputs(comfy, tmp_path, **sizes)
+    with pytest.raises(ValueError, match=r"^Wan2.2 IM-Animation Sampler: .*" + words.replace("[", r"\[")
+                       .replace("]", r"\]")):
+        sample(model, rm, expression)
+
+
+def test_a_non_wan_model_is_refused(comfy, tmp_path):
+    model, rm, expression = sampler_inputs(comfy, tmp_path)
+    other = model.clone()
+    other.add_object_patch("diffusion_model", torch.nn.Linear(4, 4))  # what any non-Wan MODEL looks like here
+    with pytest.raises(ValueError, match="not a Wan DiT"):
+        sample(other, rm, expression)
+
+
+def test_expression_from_other_modules_is_refused(comfy, tmp_path):
+    model, rm, _ = sampler_inputs(comfy, tmp_path)
+    _, _, other_expression = sampler_inputs(comfy, tmp_path)
+    with pytest.raises(ValueError, match="different IM-Animation modules"):
+        sample(model, rm, other_expression)

@@ -244,3 +244,15 @@ def test_unreadable_or_empty_video_gives_a_clear_error(server, tmp_path, content
     assert err is not None and err["exception_message"].startswith("Load Driving Video (path)")
     assert words in err["exception_message"].lower() and str(bad) in err["exception_message"]
     assert server.get("/system_stats")
+
+
+def test_output_follows_the_identity_image_when_aspect_ratios_differ(server, object_info):
+    """Documented policy: the driving clip is 128x128, the identity 64x96 (portrait): the video is 64x96."""
+    prompt = demo_prompt(object_info)
+    retarget = node_of(prompt, "IMA_RetargetToIdentity")
+    retarget["inputs"]["identity_image"] = [add_node(prompt, "ImageScale", {
+        "image": retarget["inputs"]["identity_image"], "upscale_method": "bilinear", "width": 64, "height": 96,
+        "crop": "disabled"}), 0]
+    entry = server.run(prompt)
+    assert_ok(entry)
+    assert read_video_info(saved_video(server, entry)) == (17, 64, 96)

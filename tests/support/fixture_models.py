@@ -62,7 +62,8 @@ def tiny_wan21_vae_state_dict(seed: int = 0, dim: int = 8) -> dict:
     return {k: v.contiguous() for k, v in vae.state_dict().items()}
 
 
-def tiny_modules(seed: int = 0, zero_adapters: bool = False, latent_channels: int = 16):
+def tiny_modules(seed: int = 0, zero_adapters: bool = False, latent_channels: int = 16, dim: int = DIT["dim"],
+                 depth: int = DIT["num_layers"]):
     """IM-Animation modules sized for the tiny DiT. With zero_adapters=False the zero-initialised adapter
     outputs get random values too, so that motion and expression visibly change the fixture's output."""
     import sys
@@ -75,7 +76,7 @@ def tiny_modules(seed: int = 0, zero_adapters: bool = False, latent_channels: in
     modules = IMAnimationModules(
         RetargetConfig(latent_channels=latent_channels, width=64, depth=2, heads=2, out_channels=8),
         ExpressionConfig(crop_size=32, width=32, tokens=4, base_channels=8),
-        DiTSpec(dim=DIT["dim"], heads=DIT["dim"] // 128, depth=DIT["num_layers"], latent_channels=latent_channels),
+        DiTSpec(dim=dim, heads=dim // 128, depth=depth, latent_channels=latent_channels),
     )
     if not zero_adapters:
         with torch.no_grad():

@@ -1,0 +1,92 @@
+"""Per-step time of the IM-Animation-patched Wan model over the unpatched one: same model, inputs, seed.
+
+Both run in one process on ComfyUI's own code: the unpatched side is KSampler (nodes.common_ksampler) on
+the latent the sampler builds; the patched side is the Wan2.2 IM-Animation Sampler (motion channels +
+expression blocks). Runs alternate and the median per-step time of each is reported.
+
+    python -m bench.bench_injection [--dim 256 --layers 6 --frames 5 --size 16 --steps 4 --repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--channels", type=int, default=48)
+    ap.add_argument("--frames", type=int, default=5, help="output latent frames")
+    ap.add_argument("--size", type=int, default=16, help="latent height and width")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+
+    from support.fixture_models import tiny_modules, tiny_wan_dit_state_dict
+    from support.inprocess import PACKAGE, load_pack
+
+    load_pack()
+    import importlib
+
+    import comfy.sd
+    import nodes
+
+    sampler = importlib.import_module(f"{PACKAGE}.nodes.sampler")
+    core = importlib.import_module(f"{PACKAGE}.im_animation_core")
+    devices = importlib.import_module(f"{PACKAGE}.nodes.devices")
+
+    c, f, s = args.channels, args.frames, args.size
+    model = comfy.sd.load_diffusion_model_state_dict(tiny_wan_dit_state_dict(
+        seed=0, dim=args.dim, ffn_dim=args.dim * 4, num_layers=args.layers, in_dim=c, out_dim=c))
+    modules = tiny_modules(seed=0, latent_channels=c, dim=args.dim, depth=args.layers)
+    patcher = devices.patcher_for(modules.eval())
+    length = (f - 1) * 4 + 1
+    g = torch.Generator().manual_seed(0)
+    identity = torch.randn(1, c, 1, s, s, generator=g)
+    rm = core.pipeline.RetargetedMotion(torch.randn(1, 8, f, s, s, generator=g), identity, length, s * 16, s * 16,
+                                        24.0, patcher)
+    expression = core.pipeline.ExpressionFeatures(torch.randn(length, 4, 32, generator=g), patcher)
+    latent_format = model.get_model_object("latent_format")
+    latent = torch.zeros(1, c, 1 + f, s, s)
+    latent[:, :, :1] = identity
+    mask = torch.ones(1, 1, 1 + f, s, s)
+    mask[:, :, :1] = 0
+    latent = latent_format.process_out(latent) * mask + latent * (1 - mask)
+    empty = sampler.empty_conditioning(model.get_model_object("diffusion_model"))
+
+    def patched():
+        sampler.IMAnimationSampler.execute(model, rm, seed=1, steps=args.steps, cfg=1.0, sampler_name="euler",
+                                           scheduler="simple", expression=expression)
+
+    def unpatched():
+        nodes.common_ksampler(model, 1, args.steps, 1.0, "euler", "simple", empty, empty,
+                              {"samples": latent, "noise_mask": mask})
+
+    times = {"unpatched": [], "patched": []}
+    patched(), unpatched()  # warm-up
+    for _ in range(args.repeats):
+        for name, fn in (("unpatched", unpatched), ("patched", patched)):
+            t = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t) / args.steps)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    tokens = (1 + f) * (s // 2) ** 2
+    print(f"config: dim {args.dim}, {args.layers} layers, {c} channels, {1 + f} latent frames of {s}x{s} "
+          f"({tokens} tokens), {args.steps} steps, {args.repeats} repeats, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"unpatched: {med['unpatched'] * 1000:.1f} ms/step   patched: {med['patched'] * 1000:.1f} ms/step")
+    print(f"ratio patched/unpatched: {med['patched'] / med['unpatched']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
