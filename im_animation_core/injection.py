@@ -55,3 +55,16 @@ def widen_patch_embedding(base_weight: torch.Tensor, base_bias: torch.Tensor | N
     weight = torch.cat([base_weight, motion_conv.weight.to(base_weight)], dim=1)
     bias = motion_conv.bias.to(base_weight) if base_bias is None else base_bias + motion_conv.bias.to(base_bias)
     return weight, bias
+
+
+def widened_dit_state_dict(dit: dict[str, torch.Tensor], motion_conv: nn.Conv3d) -> dict[str, torch.Tensor]:
+    """A Wan DiT state dict (Wan key names) whose ``patch_embedding`` also takes the motion channels.
+
+    ComfyUI's stock loader reads in_dim = latent + C_r from the widened weight; given the retargeted
+    motion as extra channels, the model computes what the split form computes (to float rounding)."""
+    if "patch_embedding.weight" not in dit:
+        raise ValueError("not a Wan DiT state dict: no patch_embedding.weight")
+    out = dict(dit)
+    out["patch_embedding.weight"], out["patch_embedding.bias"] = widen_patch_embedding(
+        dit["patch_embedding.weight"], dit.get("patch_embedding.bias"), motion_conv)
+    return out

@@ -29,6 +29,9 @@ class RetargetConfig:
     depth: int = 8
     heads: int = 16
     out_channels: int = 16  # C_r, channels of the retargeted motion map
+    heatmap_joints: int = 62  # J of the heatmap head (20 body + 2 x 21 hand joints)
+    heatmap_channels: int = 128
+    heatmap_upsample: int = 2  # x2 stages: heatmaps at 4x the patch grid (= 2x the latent grid)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,6 +51,7 @@ class RetargetTransformer(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(c.width, c.heads) for _ in range(c.depth))
         self.norm_out = nn.LayerNorm(c.width)
         self.out = nn.Linear(c.width, c.out_channels * c.patch_size**2)
+        self.heatmap_head = RetargetHeatmapHead(c)
 
     def forward(
         self,
@@ -106,3 +110,25 @@ class RetargetTransformer(nn.Module):
         if return_features:
             return out, rearrange(feats, "b (f n) d -> b f n d", f=f)
         return out
+
+
+class RetargetHeatmapHead(nn.Module):
+    """Mask-token features -> joint heatmaps per latent frame: the supervision of Stage 2 (paper eq. 6) and
+    what the preview shows. Convolutions on the patch grid, upsampled by 2 per stage."""
+
+    def __init__(self, c: RetargetConfig):
+        super().__init__()
+        ch = c.heatmap_channels
+        layers: list[nn.Module] = [nn.Conv2d(c.width, ch, 1)]
+        for _ in range(c.heatmap_upsample):
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1),
+                       nn.GroupNorm(8, ch), nn.SiLU()]
+        layers.append(nn.Conv2d(ch, c.heatmap_joints, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """features: [B,F,h*w,width] (RetargetTransformer's return_features); grid: (h, w) patch grid.
+        Returns [B,F,J,h*2^u,w*2^u] heatmaps."""
+        b = features.shape[0]
+        x = rearrange(features, "b f (h w) d -> (b f) d h w", h=grid[0], w=grid[1])
+        return rearrange(self.net(x), "(b f) j h w -> b f j h w", b=b)

@@ -149,12 +149,13 @@ def _default_dtype(device: torch.device, stored: torch.dtype) -> torch.dtype:
 def _check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
     bad = [k for k, t in state_dict.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
-        raise CheckpointError(f"{source} has NaN or infinite values in {len(bad)} tensor(s): {_listing(bad)}. "
-                              f"The file is damaged; download it again.")
+        raise CheckpointError(f"{source} has NaN or infinite values in {len(bad)} tensor(s): "
+                              f"{_listing(bad)}. The file is damaged; download it again.")
 
 
 def build_from_state_dict(cls: type[MotionTokenizer], state_dict: Mapping[str, torch.Tensor],
-                          config: MotionTokenizerConfig | None = None, device: torch.device | str | None = None,
+                          config: MotionTokenizerConfig | None = None,
+                          device: torch.device | str | None = None,
                           dtype: torch.dtype | None = None, source: str = "motion tokenizer state dict",
                           copy: bool = True) -> MotionTokenizer:
     """Strictly build a tokenizer from released-name tensors; sizes inferred unless ``config`` is given.
@@ -190,16 +191,17 @@ def inspect_safetensors(path: Path) -> dict[str, tuple[int, ...]]:
         head = handle.read(8)
     if head[:2] == b"PK" or head[:1] == b"\x80":
         raise CheckpointError(f"motion tokenizer file '{path}' is a PyTorch pickle, not safetensors. The "
-                              f"loader reads only .safetensors (the released motion_encoder_latest.safetensors); "
-                              f"for the TiTok .bin use MotionTokenizer.from_titok.")
+                              f"loader reads only .safetensors (the released "
+                              f"motion_encoder_latest.safetensors); for the TiTok .bin use "
+                              f"MotionTokenizer.from_titok.")
     try:
         with safe_open(str(path), framework="pt") as f:
             return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
     except SafetensorError as err:
         size = path.stat().st_size
-        raise CheckpointError(f"motion tokenizer file '{path}' ({size:,} bytes) is not a readable safetensors "
-                              f"file ({err}). It is probably truncated or damaged (the released file has "
-                              f"607,017,208 bytes): download it again.") from err
+        raise CheckpointError(f"motion tokenizer file '{path}' ({size:,} bytes) is not a readable "
+                              f"safetensors file ({err}). It is probably truncated or damaged (the released "
+                              f"file has 607,017,208 bytes): download it again.") from err
 
 
 def load_motion_tokenizer(cls: type[MotionTokenizer], path: str | Path, config_path: str | Path | None = None,

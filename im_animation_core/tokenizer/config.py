@@ -64,7 +64,8 @@ class MotionTokenizerConfig:
         if bad:
             raise ValueError(f"MotionTokenizerConfig: {', '.join(bad)} must be positive, got {self}")
         if self.width % self.heads:
-            raise ValueError(f"MotionTokenizerConfig: width {self.width} is not divisible by heads {self.heads}")
+            raise ValueError(f"MotionTokenizerConfig: width {self.width} is not divisible by heads "
+                             f"{self.heads}")
         if len(self.patch_padding) != 2 or min(self.patch_padding) < 0:
             raise ValueError(f"MotionTokenizerConfig: patch_padding must be two non-negative ints, "
                              f"got {self.patch_padding}")
@@ -195,7 +196,8 @@ def infer_config(shapes: Mapping[str, tuple[int, ...]],
         if (y_width, y_layers) != (width, layers):
             raise CheckpointError(f"config.yaml says model size '{model_size}' (width {y_width}, {y_layers} "
                                   f"layers) but the weights have width {width} and {layers} layers. The "
-                                  f"config.yaml beside the file belongs to another checkpoint: fix or remove it.")
+                                  f"config.yaml beside the file belongs to another checkpoint: fix or remove "
+                                  f"it.")
     elif width % HEAD_DIM == 0:
         heads = width // HEAD_DIM
     else:
@@ -298,7 +300,8 @@ def read_config_yaml(path: str | Path) -> dict[str, Any]:
     except (TypeError, ValueError) as err:
         if isinstance(err, CheckpointError):
             raise
-        raise CheckpointError(f"config.yaml '{path}': a size is not a number ({err}); fix or remove it.") from err
+        raise CheckpointError(f"config.yaml '{path}': a size is not a number ({err}); fix or remove "
+                              f"it.") from err
     return out
 
 
@@ -323,7 +326,8 @@ def _parse_yaml_keys(text: str, path: Path) -> dict[str, Any]:
         try:
             doc = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise CheckpointError(f"config.yaml '{path}' is not valid YAML ({err}); fix or remove it.") from err
+            raise CheckpointError(f"config.yaml '{path}' is not valid YAML ({err}); fix or remove "
+                                  f"it.") from err
         flat: dict[str, Any] = {}
 
         def walk(node: Any) -> None:

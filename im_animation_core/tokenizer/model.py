@@ -311,7 +311,8 @@ class MotionTokenizer(nn.Module):
 
     # ---- construction / serialisation (implemented in checkpoint.py / titok.py) -----------------------
     @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor], config: MotionTokenizerConfig | None = None,
+    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor],
+                        config: MotionTokenizerConfig | None = None,
                         device: torch.device | str | None = None,
                         dtype: torch.dtype | None = None) -> MotionTokenizer:
         """Build from a state dict with the released names; strict (see checkpoint.build_from_state_dict)."""
@@ -321,7 +322,8 @@ class MotionTokenizer(nn.Module):
 
     @classmethod
     def from_file(cls, path: str | Path, config_path: str | Path | None = None,
-                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> MotionTokenizer:
+                  device: torch.device | str | None = None,
+                  dtype: torch.dtype | None = None) -> MotionTokenizer:
         """Load the released ``motion_encoder_latest.safetensors`` (or any file of that schema).
 
         config_path: a config.yaml; by default ``config.yaml`` beside the file is read when it exists.
@@ -334,7 +336,8 @@ class MotionTokenizer(nn.Module):
 
     @classmethod
     def from_titok(cls, path: str | Path, codebook_size: int | None = None,
-                   device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> MotionTokenizer:
+                   device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> MotionTokenizer:
         """Stage 1 initialisation from the public TiTok-L-32 pickle ``tokenizer_titok_l32.bin``.
 
         See :func:`im_animation_core.tokenizer.titok.tokenizer_from_titok`.
@@ -343,7 +346,8 @@ class MotionTokenizer(nn.Module):
 
         return tokenizer_from_titok(cls, path, codebook_size=codebook_size, device=device, dtype=dtype)
 
-    def save(self, path: str | Path, dtype: torch.dtype | None = torch.float16, write_config: bool = False) -> None:
+    def save(self, path: str | Path, dtype: torch.dtype | None = torch.float16,
+             write_config: bool = False) -> None:
         """Write the released format: safetensors with the released tensor names, floats cast to ``dtype``
         (float16 released; None keeps them). write_config: also write config.yaml beside the file."""
         from .checkpoint import save_motion_tokenizer

@@ -34,7 +34,8 @@ def check_frames(frames: torch.Tensor, name: str = "frames") -> None:
     if min(frames.shape[1:3]) == 0:
         raise InputError(f"{name} have zero height or width: {list(frames.shape)}.")
     if not frames.is_floating_point():
-        raise InputError(f"{name} must be float RGB in [0,1], got {frames.dtype}; divide 8-bit images by 255.")
+        raise InputError(f"{name} must be float RGB in [0,1], got {frames.dtype}; divide 8-bit images by "
+                         f"255.")
 
 
 def _check_values(frames: torch.Tensor, name: str) -> None:

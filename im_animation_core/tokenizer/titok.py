@@ -50,7 +50,8 @@ def load_titok_init(path: str | Path) -> dict[str, torch.Tensor]:
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{source} does not hold a state dict of tensors; give tokenizer_titok_l32.bin.")
+        raise CheckpointError(f"{source} does not hold a state dict of tensors; give "
+                              f"tokenizer_titok_l32.bin.")
     if obj and all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     state = {k: v for k, v in obj.items() if _is_ours(k)}
@@ -78,4 +79,5 @@ def tokenizer_from_titok(cls: type[MotionTokenizer], path: str | Path, codebook_
         k = int(codebook_size)
         state["quantize.embedding.weight"] = (
             torch.rand(k, codebook.shape[1], generator=generator) * (2.0 / k) - 1.0 / k).to(codebook.dtype)
-    return build_from_state_dict(cls, state, device=device, dtype=dtype, source=f"TiTok file '{Path(path).name}'")
+    source = f"TiTok file '{Path(path).name}'"
+    return build_from_state_dict(cls, state, device=device, dtype=dtype, source=source)

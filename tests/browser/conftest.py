@@ -22,7 +22,8 @@ CHROMIUM = Path(os.environ.get("IMA_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 OUT = REPO / "out" / "browser"  # the test's output folder (git-ignored): screenshots, console log, server log
-VIEWPORT = {"width": 1920, "height": 1080}
+VIEWPORT = {"width": 1920, "height": 1200}
+DEVICE_SCALE = 1.5  # sharper text in the screenshots
 
 # Frontend settings written before the server starts (user/default/comfy.settings.json), so that the page
 # opens straight onto the canvas: no first-run template browser, no minimap or fps overlay over the graph,
@@ -104,7 +105,7 @@ def out_dir() -> Path:
 def page(browser, frontend_server):
     """The page the server serves, with the app up (window.app, the graph canvas, this pack's node types)."""
     OUT.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=DEVICE_SCALE)
     # Nothing but the ComfyUI server: requests elsewhere (release notes, registry) fail at once, not by timeout.
     context.route(re.compile(r"^(?!" + re.escape(frontend_server.url) + r")(https?|wss?)://"),
                   lambda route: route.abort())
@@ -112,6 +113,7 @@ def page(browser, frontend_server):
     console: list[str] = []
     page.on("console", lambda m: console.append(f"[{m.type}] {m.text}"))
     page.on("pageerror", lambda e: console.append(f"[pageerror] {e}"))
+    page.on("response", lambda r: r.status >= 400 and console.append(f"[http {r.status}] {r.url}"))
     page.console_log = console
     page.goto(frontend_server.url, wait_until="domcontentloaded")
     page.wait_for_function(

@@ -16,7 +16,7 @@ from PIL import Image
 from support.comfy_path import REPO
 from support.fixture_models import DIT_NAME, MODULES_NAME, TOKENIZER_NAME, VAE_NAME
 from support.media import read_video_info
-from support.server import assert_ok
+from support.server import PACK_DIR_NAME, assert_ok
 from support.workflow import input_specs, is_widget, ui_to_api
 
 WORKFLOWS = REPO / "workflows"
@@ -243,8 +243,36 @@ def test_workflow_in_the_frontend(page, frontend_server, object_info, out_dir, n
     assert set(prompt) == set(ours)
     for key, node in ours.items():
         assert prompt[key]["class_type"] == node["class_type"]
-        assert prompt[key]["inputs"] == node["inputs"], (node["class_type"], prompt[key]["inputs"], node["inputs"])
+        declared = {n for n, _, _ in input_specs(object_info[node["class_type"]])}  # not frontend-only widgets
+        inputs = {k: v for k, v in prompt[key]["inputs"].items() if k in declared}  # such as LoadVideo's preview
+        assert inputs == node["inputs"], (node["class_type"], prompt[key]["inputs"], node["inputs"])
     adapt, expected = RUNS[name]
     entry = frontend_server.run(adapt(prompt))
     assert_ok(entry)
     assert read_video_info(saved_video(frontend_server, entry)) == expected
+
+
+def test_workflows_in_the_template_browser(page, frontend_server, out_dir):
+    """ComfyUI serves a pack's workflows/ as templates: the template browser lists this pack under Extensions,
+    shows each workflow with its <name>.jpg thumbnail, and opens one when clicked."""
+    listing = frontend_server.get("/workflow_templates")
+    assert sorted(listing.get(PACK_DIR_NAME, [])) == WORKFLOW_NAMES, listing
+    page.evaluate("() => app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+    page.get_by_text(PACK_DIR_NAME, exact=True).first.click()  # the pack's entry under Extensions
+    for name in WORKFLOW_NAMES:
+        img = page.locator(f'[data-testid="template-workflow-{name}"] img')
+        img.wait_for(timeout=10_000)
+        page.wait_for_function("(el) => el.complete && el.naturalWidth > 0", arg=img.element_handle(), timeout=10_000)
+        src, width = img.evaluate("el => [el.src, el.naturalWidth]")
+        assert "default-template" not in src and width == THUMBNAIL_SIZE, f"{name}: thumbnail {src} ({width} px)"
+    page.mouse.move(5, 5)
+    page.wait_for_timeout(200)
+    (out_dir / "template_browser.png").write_bytes(page.screenshot())
+    shutil.copyfile(out_dir / "template_browser.png", DOCS_IMAGES / "template_browser.png")
+
+    page.evaluate("() => app.graph.clear()")
+    page.locator('[data-testid="template-workflow-im_animation_demo"]').click()
+    page.wait_for_function("() => !document.querySelector('[data-testid=template-workflows-content]')"
+                           " && app.graph.nodes.some(n => n.type === 'IMA_Wan22Sampler')", timeout=15_000)
+    ui = json.loads((WORKFLOWS / "im_animation_demo.json").read_text())
+    assert page.evaluate("() => app.graph.nodes.length") == len(ui["nodes"])

@@ -150,3 +150,28 @@ def test_expression_from_other_modules_is_refused(comfy, tmp_path):
     _, _, other_expression = sampler_inputs(comfy, tmp_path)
     with pytest.raises(ValueError, match="different IM-Animation modules"):
         sample(model, rm, other_expression)
+
+
+def test_exported_widened_dit_loads_in_the_stock_loader_and_matches_the_split_form(comfy, tmp_path):
+    """A full DiT exported with the widened patch embedding (in_dim = 16 + 8) is read by
+    comfy.sd.load_diffusion_model like any Wan model; the sampler feeds it the motion channels without
+    patching the embedding, and the result matches the base model + split embedding to float rounding."""
+    sd_mod, _ = comfy
+    base_sd = tiny_wan_dit_state_dict(seed=1)
+    base_path, wide_path = tmp_path / "base.safetensors", tmp_path / "wide.safetensors"
+    save_file(base_sd, str(base_path))
+    modules = tiny_modules(seed=2)  # non-zero motion weights
+    wide_sd = pack("im_animation_core.injection").widened_dit_state_dict(base_sd, modules.motion_patch)
+    save_file({k: v.contiguous() for k, v in wide_sd.items()}, str(wide_path))
+    wide = sd_mod.load_diffusion_model(str(wide_path))
+    assert wide.get_model_object("diffusion_model").patch_embedding.weight.shape[1] == 24
+
+    core = pack("im_animation_core")
+    patcher = pack("nodes.devices").patcher_for(modules.eval())
+    g = torch.Generator().manual_seed(0)
+    rm = core.pipeline.RetargetedMotion(motion=torch.randn(1, 8, 2, 4, 4, generator=g),
+                                        identity_latent=torch.randn(1, 16, 1, 4, 4, generator=g), length=5, width=32,
+                                        height=32, fps=24.0, modules=patcher)
+    split = sample(sd_mod.load_diffusion_model(str(base_path)), rm, None).result[0]["samples"]
+    merged = sample(wide, rm, None).result[0]["samples"]
+    torch.testing.assert_close(merged, split, rtol=1e-5, atol=1e-5)

@@ -156,3 +156,12 @@ def test_core_never_imports_comfyui():
     found = subprocess.run(["grep", "-rE", r"^\s*(import|from) (comfy|folder_paths|nodes)\b", "im_animation_core"],
                            cwd=REPO, capture_output=True, text=True)
     assert found.returncode == 1, found.stdout  # grep exits 1 when nothing matches
+
+
+def test_retarget_heatmap_head_is_per_latent_frame_on_the_grid():
+    model = RetargetTransformer(RetargetConfig(latent_channels=16, width=32, depth=1, heads=2, out_channels=4,
+                                               heatmap_channels=16))
+    out, feats = model(torch.randn(1, 9, 32, 12), torch.arange(9.0), torch.randn(1, 16, 6, 10),
+                       latent_frame_times(9), return_features=True)
+    heat = model.heatmap_head(feats, (3, 5))
+    assert feats.shape == (1, 3, 15, 32) and heat.shape == (1, 3, 62, 12, 20)

@@ -46,7 +46,8 @@ def tiny():
 def test_chunked_equals_one_shot_and_reports_progress(tiny):
     frames = torch.rand(7, 96, 64, 3)
     calls = []
-    tokens, indices = encode_frames(tiny, frames, chunk_size=3, on_chunk=lambda done, total: calls.append((done, total)))
+    tokens, indices = encode_frames(tiny, frames, chunk_size=3,
+                                    on_chunk=lambda done, total: calls.append((done, total)))
     assert calls == [(3, 7), (6, 7), (7, 7)]
     assert tokens.shape == (7, 32, 12) and tokens.dtype == torch.float32 and tokens.device.type == "cpu"
     assert indices.shape == (7, 32) and indices.dtype == torch.int64
@@ -156,8 +157,8 @@ MEMORY_SCRIPT = textwrap.dedent("""
 
 
 def test_2000_frame_512px_clip_encodes_in_bounded_memory():
-    """Peak RSS of a fresh process may grow by far less than the preprocessed clip (2000 x 3 x 256 x 256 float32
-    = 1.5 GiB), let alone the decoded clip (6 GiB), while a 2000-frame 512x512 clip is encoded."""
+    """Peak RSS of a fresh process may grow by far less than the preprocessed clip (2000 x 3 x 256 x 256
+    float32 = 1.5 GiB), let alone the decoded clip (6 GiB), while a 2000-frame 512x512 clip is encoded."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     result = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT], capture_output=True, text=True, env=env,
                             timeout=120, cwd=REPO)
@@ -166,4 +167,5 @@ def test_2000_frame_512px_clip_encodes_in_bounded_memory():
     assert stats["frames"] == 2000
     growth = stats["after"] - stats["before"]
     preprocessed_clip_mib = 2000 * 3 * 256 * 256 * 4 / 2**20
-    assert growth < 200, f"peak RSS grew by {growth:.0f} MiB (whole preprocessed clip: {preprocessed_clip_mib:.0f} MiB)"
+    assert growth < 200, (f"peak RSS grew by {growth:.0f} MiB "
+                          f"(whole preprocessed clip: {preprocessed_clip_mib:.0f} MiB)")
