@@ -1,6 +1,7 @@
 """ComfyUI nodes of the IM-Animation pack (thin layer over im_animation_core)."""
 
 from .expression import ExpressionEncode
+from .motion_files import LoadMotionTokens, SaveMotionTokens
 from .motion_tokenizer import EncodeDrivingVideo, LoadMotionTokenizer
 from .preview import PreviewMotionHeatmaps
 from .retarget import LoadIMAnimationModules, RetargetToIdentity
@@ -11,6 +12,8 @@ NODES = [
     LoadMotionTokenizer,
     LoadDrivingVideoPath,
     EncodeDrivingVideo,
+    SaveMotionTokens,
+    LoadMotionTokens,
     PreviewMotionHeatmaps,
     LoadIMAnimationModules,
     RetargetToIdentity,

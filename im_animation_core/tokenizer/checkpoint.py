@@ -220,7 +220,13 @@ def load_motion_tokenizer(cls: type[MotionTokenizer], path: str | Path, config_p
     device = torch.device(device) if device is not None else torch.device("cpu")
     try:
         with safe_open(str(path), framework="pt") as f:
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
+            dtype = dtype or _default_dtype(device, f.get_tensor("latent_tokens").dtype)
+            # Convert tensor by tensor, so the file's copy of only one tensor is held at a time.
+            tensors = {}
+            for name in f.keys():
+                tensor = f.get_tensor(name)
+                tensors[name] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else None)
+                del tensor
     except SafetensorError as err:
         raise CheckpointError(f"{source}: reading the tensors failed ({err}); the file is damaged, download "
                               f"it again.") from err

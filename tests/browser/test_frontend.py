@@ -178,39 +178,37 @@ def check_help_on_hover(page, ui: dict, object_info: dict) -> None:
             assert got == tips[name].strip(), f"{saved['type']}.{name} hover shows {got!r}, not its tooltip"
 
 
-def fitted_screenshot(page, margins) -> bytes:
-    """A screenshot of the whole graph fitted into the page. The view is fitted twice: the frontend may still
-    move it once right after a load."""
+def fitted_screenshot(page, margins, clip=None) -> bytes:
+    """A screenshot of the whole graph fitted into the page less the margins [top, right, bottom, left] (CSS px).
+    The view is fitted twice: the frontend may still move it once right after a load."""
     page.mouse.move(page.viewport_size["width"] // 2, 2)  # off every node: no tooltip, no hover highlight
     page.evaluate(FIT_JS, margins)
     page.wait_for_timeout(300)
     view = page.evaluate(FIT_JS, margins)
     page.wait_for_timeout(200)
-    png = page.screenshot()
+    png = page.screenshot(clip=clip)
     assert page.evaluate("() => [app.canvas.ds.scale, ...app.canvas.ds.offset]") == pytest.approx(view)
     return png
 
 
 def screenshots(page, name: str, out_dir) -> None:
-    """graph_<name>.png (the page as users see it in focus mode) to the test's output folder and docs/images/;
-    the template thumbnail workflows/<name>.jpg from a square page (the template browser shows it in a square)."""
+    """graph_<name>.png (the page as users see it, in focus mode) to the test's output folder and docs/images/;
+    the template thumbnail workflows/<name>.jpg: the graph fitted into a square (the template browser shows
+    thumbnails in square cards, at most 256 px)."""
     page.evaluate("() => app.extensionManager.command.execute('Workspace.ToggleFocusMode')")
     try:
         png = fitted_screenshot(page, [48, 24, 72, 24])  # the menu button above, the zoom controls below
-        (out_dir / f"graph_{name}.png").write_bytes(png)
-        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out_dir / f"graph_{name}.png", DOCS_IMAGES / f"graph_{name}.png")
-        viewport = dict(page.viewport_size)
-        page.set_viewport_size({"width": 1280, "height": 1280})
-        try:
-            square = fitted_screenshot(page, [56, 16, 80, 16])
-        finally:
-            page.set_viewport_size(viewport)
+        width, height = page.viewport_size["width"], page.viewport_size["height"]
+        side = height - 48 - 72
+        left = (width - side) // 2
+        square = fitted_screenshot(page, [48, width - left - side, 72, left],
+                                   clip={"x": left, "y": 48, "width": side, "height": side})
     finally:
         page.evaluate("() => app.extensionManager.command.execute('Workspace.ToggleFocusMode')")
-    img = Image.open(io.BytesIO(square)).convert("RGB")
-    side = min(img.size)
-    thumb = img.crop((0, 0, side, side)).resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.LANCZOS)
+    (out_dir / f"graph_{name}.png").write_bytes(png)
+    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out_dir / f"graph_{name}.png", DOCS_IMAGES / f"graph_{name}.png")
+    thumb = Image.open(io.BytesIO(square)).convert("RGB").resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.LANCZOS)
     buf = io.BytesIO()
     thumb.save(buf, "JPEG", quality=85, optimize=True)
     (out_dir / f"{name}.jpg").write_bytes(buf.getvalue())

@@ -23,6 +23,8 @@ EXPECTED = {  # node id -> (inputs, output types)
     "IMA_LoadDrivingVideoPath": (["path", "start_frame", "stride", "max_frames", "width", "height"],
                                  ["IMAGE", "FLOAT"]),
     "IMA_PreviewMotionHeatmaps": (["motion_tokens", "frames", "heatmap_head_name", "opacity"], ["IMAGE"]),
+    "IMA_SaveMotionTokens": (["motion_tokens", "filename_prefix"], []),
+    "IMA_LoadMotionTokens": (["path"], ["IMA_MOTION_TOKENS"]),
     "IMA_Wan22Sampler": (["model", "retargeted_motion", "seed", "steps", "cfg", "sampler_name", "scheduler",
                           "window_frames", "overlap_frames",
                           "expression", "positive", "negative"], ["LATENT"]),
@@ -47,6 +49,7 @@ def saved_video(server, entry) -> Path:
 
 
 def test_every_node_registered_with_declared_io(object_info):
+    assert {k for k in object_info if k.startswith("IMA_")} == set(EXPECTED)
     for node, (inputs, outputs) in EXPECTED.items():
         info = object_info[node]
         assert [n for n, _, _ in input_specs(info)] == inputs, node
@@ -256,3 +259,25 @@ def test_output_follows_the_identity_image_when_aspect_ratios_differ(server, obj
     entry = server.run(prompt)
     assert_ok(entry)
     assert read_video_info(saved_video(server, entry)) == (17, 64, 96)
+
+
+def test_motion_tokens_round_trip_through_save_and_load(server):
+    prompt = path_loader_prompt(server, str(server.base / "input" / DRIVING_NAME))
+    del prompt["4"], prompt["5"]
+    prompt["6"] = {"class_type": "IMA_SaveMotionTokens", "inputs": {"motion_tokens": ["3", 0],
+                                                                   "filename_prefix": "roundtrip"}}
+    entry = server.run(prompt)
+    assert_ok(entry)
+    saved = entry["outputs"]["6"]["motion_tokens"][0]
+    assert saved["frames"] == 9
+    from im_animation_core.motion import load_motion_tokens
+    tokens = load_motion_tokens(str(server.base / "output" / saved["subfolder"] / saved["filename"]))
+    assert tokens.tokens.shape[0] == 9 and tokens.frame_indices.tolist() == list(range(0, 17, 2))
+
+    second = path_loader_prompt(server, str(server.base / "input" / DRIVING_NAME))
+    second["3"] = {"class_type": "IMA_LoadMotionTokens",
+                   "inputs": {"path": f"{saved['subfolder']}/{saved['filename']}"}}
+    del second["2"]
+    entry = server.run(second)
+    assert_ok(entry)
+    assert len(entry["outputs"]["5"]["images"]) == 9
