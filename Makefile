@@ -16,6 +16,12 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.2
 	$(PY) -m pip install -q --disable-pip-version-check -r $(COMFYUI_PATH)/requirements.txt \
 		-r requirements.txt -r requirements-dev.txt
+	@# Browser tests: Debian's chromium (never `playwright install`); as root install it, else say so loudly.
+	@command -v chromium >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || \
+		echo "!!! apt-get install chromium FAILED: the browser tests will be SKIPPED !!!" >&2; \
+		else echo "!!! chromium is missing and this is not root: the browser tests will be SKIPPED" \
+		"(run as root: apt-get install -y chromium) !!!" >&2; fi; }
 	touch $@
 
 test: $(STAMP)

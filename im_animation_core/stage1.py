@@ -27,6 +27,7 @@ from torch import nn
 
 from .errors import CheckpointError, InputError
 from .keypoints import NUM_JOINTS
+from .layers import TransformerBlock
 
 HEAD_DIM = 64
 
@@ -96,38 +97,6 @@ def _group_count(channels: int) -> int:
     return next(g for g in (8, 4, 2, 1) if channels % g == 0)
 
 
-class _Attention(nn.Module):
-    def __init__(self, width: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(width, 3 * width)
-        self.proj = nn.Linear(width, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(rearrange(out, "b h n d -> b n (h d)"))
-
-
-class _Block(nn.Module):
-    """Pre-LN transformer block: x += attn(ln_1(x)); x += mlp(ln_2(x)); exact GELU."""
-
-    def __init__(self, width: int, num_heads: int, mlp_ratio: float) -> None:
-        super().__init__()
-        hidden = int(round(width * mlp_ratio))
-        self.ln_1 = nn.LayerNorm(width)
-        self.attn = _Attention(width, num_heads)
-        self.ln_2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential()
-        self.mlp.add_module("fc1", nn.Linear(width, hidden))
-        self.mlp.add_module("act", nn.GELU())
-        self.mlp.add_module("fc2", nn.Linear(hidden, width))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
-
-
 class MotionDecoder(nn.Module):
     """[B,N_m,C_m] motion tokens -> [B,J,D] joint tokens (eq. 3's D_motion, keeping the J mask outputs)."""
 
@@ -140,7 +109,7 @@ class MotionDecoder(nn.Module):
         # Unit-variance joint embeddings: the J queries must start distinct. At 0.02, like the mask token, the
         # J outputs start ~96% alike (cosine) and training stalls on a plateau.
         self.joint_pos_embed = nn.Parameter(torch.randn(c.num_joints, c.width))
-        self.blocks = nn.ModuleList(_Block(c.width, c.num_heads, c.mlp_ratio) for _ in range(c.depth))
+        self.blocks = nn.ModuleList(TransformerBlock(c.width, c.num_heads, c.mlp_ratio) for _ in range(c.depth))
         self.ln_post = nn.LayerNorm(c.width)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -177,7 +146,7 @@ class MotionDecoder(nn.Module):
             )
         pattern = re.compile(rf"^{re.escape(prefix)}blocks\.(\d+)\.")
         depth = 1 + max((int(m.group(1)) for k in state_dict if (m := pattern.match(k))), default=-1)
-        fc1 = state_dict.get(f"{prefix}blocks.0.mlp.fc1.weight")
+        fc1 = state_dict.get(f"{prefix}blocks.0.mlp.0.weight")
         hidden = fc1.shape[0] if fc1 is not None else 4 * width  # a missing fc1 is reported by the load
         return MotionDecoderConfig(
             token_dim=int(token_dim),

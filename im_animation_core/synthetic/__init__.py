@@ -1,6 +1,31 @@
-"""Procedural articulated characters: the same motion rendered on any identity (exact cross-reenactment
-ground truth). This first version draws a 2D stick character; see render.py."""
+"""Procedural articulated 2D characters: the same motion rendered on any identity (exact cross-reenactment
+ground truth). character.py: Identity, Motion, forward kinematics; render.py: rasterisation; sampling.py:
+seeded random identities and motions with disjoint train / held-out parameter ranges."""
 
-from .render import Identity, Motion, render_clip
+from .character import (
+    MOTION_CHANNELS,
+    MOTION_KINDS,
+    Identity,
+    Motion,
+    expression_from_curves,
+    face_boxes_from_joints,
+    skeleton,
+)
+from .render import RenderedClip, render, render_clip, render_rest, render_sample
+from .sampling import (
+    SPLIT_RANGES,
+    SPLITS,
+    identity_split_values,
+    in_split,
+    motion_split_values,
+    sample_identity,
+    sample_motion,
+    split_of,
+)
 
-__all__ = ["Identity", "Motion", "render_clip"]
+__all__ = [
+    "MOTION_CHANNELS", "MOTION_KINDS", "SPLITS", "SPLIT_RANGES", "Identity", "Motion", "RenderedClip",
+    "expression_from_curves", "face_boxes_from_joints", "identity_split_values", "in_split",
+    "motion_split_values", "render", "render_clip", "render_rest", "render_sample", "sample_identity",
+    "sample_motion", "skeleton", "split_of",
+]

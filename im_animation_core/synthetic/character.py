@@ -412,15 +412,17 @@ def skeleton(identity: Identity, curves: torch.Tensor, height: int, width: int) 
 def face_boxes_from_joints(joints: torch.Tensor, visible: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Face boxes [T,4] (x0, y0, x1, y1 pixels) from joints [T,62,2] / visible [T,62], as the pipeline makes
     them for the expression encoder: ``keypoints.face_box_from_keypoints`` per frame; a frame whose face is
-    not visible takes the previous frame's box, or, before the first visible face, the fallback box."""
+    not visible takes the previous frame's box (before the first visible face: the first visible face's box;
+    no visible face at all: ``expression.fallback_face_boxes``)."""
     boxes = fallback_face_boxes(joints.shape[0], height, width)
-    last = None
+    last, first = None, None
     for t in range(joints.shape[0]):
         box = face_box_from_keypoints(joints[t], visible[t], image_size=(height, width))
-        last = box if box is not None else last
+        if box is not None:
+            last = box
+            first = t if first is None else first
         if last is not None:
             boxes[t] = last
-    if last is not None:  # frames before the first visible face take the first visible box
-        first = next(t for t in range(joints.shape[0]) if bool(visible[t, [0, 14, 15, 16, 17]].any()))
+    if first:  # frames before the first visible face take the first visible face's box
         boxes[:first] = boxes[first]
     return boxes

@@ -59,7 +59,7 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(msg, red=True, bold=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # module: all of it is shut down before the other test folders run
 def browser():
     try:
         from playwright.sync_api import sync_playwright
@@ -78,7 +78,7 @@ def browser():
         browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def frontend_server(browser):
     """The real ComfyUI with this pack, the fixture models under both the default and the demo names, the
     demo inputs, and frontend settings that skip the first-run dialogs."""
@@ -101,7 +101,7 @@ def out_dir() -> Path:
     return OUT
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def page(browser, frontend_server):
     """The page the server serves, with the app up (window.app, the graph canvas, this pack's node types)."""
     OUT.mkdir(parents=True, exist_ok=True)

@@ -56,8 +56,9 @@ RUNS = {  # workflow -> (prompt adaptation, expected (frames, width, height) of 
 LOAD_JS = """async (graph) => {
   if (!window.__imaMissing) {
     window.__imaMissing = [];
-    app.registerExtension({name: 'ima.test.missingNodes',
-      afterConfigureGraph(missing) { window.__imaMissing.push((missing || []).map(m => typeof m === 'string' ? m : m.type)); }});
+    app.registerExtension({name: 'ima.test.missingNodes', afterConfigureGraph(missing) {
+      window.__imaMissing.push((missing || []).map(m => typeof m === 'string' ? m : m.type));
+    }});
   }
   window.__imaMissing.length = 0;
   await app.loadGraphData(graph);
@@ -66,7 +67,7 @@ LOAD_JS = """async (graph) => {
     id: n.id, type: n.type, title: n.title, mode: n.mode, has_errors: !!n.has_errors,
     registered: n.type in LiteGraph.registered_node_types,
     size: [n.size[0], n.size[1]],
-    inputs: (n.inputs || []).map(i => ({name: i.name, type: i.type, link: i.link, widget: i.widget ? i.widget.name : null})),
+    inputs: (n.inputs || []).map(i => ({name: i.name, type: i.type, link: i.link, widget: i.widget?.name ?? null})),
     outputs: (n.outputs || []).map(o => ({name: o.name, type: o.type, links: o.links ? o.links.length : 0})),
     widgets: (n.widgets || []).map(w => ({name: w.name, type: w.type, value: w.value, tooltip: w.tooltip ?? null})),
   }));
@@ -96,7 +97,10 @@ FIT_JS = """([top, right, bottom, left]) => {
 # Where (page coordinates) to point to get a node's title, one input socket, one widget.
 POINTS_JS = """(id) => {
   const n = app.graph.getNodeById(id), r = app.canvas.canvas.getBoundingClientRect();
-  const toPage = ([x, y]) => { const o = app.canvas.ds.convertOffsetToCanvas([x, y]); return [r.left + o[0], r.top + o[1]]; };
+  const toPage = ([x, y]) => {
+    const o = app.canvas.ds.convertOffsetToCanvas([x, y]);
+    return [r.left + o[0], r.top + o[1]];
+  };
   const title = toPage([n.pos[0] + 40, n.pos[1] - LiteGraph.NODE_TITLE_HEIGHT / 2]);
   const sockets = (n.inputs || []).map((inp, i) => inp.widget ? null : [inp.name, toPage(n.getConnectionPos(true, i))])
     .filter(Boolean);
@@ -152,9 +156,9 @@ def check_ima_nodes(ui: dict, loaded: dict, object_info: dict) -> None:
         got_widgets = [w["name"] for w in node["widgets"]]
         assert got_widgets == expected_widgets, f"{saved['type']}: widgets {got_widgets} != {expected_widgets}"
         values = [w["value"] for w in node["widgets"]]
-        assert values == saved["widgets_values"][:len(values)], f"{saved['type']}: {values} != {saved['widgets_values']}"
+        assert values == saved["widgets_values"], f"{saved['type']}: {values} != {saved['widgets_values']}"
         sockets = {i["name"]: i for i in node["inputs"]}
-        for name, type_, opt in specs:
+        for name, type_, _ in specs:
             if name not in widget_names:
                 assert name in sockets, f"{saved['type']}: no input socket '{name}'"
                 assert sockets[name]["type"] == type_, f"{saved['type']}.{name}: {sockets[name]['type']} != {type_}"
@@ -215,6 +219,27 @@ def screenshots(page, name: str, out_dir) -> None:
     (WORKFLOWS / f"{name}.jpg").write_bytes(buf.getvalue())
 
 
+def test_every_pack_node_has_help_in_the_frontend(page, object_info):
+    """The frontend's node definitions of every node of this pack (not only those in the workflows): in the
+    IM-Animation category, with a description and a tooltip on every input."""
+    module = f"custom_nodes.{PACK_DIR_NAME}"
+    ours = sorted(k for k, v in object_info.items() if v.get("python_module") == module)
+    assert len(ours) >= 6, ours
+    defs = page.evaluate("""(types) => Object.fromEntries(types.map(t => {
+      const d = LiteGraph.registered_node_types[t]?.nodeData;
+      const tooltips = d && Object.fromEntries(Object.entries(d.inputs || {}).map(([n, i]) => [n, i.tooltip]));
+      return [t, d ? {category: d.category, description: d.description, tooltips} : null];
+    }))""", ours)
+    for node_id in ours:
+        d = defs[node_id]
+        assert d is not None, f"{node_id} is not registered in the frontend"
+        assert d["category"] == "IM-Animation", (node_id, d["category"])
+        assert d["description"], f"{node_id} has no description in the frontend"
+        names = [n for n, _, _ in input_specs(object_info[node_id])]
+        assert sorted(d["tooltips"]) == sorted(names), (node_id, d["tooltips"], names)
+        assert all(d["tooltips"].values()), f"{node_id}: inputs without a tooltip: {d['tooltips']}"
+
+
 @pytest.mark.parametrize("name", WORKFLOW_NAMES)
 def test_workflow_in_the_frontend(page, frontend_server, object_info, out_dir, name):
     assert name in RUNS, f"workflows/{name}.json has no run set up in this test"
@@ -265,7 +290,7 @@ def test_workflows_in_the_template_browser(page, frontend_server, out_dir):
         assert "default-template" not in src and width == THUMBNAIL_SIZE, f"{name}: thumbnail {src} ({width} px)"
     page.mouse.move(5, 5)
     page.wait_for_timeout(200)
-    (out_dir / "template_browser.png").write_bytes(page.screenshot())
+    (out_dir / "template_browser.png").write_bytes(page.locator(".p-dialog").last.screenshot())
     shutil.copyfile(out_dir / "template_browser.png", DOCS_IMAGES / "template_browser.png")
 
     page.evaluate("() => app.graph.clear()")

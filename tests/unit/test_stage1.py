@@ -83,13 +83,13 @@ def test_from_state_dict_round_trip(tmp_path):
 def test_mismatched_weights(tmp_path):
     head = HeatmapHead(tiny_config())
     sd = dict(head.state_dict())
-    sd.pop("motion_decoder.blocks.1.ln_2.weight")
+    sd.pop("motion_decoder.blocks.1.norm2.weight")
     sd["joint_decoder.extra.weight"] = torch.zeros(3)
     sd["joint_decoder.head.weight"] = torch.zeros(1, 4, 1, 1)
     with pytest.raises(CheckpointError) as info:
         HeatmapHead.from_state_dict(sd)
     message = str(info.value)
-    assert "missing: motion_decoder.blocks.1.ln_2.weight" in message
+    assert "missing: motion_decoder.blocks.1.norm2.weight" in message
     assert "unexpected: joint_decoder.extra.weight" in message
     assert "mis-shaped: joint_decoder.head.weight" in message
 

@@ -1,0 +1,152 @@
+"""Motion encoders as the trainers use them: driving frames -> motion tokens with gradient.
+
+TokenizerEncoder: the released motion tokenizer with a differentiable VQ. ``MotionTokenizer.encode`` runs
+    under inference_mode; training builds the path from ``encode_latents`` and the quantiser's codebook:
+    z and the codebook rows are l2-normalised as the released quantiser does, the nearest row is chosen
+    with the same distance expansion (so the indices are those of inference), the tokens are the chosen
+    rows with a straight-through gradient to z, and the VQ loss is
+    ||sg(z) - e||^2 (codebook) + commitment_cost * ||z - sg(e)||^2 (commitment, 0.25 released).
+ConvMotionEncoder: the ablation of Table 2 exp. A / Table 5: a plain strided-conv encoder producing the
+    same [N,32,12]-shaped tokens (l2-normalised like codebook rows) without any quantisation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import CheckpointError
+from ..tokenizer import MotionTokenizer, preprocess_frames
+
+CONV_FORMAT = "im-animation-conv-motion-encoder"
+
+
+class TokenizerEncoder(nn.Module):
+    """frames [N,H,W,3] in [0,1] -> (tokens [N,L,C] float32, {"vq": loss}); straight-through tokens."""
+
+    def __init__(self, tokenizer: MotionTokenizer, commitment_cost: float = 0.25):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.commitment_cost = commitment_cost
+
+    @property
+    def num_tokens(self) -> int:
+        return self.tokenizer.config.num_latent_tokens
+
+    @property
+    def token_dim(self) -> int:
+        return self.tokenizer.config.token_size
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Returns (tokens [N,L,C] float32, losses {"vq"}, indices [N,L])."""
+        pixels = preprocess_frames(frames, size=self.tokenizer.config.image_size)
+        z = self.tokenizer.encode_latents(pixels).float()
+        tokens, vq, indices = quantize_straight_through(
+            z, self.tokenizer.quantize.embedding.weight, self.tokenizer.config.use_l2_norm, self.commitment_cost)
+        return tokens, {"vq": vq}, indices
+
+
+def quantize_straight_through(z: torch.Tensor, codebook: torch.Tensor, use_l2_norm: bool,
+                              commitment_cost: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """z [N,L,C], codebook [K,C] -> (tokens [N,L,C] = chosen rows with straight-through gradient to z,
+    VQ loss (codebook + commitment_cost * commitment), indices [N,L]); float32."""
+    n = z.shape[0]
+    z = z.float()
+    cb = codebook.float()
+    if use_l2_norm:
+        z = F.normalize(z, dim=-1)
+        cb = F.normalize(cb, dim=-1)
+    flat = rearrange(z, "n l c -> (n l) c")
+    with torch.no_grad():  # the released expansion |e|^2 - 2 z.e + |z|^2, as VectorQuantizer computes it
+        dist = torch.addmm(cb.square().sum(dim=1)[None, :], flat, cb.t(), beta=1.0, alpha=-2.0)
+        dist = dist + flat.square().sum(dim=1, keepdim=True)
+        indices = dist.argmin(dim=1)
+    chosen = rearrange(cb[indices], "(n l) c -> n l c", n=n)
+    codebook_loss = F.mse_loss(chosen, z.detach())
+    commitment = F.mse_loss(z, chosen.detach())
+    tokens = z + (chosen - z).detach()
+    return tokens, codebook_loss + commitment_cost * commitment, rearrange(indices, "(n l) -> n l", n=n)
+
+
+@dataclass
+class ConvEncoderConfig:
+    image_size: int = 256
+    channels: tuple[int, ...] = (32, 64, 128, 256)
+    num_tokens: int = 32
+    token_dim: int = 12
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(int(c) for c in self.channels)
+        if not self.channels or any(c % 8 for c in self.channels):
+            raise ValueError(f"conv encoder channels must be multiples of 8 (GroupNorm), got {self.channels}")
+
+
+class ConvMotionEncoder(nn.Module):
+    """Strided convs (x2 per stage, GroupNorm + SiLU) -> 4x4 average pool -> linear -> [N,32,12] tokens,
+    l2-normalised per token. Same preprocessing (pad to square, resize) as the tokenizer."""
+
+    def __init__(self, config: ConvEncoderConfig):
+        super().__init__()
+        self.config = c = config
+        layers: list[nn.Module] = []
+        cin = 3
+        for ch in c.channels:
+            layers += [nn.Conv2d(cin, ch, 3, stride=2, padding=1), nn.GroupNorm(8, ch), nn.SiLU()]
+            cin = ch
+        self.net = nn.Sequential(*layers)
+        self.proj = nn.Linear(cin * 16, c.num_tokens * c.token_dim)
+
+    num_tokens = property(lambda self: self.config.num_tokens)
+    token_dim = property(lambda self: self.config.token_dim)
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], None]:
+        """frames [N,H,W,3] in [0,1] -> (tokens [N,32,12] float32, {} (no VQ loss), None)."""
+        pixels = preprocess_frames(frames, size=self.config.image_size).to(self.proj.weight)
+        feat = F.adaptive_avg_pool2d(self.net(pixels * 2 - 1), 4).flatten(1)
+        tokens = self.proj(feat).unflatten(1, (self.config.num_tokens, self.config.token_dim))
+        return F.normalize(tokens.float(), dim=-1), {}, None
+
+    def save(self, path: str | Path) -> None:
+        sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.state_dict().items()}
+        meta = {"format": CONV_FORMAT, "config": json.dumps(asdict(self.config))}
+        save_file(sd, str(path), metadata=meta)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ConvMotionEncoder:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            sd = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"cannot read conv motion encoder file '{path}': {e}") from e
+        if meta.get("format") != CONV_FORMAT:
+            raise CheckpointError(f"'{path}' is not a conv motion encoder file (the ablation's encoder, written "
+                                  f"by the stage-1 trainer with motion_encoder 'conv')")
+        model = cls(ConvEncoderConfig(**json.loads(meta["config"])))
+        try:
+            model.load_state_dict(sd, strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(f"'{path}' does not match its own config: {e}") from e
+        return model
+
+
+def encode_clips(encoder: nn.Module, clips: torch.Tensor, trainable: bool
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """clips [B,T,H,W,3] -> (tokens [B,T,L,C], losses). A frozen encoder runs without gradient."""
+    b = clips.shape[0]
+    frames = rearrange(clips, "b t h w c -> (b t) h w c")
+    if trainable:
+        tokens, losses, _ = encoder(frames)
+    else:
+        with torch.no_grad():
+            tokens, _, _ = encoder(frames)
+        losses = {}
+    return rearrange(tokens, "(b t) l c -> b t l c", b=b), losses

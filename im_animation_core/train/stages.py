@@ -1,0 +1,405 @@
+"""The three training stages: the trained modules of each (one nn.Module, so DDP can wrap it), their loss,
+which parameters train at which learning rate, and what each stage exports.
+
+Every loss mirrors inference (nodes/sampler.py and pipeline.py):
+- motion tokens are the quantised tokenizer output of the preprocessed driving frames (straight-through);
+- the retargeting transformer gets the tokens of T driving frames at times 0..T-1, the identity's *raw*
+  VAE latent (what Retarget to Identity passes) and the latent frames' centre times;
+- Stage 3 feeds the DiT [identity latent, target clip latents] (process_in of the VAE means, the identity as
+  latent frame 0), the retargeted motion with zeros for the reference frame, expression tokens averaged per
+  latent frame for every frame but the reference one, and an all-zero text context [B,512,text_dim] unless a
+  sample brings text embeddings. A 48-channel (Wan2.2) model sees the reference frame clean with timestep 0
+  (ComfyUI's WAN22 with noise_mask 0 there); a 16-channel (Wan2.1-family) model sees it noised at the same
+  sigma with the same noise (what KSampler's inpainting gives a WAN21 model). The loss skips that frame.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ..expression import crop_faces, fallback_face_boxes
+from ..frames import latent_frame_count, latent_frame_times, pool_to_latent_frames
+from ..modules import IMAnimationModules
+from ..stage1 import HeatmapHead, heatmap_mse
+from ..wan import WanDiT, save_wan_state_dict
+from .ablation import save_modules
+from .build import (
+    DTYPES,
+    build_dit,
+    build_encoder,
+    build_heatmap_head,
+    build_modules,
+    build_vae,
+    dit_config,
+    dit_sizes,
+    dit_spec,
+)
+from .config import ConfigError, Stage1Config, Stage2Config, Stage3Config
+from .encoders import ConvMotionEncoder, TokenizerEncoder, encode_clips
+from .targets import default_shift, latent_frame_heatmaps, noisy_latent, sample_sigmas, square_frame_heatmaps
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILE = "motion_tokenizer.safetensors"
+CONV_ENCODER_FILE = "conv_motion_encoder.safetensors"
+HEATMAP_HEAD_FILE = "heatmap_head.safetensors"
+MODULES_FILE = "im_animation_modules.safetensors"
+DIT_FILE = "wan_dit.safetensors"
+REFERENCE_FRAMES = 1  # the identity latent prepended as latent frame 0 (nodes/sampler.py)
+
+
+def _zero() -> torch.Tensor:
+    return torch.zeros((), dtype=torch.float32)
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def _weights(config, visible_weight: torch.Tensor) -> torch.Tensor | None:
+    return visible_weight if config.heatmap_visibility_weight else None
+
+
+class Stage1Model(nn.Module):
+    """Motion encoder + heatmap head; loss = heatmap MSE (eq. 5) + vq_weight * VQ loss."""
+
+    def __init__(self, encoder: nn.Module, head: HeatmapHead, config: Stage1Config, encoder_trainable: bool):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+        self.config, self.encoder_trainable = config, encoder_trainable
+
+    def forward(self, batch: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
+        c = self.config
+        driving = batch["driving"]
+        tokens, aux = encode_clips(self.encoder, driving, self.encoder_trainable)
+        pred = self.head(rearrange(tokens, "b t l c -> (b t) l c")).float()
+        joints = rearrange(batch["driving_joints"], "b t j c -> (b t) j c")
+        visible = rearrange(batch["driving_visible"], "b t j -> (b t) j")
+        target = square_frame_heatmaps(joints, visible, tuple(driving.shape[2:4]), tuple(pred.shape[-2:]),
+                                       c.heatmap_sigma).to(pred.device)
+        hm = heatmap_mse(pred, target, _weights(c, visible.float()))
+        vq = aux.get("vq", _zero().to(pred.device))
+        return {"loss": hm + c.tokenizer.vq_weight * vq, "heatmap": hm, "vq": vq}
+
+
+class RetargetModel(nn.Module):
+    """Motion encoder + IMAnimationModules; Stage 2's loss = L_retarget (eq. 6) + vq_weight * VQ loss."""
+
+    def __init__(self, encoder: nn.Module, modules: IMAnimationModules, config: Stage2Config,
+                 encoder_trainable: bool):
+        super().__init__()
+        self.encoder, self.ima = encoder, modules
+        self.config, self.encoder_trainable = config, encoder_trainable
+
+    def retarget(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(retargeted motion [B,C_r,F,h,w], L_retarget, encoder losses) for a batch whose
+        ``identity_latent`` [B,C,1,h,w] (raw VAE mean) is set."""
+        c = self.config
+        driving = batch["driving"]
+        t = driving.shape[1]
+        tokens, aux = encode_clips(self.encoder, driving, self.encoder_trainable)
+        ref = batch["identity_latent"][:, :, 0]
+        rt = self.ima.retarget
+        dtype = rt.motion_in.weight.dtype
+        times = torch.arange(t, dtype=torch.float32)
+        motion, feats = rt(tokens.to(dtype), times, ref.to(dtype), latent_frame_times(t), return_features=True)
+        if not c.heatmap_supervision:
+            return motion, _zero().to(motion.device), aux
+        p = rt.config.patch_size
+        grid = (ref.shape[-2] // p, ref.shape[-1] // p)
+        pred = rt.heatmap_head(feats, grid).float()  # [B,F,J,Hh,Wh]
+        target, weight = latent_frame_heatmaps(batch["target_joints"], batch["target_visible"],
+                                               tuple(batch["target"].shape[2:4]), tuple(pred.shape[-2:]),
+                                               c.heatmap_sigma)
+        loss = heatmap_mse(pred.flatten(0, 1), target.to(pred.device).flatten(0, 1),
+                           _weights(c, weight.flatten(0, 1).to(pred.device)))
+        return motion, loss, aux
+
+    def forward(self, batch: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
+        _, loss, aux = self.retarget(batch)
+        vq = aux.get("vq", _zero().to(loss.device))
+        return {"loss": loss + self.config.tokenizer.vq_weight * vq, "retarget": loss, "vq": vq}
+
+
+class _PerSampleExpression:
+    """Block hook: the expression block on each sample with that sample's tokens [F,K,W] (ExpressionBlock
+    repeats one token set over the batch, as inference has one clip), the reference frame skipped."""
+
+    def __init__(self, block: nn.Module, tokens: list[torch.Tensor]):
+        self.block, self.tokens = block, tokens
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.tokens) == 1:
+            return self.block(x, self.tokens[0], skip_frames=REFERENCE_FRAMES)
+        return torch.cat([self.block(x[i:i + 1], tok, skip_frames=REFERENCE_FRAMES)
+                          for i, tok in enumerate(self.tokens)])
+
+
+class Stage3Model(RetargetModel):
+    """Motion encoder + IMAnimationModules + WanDiT; loss = L_DiT + retarget_weight * L_retarget (+ VQ)."""
+
+    def __init__(self, encoder: nn.Module, modules: IMAnimationModules, dit: WanDiT, config: Stage3Config,
+                 encoder_trainable: bool, latent_format: Any, shift: float):
+        super().__init__(encoder, modules, config, encoder_trainable)
+        self.dit = dit
+        self.latent_format, self.shift = latent_format, shift
+        dit.attach_motion_patch(modules.motion_patch)
+
+    def expression_tokens(self, batch: dict[str, Any]) -> list[torch.Tensor]:
+        """Per sample [F,K,W] expression tokens averaged over each latent frame (pipeline.encode_expression +
+        ExpressionFeatures.for_length), with gradient to the expression encoder."""
+        enc = self.ima.expression_encoder
+        p = enc.proj.weight
+        driving = batch["driving"]
+        b, t, h, w = driving.shape[:4]
+        out = []
+        for i in range(b):
+            if self.config.expression_face_boxes == "fallback" or "driving_face_boxes" not in batch:
+                boxes = fallback_face_boxes(t, h, w)
+            else:
+                boxes = batch["driving_face_boxes"][i].float()
+            crops = crop_faces(driving[i].to(p.device), boxes.to(p.device), enc.config.crop_size)
+            out.append(pool_to_latent_frames(enc(crops.to(p.dtype))))
+        return out
+
+    def forward(self, batch: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
+        c = self.config
+        motion, l_retarget, aux = self.retarget(batch)
+        x0 = self.latent_format.process_in(torch.cat([batch["identity_latent"], batch["target_latent"]], dim=2))
+        x0 = x0.float()
+        b, _, frames = x0.shape[:3]
+        gen = _generator(seed)
+        sigma = sample_sigmas(b, self.shift, gen).to(x0.device)
+        noise = torch.randn(x0.shape, generator=gen).to(x0.device)
+        x_t = noisy_latent(x0, noise, sigma)
+        timestep = sigma * 1000.0
+        if x0.shape[1] == 48:  # Wan2.2: clean reference frame, per-frame timestep 0 there (noise_mask 0)
+            x_t = torch.cat([x0[:, :, :REFERENCE_FRAMES], x_t[:, :, REFERENCE_FRAMES:]], dim=2)
+            timestep = torch.cat([torch.zeros(b, REFERENCE_FRAMES, device=x0.device),
+                                  timestep[:, None].expand(b, frames - REFERENCE_FRAMES)], dim=1)
+        motion = torch.cat([torch.zeros_like(motion[:, :, :REFERENCE_FRAMES]), motion], dim=2)
+        hooks = {}
+        indices = self.ima.dit.expression_block_indices
+        if indices:
+            tokens = self.expression_tokens(batch)
+            hooks = {i: _PerSampleExpression(block, tokens)
+                     for i, block in zip(indices, self.ima.expression_blocks, strict=True)}
+        context = batch.get("text_context")
+        if context is None:
+            context = torch.zeros(b, c.text_len, self.dit.config.text_dim, device=x0.device)
+        out = self.dit(x_t.to(self.dit.dtype), timestep, context.to(x0.device), motion=motion.float(),
+                       block_hooks=hooks)
+        target = noise - x0
+        l_dit = F.mse_loss(out[:, :, REFERENCE_FRAMES:].float(), target[:, :, REFERENCE_FRAMES:])
+        vq = aux.get("vq", _zero().to(x0.device))
+        loss = l_dit + c.retarget_weight * l_retarget + c.tokenizer.vq_weight * vq
+        return {"loss": loss, "dit": l_dit, "retarget": l_retarget, "vq": vq}
+
+
+# ---- stage objects ------------------------------------------------------------------------------------------
+class Stage:
+    """What the generic loop needs from a stage."""
+
+    name: str
+    model: nn.Module
+
+    def __init__(self, config, vae: Any = None):
+        self.config = config
+
+    def param_groups(self) -> list[dict]:
+        raise NotImplementedError
+
+    def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Frozen preprocessing outside the trained model (VAE encoding)."""
+        return batch
+
+    def export(self, out_dir: Path) -> dict[str, str]:
+        raise NotImplementedError
+
+    def to(self, device: torch.device) -> None:
+        self.model.to(device)
+
+
+def _trainable(module: nn.Module) -> list[nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def _export_encoder(encoder: nn.Module, config, out_dir: Path) -> dict[str, str]:
+    if isinstance(encoder, ConvMotionEncoder):
+        encoder.save(out_dir / CONV_ENCODER_FILE)
+        return {"conv_motion_encoder": CONV_ENCODER_FILE}
+    assert isinstance(encoder, TokenizerEncoder)
+    encoder.tokenizer.save(out_dir / TOKENIZER_FILE, dtype=DTYPES[config.tokenizer.save_dtype], write_config=True)
+    return {"motion_tokenizer": TOKENIZER_FILE, "motion_tokenizer_config": "config.yaml"}
+
+
+class Stage1(Stage):
+    name = "stage1"
+
+    def __init__(self, config: Stage1Config, vae: Any = None):
+        super().__init__(config)
+        encoder, trainable = build_encoder(config)
+        encoder.requires_grad_(trainable)
+        head = build_heatmap_head(config, encoder)
+        self.model = Stage1Model(encoder, head, config, trainable)
+
+    def param_groups(self) -> list[dict]:
+        return [{"params": _trainable(self.model), "lr": self.config.optim.lr, "name": "stage1"}]
+
+    def export(self, out_dir: Path) -> dict[str, str]:
+        files = _export_encoder(self.model.encoder, self.config, out_dir)
+        self.model.head.save(out_dir / HEATMAP_HEAD_FILE)
+        files["heatmap_head"] = HEATMAP_HEAD_FILE
+        return files
+
+
+def _encode_video(vae: Any, clips: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """clips [B,T,H,W,3] in [0,1] -> raw VAE means [B,C,F,h,w] float32, without gradient."""
+    video = rearrange(clips, "b t h w c -> b c t h w").to(device=device, dtype=torch.float32) * 2 - 1
+    with torch.no_grad():
+        vae_dtype = getattr(vae, "dtype", torch.float32)
+        return vae.encode(video.to(vae_dtype)).float()
+
+
+class Stage2(Stage):
+    name = "stage2"
+
+    def __init__(self, config: Stage2Config, vae: Any = None):
+        super().__init__(config)
+        encoder, trainable = build_encoder(config)
+        encoder.requires_grad_(trainable)
+        spec = dit_spec(config.dit)
+        cfg, _ = dit_sizes(config.dit)
+        modules = build_modules(config, encoder, spec, cfg.patch_size[1])
+        self._freeze_unused(modules)
+        self.model = self._make_model(encoder, modules, trainable)
+        self.spec = spec
+        self.vae = vae
+        self.device = torch.device("cpu")
+
+    def _make_model(self, encoder, modules, trainable) -> nn.Module:
+        return RetargetModel(encoder, modules, self.config, trainable)
+
+    def _freeze_unused(self, modules: IMAnimationModules) -> None:
+        modules.requires_grad_(False)
+        modules.retarget.requires_grad_(True)
+        if self.config.retarget == "self_attention":
+            modules.retarget.mask_token.requires_grad_(False)
+
+    def to(self, device: torch.device) -> None:
+        self.device = device
+        self.model.to(device)
+        if self.vae is None:
+            self.vae = build_vae(self.config.vae, device)
+        elif isinstance(self.vae, nn.Module):
+            self.vae = self.vae.to(device).eval().requires_grad_(False)
+
+    def param_groups(self) -> list[dict]:
+        return [{"params": _trainable(self.model), "lr": self.config.optim.lr, "name": "stage2"}]
+
+    def _check_latent(self, latent: torch.Tensor, what: str, frames: int) -> None:
+        want = self.spec.latent_channels
+        if latent.shape[1] != want or latent.shape[2] != latent_frame_count(frames):
+            raise ConfigError(f"the VAE turned the {what} into latents {tuple(latent.shape)}, but the DiT works on "
+                              f"{want}-channel latents and {frames} frames need {latent_frame_count(frames)} latent "
+                              f"frames: use the VAE that belongs to the DiT (vae.path)")
+        p = self.model.ima.retarget.config.patch_size
+        if latent.shape[-1] % p or latent.shape[-2] % p:
+            raise ConfigError(f"the {what}'s latent grid {tuple(latent.shape[-2:])} is not a multiple of the DiT's "
+                              f"patch {p}: use frame sizes that are multiples of {p} x the VAE's compression")
+
+    def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
+        batch = dict(batch)
+        batch["identity_latent"] = _encode_video(self.vae, batch["identity"][:, None], self.device)
+        self._check_latent(batch["identity_latent"], "identity image", 1)
+        return batch
+
+    def export(self, out_dir: Path) -> dict[str, str]:
+        files = _export_encoder(self.model.encoder, self.config, out_dir)
+        save_modules(self.model.ima, str(out_dir / MODULES_FILE))
+        files["modules"] = MODULES_FILE
+        return files
+
+
+class Stage3(Stage2):
+    name = "stage3"
+
+    def __init__(self, config: Stage3Config, vae: Any = None):
+        from ..wan.latent_format import latent_format_for
+
+        self._dit = build_dit(config.dit)
+        super().__init__(config, vae)
+        if self.spec.latent_channels != self._dit.config.in_dim:
+            raise ConfigError(f"the DiT file takes {self._dit.config.in_dim} latent channels, its metadata says "
+                              f"{self.spec.latent_channels}")
+        self.shift = config.shift or default_shift(self.spec.latent_channels)
+        self.latent_format = latent_format_for(self.spec.latent_channels)
+        self.model = Stage3Model(self.model.encoder, self.model.ima, self._dit, config,
+                                 self.model.encoder_trainable, self.latent_format, self.shift)
+        self._dit.requires_grad_(config.dit.trainable)
+        log.info("stage3: flow shift %.1f (%d-channel latents)", self.shift, self.spec.latent_channels)
+
+    def _make_model(self, encoder, modules, trainable) -> nn.Module:
+        dit = self._dit
+        if dit.motion_patch is not None:  # a widened DiT file: its motion weights continue in the modules
+            if dit.motion_patch.weight.shape != modules.motion_patch.weight.shape:
+                raise ConfigError(f"the DiT file's motion channels {tuple(dit.motion_patch.weight.shape)} do not "
+                                  f"fit the modules' motion patch {tuple(modules.motion_patch.weight.shape)}")
+            if not self.config.modules.path:
+                modules.motion_patch.load_state_dict(dit.motion_patch.state_dict())
+        return RetargetModel(encoder, modules, self.config, trainable)
+
+    def _freeze_unused(self, modules: IMAnimationModules) -> None:
+        modules.requires_grad_(True)
+        if self.config.retarget == "self_attention":
+            modules.retarget.mask_token.requires_grad_(False)
+        if not self.config.heatmap_supervision:
+            modules.retarget.heatmap_head.requires_grad_(False)
+        if not modules.dit.expression_block_indices:
+            modules.expression_encoder.requires_grad_(False)
+
+    def param_groups(self) -> list[dict]:
+        dit_ids = {id(p) for p in self.model.dit.parameters()} - {id(p) for p in self.model.ima.parameters()}
+        others = [p for n, p in self.model.named_parameters() if p.requires_grad and id(p) not in dit_ids]
+        dit = [p for p in self.model.dit.parameters() if p.requires_grad and id(p) in dit_ids]
+        return [{"params": others, "lr": self.config.optim.lr, "name": "modules"},
+                {"params": dit, "lr": self.config.dit_lr, "name": "dit"}]
+
+    def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
+        batch = super().prepare(batch)
+        batch["target_latent"] = _encode_video(self.vae, batch["target"], self.device)
+        self._check_latent(batch["target_latent"], "target clip", batch["target"].shape[1])
+        if batch["target_latent"].shape[-2:] != batch["identity_latent"].shape[-2:]:
+            raise ConfigError("the identity image and the target clip have different sizes; they must match")
+        return batch
+
+    def export(self, out_dir: Path) -> dict[str, str]:
+        files = super().export(out_dir)
+        dit = self.model.dit
+        widened = self.model.ima.motion_patch if self.config.dit.export == "widened" else None
+        problems = dit.config.stock_loader_problems()
+        if problems:
+            log.warning("ComfyUI's stock loader would build another model from this DiT (%s); writing it anyway",
+                        "; ".join(problems))
+        # Export without the shared motion patch: the base DiT keeps Wan's keys (ComfyUI's stock loader).
+        dit.attach_motion_patch(None)
+        try:
+            save_wan_state_dict(dit, out_dir / DIT_FILE, widened_motion_channels=widened,
+                                dtype=DTYPES[self.config.dit.save_dtype], check_stock_loader=False)
+        finally:
+            dit.attach_motion_patch(self.model.ima.motion_patch)
+        files["dit"] = DIT_FILE
+        return files
+
+
+STAGE_CLASSES = {"stage1": Stage1, "stage2": Stage2, "stage3": Stage3}
+
+__all__ = ["DIT_FILE", "HEATMAP_HEAD_FILE", "MODULES_FILE", "STAGE_CLASSES", "TOKENIZER_FILE", "Stage",
+           "Stage1", "Stage1Model", "Stage2", "Stage3", "Stage3Model", "dit_config"]

@@ -1,0 +1,484 @@
+"""The training loop shared by the three stages: data order, DDP, AdamW, checkpoints, resume, logging.
+
+Determinism: every random draw of a step (flow-matching sigma and noise, augmentation) comes from a
+generator seeded by (seed, step, rank / sample index), and the data order of step k is a pure function of
+(seed, k) (DistributedSampler's per-epoch permutation). A run resumed from the checkpoint of step k
+therefore continues exactly as the uninterrupted run would have.
+
+Layout of ``output_dir``:
+    config.json                  the resolved config of the run
+    metrics.jsonl                one JSON line per log_every steps (losses, lr, grad norm, speed)
+    checkpoints/step_XXXXXXXX/   model.safetensors (all weights of the trained modules), state.pt
+                                 (optimiser, scheduler, step, RNG; read with torch.load(weights_only=True)),
+                                 config.json
+    checkpoints/latest           name of the newest checkpoint
+    <stage outputs>              written at the end (see stages.py), listed in outputs.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_model, save_model
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ..errors import IMAnimationError
+from .build import build_dataset, collate_fn
+from .config import CONFIG_CLASSES, CommonConfig, ConfigError, config_to_dict, diff_configs
+from .stages import STAGE_CLASSES, Stage
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+STATE_FILE = "state.pt"
+WEIGHTS_FILE = "model.safetensors"
+METRICS_FILE = "metrics.jsonl"
+
+
+class TrainingError(IMAnimationError):
+    """A run that cannot go on (non-finite loss, unusable checkpoint, too little data)."""
+
+
+# ---- distributed ----------------------------------------------------------------------------------------------
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialised_here: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_kind: str) -> DistInfo:
+    """Join the process group torchrun describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK,
+    MASTER_ADDR/PORT); NCCL on CUDA, gloo on CPU. One process without those variables: no DDP."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if dist.is_initialized():
+        return DistInfo(rank, world, local, False)
+    backend = "nccl" if device_kind == "cuda" else "gloo"
+    dist.init_process_group(backend, timeout=timedelta(minutes=30))
+    return DistInfo(rank, world, local, True)
+
+
+def _device(config: CommonConfig, info: DistInfo) -> torch.device:
+    kind = config.device
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("config field 'device' asks for CUDA but no CUDA device is available")
+        index = info.local_rank if kind == "cuda" else int(kind.split(":")[1])
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
+def _all_reduce(t: torch.Tensor, info: DistInfo, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    if info.enabled:
+        dist.all_reduce(t, op=op)
+    return t
+
+
+def _barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+# ---- data ----------------------------------------------------------------------------------------------------
+def step_seed(seed: int, step: int, salt: int = 0) -> int:
+    """A 63-bit seed for (run seed, step, salt); different inputs give unrelated generators."""
+    x = (int(seed) * 0x9E3779B97F4A7C15 + int(step) * 0xBF58476D1CE4E5B9 + int(salt) * 0x94D049BB133111EB)
+    x &= (1 << 64) - 1
+    x ^= x >> 31
+    x = (x * 0xD6E8FEB86659FD93) & ((1 << 64) - 1)
+    return (x ^ (x >> 32)) & 0x7FFF_FFFF_FFFF_FFFF
+
+
+class _StepItems(Dataset):
+    """Wraps the dataset: item (step, index) -> the sample (augmented with a generator seeded by
+    (seed, step, index) when augmentation is on) plus its index."""
+
+    def __init__(self, dataset: Any, seed: int, augment: Any):
+        self.dataset, self.seed, self.augment = dataset, seed, augment
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        step, index = key
+        sample = self.dataset[index]
+        if self.augment is not None:
+            sample = self.augment(sample, torch.Generator().manual_seed(step_seed(self.seed, step, 1 + index)))
+        return {**sample, "index": index}
+
+
+class _StepBatches:
+    """Batch sampler yielding [(step, index), ...] for steps start+1..end: the rank's share of the global
+    batch of each step, in DistributedSampler's per-epoch order (epochs follow one another)."""
+
+    def __init__(self, sampler: DistributedSampler, batch_size: int, start: int, end: int):
+        self.sampler, self.batch_size, self.start, self.end = sampler, batch_size, start, end
+        self.per_epoch = len(sampler) // batch_size
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step = self.start
+        epoch, offset = divmod(step, self.per_epoch)
+        while step < self.end:
+            self.sampler.set_epoch(epoch)
+            order = list(self.sampler)
+            for k in range(offset, self.per_epoch):
+                if step >= self.end:
+                    return
+                step += 1
+                yield [(step, i) for i in order[k * self.batch_size:(k + 1) * self.batch_size]]
+            epoch, offset = epoch + 1, 0
+
+
+def _collate_with_index(collate: Any):
+    def fn(items: list[dict[str, Any]]) -> dict[str, Any]:
+        indices = [it.pop("index") for it in items]
+        batch = collate(items)
+        batch["index"] = torch.tensor(indices, dtype=torch.int64)
+        return batch
+
+    return fn
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) and k != "index" else v)
+            for k, v in batch.items()}
+
+
+# ---- checkpoints -----------------------------------------------------------------------------------------
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                       "has_gauss": int(np_state[3]), "gauss": float(np_state[4])}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory from --resume: the directory itself, or the newest under a run directory."""
+    path = Path(path)
+    if (path / STATE_FILE).is_file():
+        return path
+    for base in (path / CHECKPOINTS, path):
+        latest = base / LATEST
+        if latest.is_file():
+            candidate = base / latest.read_text(encoding="utf-8").strip()
+            if (candidate / STATE_FILE).is_file():
+                return candidate
+        steps = sorted(p for p in base.glob("step_*") if (p / STATE_FILE).is_file()) if base.is_dir() else []
+        if steps:
+            return steps[-1]
+    raise TrainingError(f"no checkpoint to resume from in '{path}': give a run's output directory or one of its "
+                        f"checkpoints/step_* directories")
+
+
+# ---- the loop --------------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    step: int
+    output_dir: Path
+    files: dict[str, str]
+    last_losses: dict[str, float]
+
+
+class Trainer:
+    """Runs one stage. ``dataset`` / ``vae`` / ``collate`` replace what the config would build (tests,
+    notebooks); ``augment`` replaces the dataset package's ``augment_pair``."""
+
+    def __init__(self, stage: str, config: CommonConfig, *, dataset: Any = None, vae: Any = None,
+                 collate: Any = None, augment: Any = None):
+        if stage not in STAGE_CLASSES:
+            raise ConfigError(f"unknown stage '{stage}'; choose one of {', '.join(STAGE_CLASSES)}")
+        if not isinstance(config, CONFIG_CLASSES[stage]):
+            raise ConfigError(f"{stage} needs a {CONFIG_CLASSES[stage].__name__}, got {type(config).__name__}")
+        self.stage_name, self.config = stage, config
+        kind = "cuda" if config.device.startswith("cuda") or (config.device == "auto"
+                                                                 and torch.cuda.is_available()) else "cpu"
+        self.info = init_distributed(kind)
+        self.device = _device(config, self.info)
+        self.output_dir = Path(config.output_dir)
+        torch.manual_seed(config.seed)  # fresh weights: the same on every rank (DDP also broadcasts rank 0's)
+        self.stage: Stage = STAGE_CLASSES[stage](config, vae=vae)
+        self.stage.to(self.device)
+        self.model = self.stage.model
+        self.dataset = dataset
+        self.collate = collate
+        self.augment = augment
+        groups = [g for g in self.stage.param_groups() if g["params"]]
+        if not groups:
+            raise ConfigError(f"{stage}: no parameter is trainable with this config")
+        o = config.optim
+        self.optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                           weight_decay=o.weight_decay)
+        warmup = o.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda k: min(1.0, (k + 1) / warmup) if warmup else 1.0)
+        self.step = 0
+        self.ddp: nn.Module = self.model
+        if self.info.enabled:
+            self.ddp = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+
+    # -- helpers --
+    def _autocast(self):
+        if self.config.mixed_precision == "bf16" and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _loader(self, start: int, end: int) -> DataLoader:
+        c = self.config
+        if self.dataset is None:
+            self.dataset = build_dataset(c.data)
+        if self.collate is None:
+            self.collate = collate_fn()
+        augment = None
+        if c.data.augment:
+            if self.augment is None:
+                from ..data import augment_pair
+
+                self.augment = augment_pair
+            augment = self.augment
+        n = len(self.dataset)
+        global_batch = c.batch_size * self.info.world_size
+        if n < global_batch:
+            raise TrainingError(f"the dataset has {n} sample(s), fewer than one global batch ({c.batch_size} x "
+                                f"{self.info.world_size} process(es)); add data or lower batch_size")
+        sampler = DistributedSampler(range(n), num_replicas=self.info.world_size, rank=self.info.rank,
+                                     shuffle=True, seed=c.seed, drop_last=True)
+        return DataLoader(_StepItems(self.dataset, c.seed, augment),
+                          batch_sampler=_StepBatches(sampler, c.batch_size, start, end),
+                          collate_fn=_collate_with_index(self.collate), num_workers=c.data.num_workers,
+                          pin_memory=self.device.type == "cuda", persistent_workers=False)
+
+    def compute_losses(self, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
+        """The stage's losses of one (collated, CPU) batch, with the random draws of ``step``."""
+        batch = self.stage.prepare(_to_device(batch, self.device))
+        with self._autocast():
+            return self.ddp(batch, step_seed(self.config.seed, step, 10_000 + self.info.rank))
+
+    @torch.no_grad()
+    def evaluate(self, batch: dict[str, Any], seed_step: int = 0) -> dict[str, float]:
+        """Losses of a batch without training (eval mode, no gradient), with the draws of ``seed_step``."""
+        was = self.model.training
+        self.model.eval()
+        try:
+            batch = self.stage.prepare(_to_device(batch, self.device))
+            with self._autocast():
+                out = self.model(batch, step_seed(self.config.seed, seed_step, 10_000 + self.info.rank))
+        finally:
+            self.model.train(was)
+        return {k: float(v) for k, v in out.items()}
+
+    # -- checkpoints --
+    def save_checkpoint(self) -> Path | None:
+        if not self.info.main:
+            _barrier(self.info)
+            return None
+        base = self.output_dir / CHECKPOINTS
+        path = base / f"step_{self.step:08d}"
+        tmp = base / f".tmp_step_{self.step:08d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_model(self.model, str(tmp / WEIGHTS_FILE), metadata={"stage": self.stage_name, "step": str(self.step)})
+        torch.save({"step": self.step, "stage": self.stage_name, "world_size": self.info.world_size,
+                    "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                    "rng": _rng_state()}, tmp / STATE_FILE)
+        (tmp / "config.json").write_text(json.dumps(config_to_dict(self.config), indent=2), encoding="utf-8")
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)
+        (base / LATEST).write_text(path.name, encoding="utf-8")
+        kept = sorted(p for p in base.glob("step_*") if p.is_dir())
+        for old in kept[:-self.config.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        _barrier(self.info)
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> int:
+        ckpt = resolve_checkpoint(path)
+        saved_config = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
+        state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
+        if state.get("stage") != self.stage_name:
+            raise TrainingError(f"'{ckpt}' is a checkpoint of {state.get('stage')}, not of {self.stage_name}")
+        differing = diff_configs(saved_config, config_to_dict(self.config))
+        if differing:
+            raise TrainingError(f"cannot resume from '{ckpt}': it was made with another configuration. Differing "
+                                f"field(s): {'; '.join(differing)}. Resume with the checkpoint's config.json (only "
+                                f"steps, output_dir, logging/checkpoint cadence, data.num_workers and device may "
+                                f"change), or start a new run.")
+        if state.get("world_size", 1) != self.info.world_size:
+            log.warning("resuming a %d-process run with %d processes: the data order from here on differs from "
+                        "the original run's", state.get("world_size", 1), self.info.world_size)
+        missing, unexpected = load_model(self.model, str(ckpt / WEIGHTS_FILE), strict=True, device=str(self.device))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        return self.step
+
+    # -- metrics --
+    def _metrics_path(self) -> Path:
+        return self.output_dir / METRICS_FILE
+
+    def _trim_metrics(self) -> None:
+        """After a resume, drop log lines of steps after the checkpoint (an interrupted run wrote them)."""
+        path = self._metrics_path()
+        if not (self.info.main and path.is_file()):
+            return
+        keep = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= self.step:
+                    keep.append(line)
+            except json.JSONDecodeError:
+                continue
+        path.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+
+    # -- main --
+    def train(self, resume: str | Path | None = None) -> TrainResult:
+        c = self.config
+        if self.info.main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "config.json").write_text(json.dumps(config_to_dict(c), indent=2), encoding="utf-8")
+        if resume is not None:
+            self.load_checkpoint(resume)
+            self._trim_metrics()
+            log.info("%s: resumed at step %d from %s", self.stage_name, self.step, resume)
+        last: dict[str, float] = {}
+        if self.step < c.steps:
+            last = self._loop()
+        files: dict[str, str] = {}
+        if self.info.main:
+            self.model.eval()
+            files = self.stage.export(self.output_dir)
+            (self.output_dir / "outputs.json").write_text(
+                json.dumps({"stage": self.stage_name, "step": self.step, "files": files}, indent=2), encoding="utf-8")
+        _barrier(self.info)
+        return TrainResult(self.step, self.output_dir, files, last)
+
+    def _loop(self) -> dict[str, float]:
+        c = self.config
+        self.model.train()
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        loader = self._loader(self.step, c.steps)
+        bar = None
+        if c.progress and self.info.main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=c.steps, initial=self.step, desc=self.stage_name, dynamic_ncols=True)
+        window: dict[str, float] = {}
+        count = 0
+        t0 = time.perf_counter()
+        last: dict[str, float] = {}
+        try:
+            for batch in loader:
+                step = self.step + 1
+                losses = self.compute_losses(batch, step)
+                loss = losses["loss"]
+                self._check_finite(loss, step, batch["index"])
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, c.optim.grad_clip if c.optim.grad_clip > 0
+                                                           else math.inf)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.step = step
+                for k, v in losses.items():
+                    window[k] = window.get(k, 0.0) + float(v.detach())
+                window["grad_norm"] = window.get("grad_norm", 0.0) + float(grad_norm)
+                count += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+                if step % c.log_every == 0 or step == c.steps:
+                    last = self._log(window, count, time.perf_counter() - t0)
+                    window, count, t0 = {}, 0, time.perf_counter()
+                if step % c.save_every == 0 or step == c.steps:
+                    self.save_checkpoint()
+        finally:
+            if bar is not None:
+                bar.close()
+        return last
+
+    def _check_finite(self, loss: torch.Tensor, step: int, indices: torch.Tensor) -> None:
+        bad = torch.tensor([0.0 if bool(torch.isfinite(loss.detach())) else 1.0], device=self.device)
+        _all_reduce(bad, self.info, dist.ReduceOp.MAX)
+        if float(bad) > 0:
+            own = not bool(torch.isfinite(loss.detach()))
+            where = (f"the batch of dataset sample(s) {indices.tolist()}" if own else
+                     "a batch of another process (this process's loss was finite)")
+            raise TrainingError(f"{self.stage_name}: the loss is {float(loss.detach())} at step {step}, on {where}. "
+                                f"Training stopped; the last checkpoint holds the weights before it. Check those "
+                                f"samples' frames and joints, or lower the learning rate.")
+
+    def _log(self, window: dict[str, float], count: int, seconds: float) -> dict[str, float]:
+        keys = sorted(window)
+        t = torch.tensor([window[k] / max(count, 1) for k in keys], dtype=torch.float64, device=self.device)
+        _all_reduce(t, self.info)
+        values = {k: float(v) / self.info.world_size for k, v in zip(keys, t.tolist(), strict=True)}
+        if self.info.main:
+            record = {"step": self.step, **values,
+                      **{f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(self.optimizer.param_groups)},
+                      "sec_per_step": seconds / max(count, 1), "time": time.time()}
+            with open(self._metrics_path(), "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        return values
+
+    def close(self) -> None:
+        if self.info.initialised_here and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run(stage: str, config: CommonConfig, resume: str | Path | None = None, **overrides: Any) -> TrainResult:
+    """Train ``stage`` with ``config`` (optionally resuming) and export its outputs."""
+    trainer = Trainer(stage, config, **overrides)
+    try:
+        return trainer.train(resume)
+    finally:
+        trainer.close()
