@@ -15,6 +15,7 @@ slot. Frames are rendered in chunks so that temporaries stay small.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +52,7 @@ from .character import (
 EYE_COLOR = (0.05, 0.05, 0.08)
 MOUTH_COLOR = (0.45, 0.05, 0.1)
 _CHUNK_PIXELS = 1 << 18  # frame pixels per chunk of frames
+RENDER_THREADS = 1  # default torch threads while rendering (see render)
 
 
 @dataclass
@@ -282,7 +284,8 @@ def _hand(identity: Identity, img, alpha, sk: Skeleton, sl: slice, start: int) -
     hand = sk.joints[sl, start:start + 21]
     T = hand.shape[0]
     reach = float((hand - hand[:, :1]).norm(dim=-1).amax()) if T else 0.0
-    win = _Windows(hand[:, :1], _window_size(2 * (reach + max(sk.palm_radius, sk.finger_radius)) + 1), sk.height, sk.width)
+    half = reach + max(sk.palm_radius, sk.finger_radius)
+    win = _Windows(hand[:, :1], _window_size(2 * half + 1), sk.height, sk.width)
     radii = torch.tensor([sk.palm_radius] + [sk.finger_radius] * (len(_HAND_PAIRS) - 1))
     cover = _cov(_capsule_sd(win.xs, win.ys, hand[:, _HAND_A], hand[:, _HAND_B], radii).amin(dim=1))
     col = torch.tensor(identity.head_color, dtype=torch.float32)
@@ -309,12 +312,40 @@ def _draw_chunk(identity: Identity, sk: Skeleton, sl: slice, bg: torch.Tensor) -
     return img[:, :-1].reshape(T, H, W, 3), alpha[:, :-1].reshape(T, H, W)
 
 
-def render(identity: Identity, curves: torch.Tensor, height: int, width: int) -> RenderedClip:
-    """Render pose channels curves [T,NUM_CHANNELS] (``Motion.curves``) on ``identity`` at height x width."""
+@contextmanager
+def torch_threads(threads: int | None):
+    """Run the block with at most ``threads`` torch intra-op threads (None: unchanged), restoring the setting
+    afterwards. The setting is process-wide: do not render from several Python threads at once with it."""
+    before = torch.get_num_threads()
+    if threads is None or threads >= before:
+        yield
+        return
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def render(identity: Identity, curves: torch.Tensor, height: int, width: int, *,
+           threads: int | None = RENDER_THREADS) -> RenderedClip:
+    """Render pose channels curves [T,NUM_CHANNELS] (``Motion.curves``) on ``identity`` at height x width.
+
+    threads: torch intra-op threads while rendering (restored afterwards; None leaves the setting alone). The
+    renderer's many small, memory-bound operations run fastest on one thread; with more, each operation's
+    fork-join costs more than it saves and, on a busy machine, can be tens of times slower.
+    """
     if height < 8 or width < 8:
         raise ValueError(f"frames must be at least 8x8 pixels, got {height}x{width}")
+    with torch_threads(threads):
+        return _render(identity, curves, height, width)
+
+
+def _render(identity: Identity, curves: torch.Tensor, height: int, width: int) -> RenderedClip:
     sk = skeleton(identity, curves, height, width)
     T = sk.joints.shape[0]
+    if T == 0:
+        raise ValueError("nothing to render: the pose curves have 0 frames")
     bg = _background(identity, height, width)
     chunk = max(1, min(T, _CHUNK_PIXELS // (height * width)))
     frames, masks = [], []
@@ -328,14 +359,15 @@ def render(identity: Identity, curves: torch.Tensor, height: int, width: int) ->
 
 
 def render_sample(identity: Identity, motion: Motion, frames: int, height: int, width: int,
-                  start: float = 0.0) -> RenderedClip:
+                  start: float = 0.0, *, threads: int | None = RENDER_THREADS) -> RenderedClip:
     """``motion`` from frame ``start`` on (``frames`` frames) rendered on ``identity``."""
-    return render(identity, motion.curves(frames, start), height, width)
+    return render(identity, motion.curves(frames, start), height, width, threads=threads)
 
 
-def render_rest(identity: Identity, height: int, width: int) -> RenderedClip:
+def render_rest(identity: Identity, height: int, width: int, *, threads: int | None = RENDER_THREADS
+                ) -> RenderedClip:
     """One frame of ``identity`` in the rest pose (arms slightly out, hands relaxed, mouth closed)."""
-    return render(identity, Motion.rest().curves(1), height, width)
+    return render(identity, Motion.rest().curves(1), height, width, threads=threads)
 
 
 def render_clip(identity: Identity, motion: Motion, frames: int, height: int, width: int) -> torch.Tensor:

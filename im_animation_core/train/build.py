@@ -172,15 +172,41 @@ def build_vae(v: VAEInit, device: torch.device) -> Any:
 def build_dataset(d: DataConfig) -> Any:
     from .. import data
 
-    if d.kind == "synthetic":
-        return data.SyntheticPairs(split=d.split, num_samples=d.num_samples, frames=d.frames, size=d.size,
-                                   seed=d.seed, same_identity=d.same_identity, **d.options)
-    if not d.root:
-        raise ConfigError("config field 'data.root' is empty: data.kind 'video_folder' needs the folder of clips")
-    return data.VideoFolder(d.root, frames=d.frames, **d.options)
+    try:
+        if d.kind == "synthetic":
+            return data.SyntheticPairs(split=d.split, num_samples=d.num_samples, frames=d.frames, size=d.size,
+                                       seed=d.seed, same_identity=d.same_identity, **d.options)
+        if not d.root:
+            raise ConfigError("config field 'data.root' is empty: data.kind 'video_folder' needs the folder of clips")
+        dataset = data.VideoFolder(d.root, frames=d.frames, size=d.size, **d.options)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"config field 'data': {e}") from e
+    skipped = getattr(dataset, "skipped", {})
+    if skipped:
+        log.warning("data: skipped %d unreadable clip(s) in %s (first: %s)", len(skipped), d.root,
+                    next(iter(skipped.items())))
+    return dataset
 
 
 def collate_fn() -> Any:
-    from .. import data
+    from ..data import collate_pairs
 
-    return data.collate
+    return collate_pairs
+
+
+def augment_fn(d: DataConfig) -> Any:
+    """The Stage-2 augmentation (data.augment_pair: colour jitter, random crop / scale / padding of the identity
+    and target side) with ``data.augment_options`` (AugmentConfig fields)."""
+    from ..data import AugmentConfig, augment_pair
+
+    try:
+        cfg = AugmentConfig(**d.augment_options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config field 'data.augment_options': {e}") from e
+
+    def augment(sample: dict, generator: torch.Generator) -> dict:
+        return augment_pair(sample, generator, cfg)
+
+    return augment

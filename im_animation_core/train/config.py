@@ -30,7 +30,7 @@ DTYPES = ("float32", "float16", "bfloat16")
 # step): the step budget, logging / checkpoint cadence, where outputs go, loader workers, the device.
 RESUMABLE_CHANGES = frozenset({
     "steps", "output_dir", "log_every", "save_every", "keep_checkpoints", "progress", "data.num_workers",
-    "device",
+    "device", "cpu_threads",
 })
 
 
@@ -61,8 +61,10 @@ class DataConfig:
         DWPose keypoint JSON under ``root``; unreadable clips are skipped with a count).
     frames: clip length, 4k+1 (81 in the paper). size: frame side in pixels (synthetic).
     same_identity: synthetic pairs whose identity is the driver's (self-reenactment) instead of another.
-    augment: apply the dataset's ``augment_pair`` to the identity / target side (Stage 2 default).
-    options: further keyword arguments for the dataset class.
+    augment: apply data.augment_pair to the identity / target side (colour, random crop / scale / padding;
+        on by default in Stage 2 only, as in the paper); augment_options: data.AugmentConfig fields.
+    num_workers: DataLoader worker processes. options: further keyword arguments for the dataset class
+        (e.g. VideoFolder's stride, fit).
     """
 
     kind: str = "synthetic"
@@ -74,6 +76,7 @@ class DataConfig:
     same_identity: bool = False
     root: str = ""
     augment: bool = False
+    augment_options: dict = field(default_factory=dict)
     num_workers: int = 0
     options: dict = field(default_factory=dict)
 
@@ -179,7 +182,8 @@ class CommonConfig:
     """Fields every stage has.
 
     batch_size: clips per process and step. device: "auto" (the local CUDA device, else CPU), "cpu",
-    "cuda". mixed_precision: "no" or "bf16" (autocast on CUDA). keep_checkpoints: how many resumable
+    "cuda". cpu_threads: torch intra-op threads (0 = torch's default; 1 is much faster for tiny models on a
+    busy machine). mixed_precision: "no" or "bf16" (autocast on CUDA). keep_checkpoints: how many resumable
     checkpoints to keep. heatmap_sigma: Gaussian std of the target heatmaps in heatmap pixels.
     heatmap_visibility_weight: weight each joint's heatmap error by its visibility (off: eq. 5 / 6
     as written; invisible joints then have all-zero targets). heatmap_supervision: the ablation switch
@@ -195,6 +199,7 @@ class CommonConfig:
     keep_checkpoints: int = 2
     progress: bool = True
     device: str = "auto"
+    cpu_threads: int = 0
     mixed_precision: str = "no"
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -212,6 +217,7 @@ class Stage1Config(CommonConfig):
 
     output_dir: str = "runs/stage1"
     steps: int = 5000
+    data: DataConfig = field(default_factory=lambda: DataConfig(same_identity=True))  # only the driving clip is used
     heatmap_head: HeatmapHeadInit = field(default_factory=HeatmapHeadInit)
 
 
@@ -344,14 +350,13 @@ def config_to_dict(config: Any) -> dict:
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> {"a.b.c": value}; an empty dict contributes no key."""
     out: dict[str, Any] = {}
     for k, v in data.items():
-        if isinstance(v, dict) and v and all(isinstance(x, str) for x in v):
-            nested = flatten(v, f"{prefix}{k}.")
-            if nested:
-                out.update(nested)
-                continue
-        out[f"{prefix}{k}"] = v
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
     return out
 
 

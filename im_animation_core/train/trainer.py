@@ -40,7 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..errors import IMAnimationError
-from .build import build_dataset, collate_fn
+from .build import augment_fn, build_dataset, collate_fn
 from .config import CONFIG_CLASSES, CommonConfig, ConfigError, config_to_dict, diff_configs
 from .stages import STAGE_CLASSES, Stage
 
@@ -238,6 +238,8 @@ class Trainer:
         if not isinstance(config, CONFIG_CLASSES[stage]):
             raise ConfigError(f"{stage} needs a {CONFIG_CLASSES[stage].__name__}, got {type(config).__name__}")
         self.stage_name, self.config = stage, config
+        if config.cpu_threads > 0:
+            torch.set_num_threads(config.cpu_threads)
         kind = "cuda" if config.device.startswith("cuda") or (config.device == "auto"
                                                                  and torch.cuda.is_available()) else "cpu"
         self.info = init_distributed(kind)
@@ -281,9 +283,7 @@ class Trainer:
         augment = None
         if c.data.augment:
             if self.augment is None:
-                from ..data import augment_pair
-
-                self.augment = augment_pair
+                self.augment = augment_fn(c.data)
             augment = self.augment
         n = len(self.dataset)
         global_batch = c.batch_size * self.info.world_size

@@ -99,11 +99,14 @@ def test_encode_contract(small_model):
     assert not out.tokens.requires_grad
 
 
-@pytest.mark.parametrize("fused,pass_bytes", [(True, None), (True, 1), (False, None)])
-def test_fast_path_equals_reference(small_model, monkeypatch, fused, pass_bytes):
-    """All inference code paths (in-place fused blocks, CPU frame groups, plain blocks) vs the reference."""
+@pytest.mark.parametrize("fused,onednn,pass_bytes", [(True, True, None), (True, True, 1), (True, False, None),
+                                                     (False, False, None)])
+def test_fast_path_equals_reference(small_model, monkeypatch, fused, onednn, pass_bytes):
+    """Every inference code path (oneDNN fused kernels, their F.linear/addmm fallback, CPU frame groups,
+    plain blocks) against the reference."""
     sd, model = small_model
     monkeypatch.setattr(model_module, "FUSED_INFERENCE", fused)
+    monkeypatch.setattr(model_module, "USE_ONEDNN", onednn)
     if pass_bytes is not None:
         monkeypatch.setattr(model_module, "CPU_PASS_BYTES", pass_bytes)
     x = frames_like_video(8, seed=2)
@@ -118,6 +121,11 @@ def test_fast_path_equals_reference(small_model, monkeypatch, fused, pass_bytes)
     with torch.inference_mode():
         z = model.encoder(x, model.latent_tokens)
     torch.testing.assert_close(z, ref_z[:, :, 0, :].permute(0, 2, 1), rtol=1e-4, atol=1e-4)
+
+
+def test_onednn_kernels_are_available_here():
+    # Not required for correctness (there is a fallback), but the CPU speed figures rely on it.
+    assert model_module.onednn_linear_available()
 
 
 def test_autograd_path_matches_and_gives_gradients(small_model):

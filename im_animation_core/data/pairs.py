@@ -1,0 +1,95 @@
+"""SyntheticPairs: motion m rendered on identity A (driving) and on identity B (target, ground truth).
+
+Every item is a dict of tensors (see ``SyntheticPairs``); the same keys come from ``VideoFolder``, so both
+can feed one trainer (``torch.utils.data.ConcatDataset`` + ``collate_pairs``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch.utils.data import Dataset
+
+from ..synthetic import Identity, Motion, render_rest, render_sample, sample_identity, sample_motion
+from ..synthetic.sampling import SPLITS
+
+PAIR_KEYS = (
+    "driving", "driving_joints", "driving_visible", "driving_face_boxes",
+    "identity", "identity_joints", "identity_visible",
+    "target", "target_joints", "target_visible", "target_face_boxes",
+    "expression",
+)
+
+
+def item_generator(*parts) -> torch.Generator:
+    """A torch.Generator seeded from the given parts (e.g. seed, split, index) through SHA-256: independent
+    streams for different items, identical for identical parts, on every platform."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def as_size(size) -> tuple[int, int]:
+    """An int (square) or (height, width) -> (height, width)."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = (size, size)
+    if (not isinstance(size, (tuple, list)) or len(size) != 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 8 for s in size)):
+        raise ValueError(f"size must be an int or (height, width) of whole pixels >= 8, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+class SyntheticPairs(Dataset):
+    """Cross-reenactment pairs with exact ground truth from the procedural renderer.
+
+    split: "train" or "heldout" (disjoint identity and motion parameters, see synthetic.sampling).
+    num_samples: dataset length; frames: T; size: int or (height, width); seed: item i is a pure function
+    of (seed, split, same_identity, i).
+    same_identity: True gives self-reenactment pairs (B = A: target is the driving clip) for Stage 1.
+
+    Item i (float32 frames in [0,1], joints in pixels, integer = pixel centre, keypoints.JOINT_NAMES layout):
+        driving [T,H,W,3]: motion m on identity A; driving_joints [T,62,2]; driving_visible [T,62] bool;
+        driving_face_boxes [T,4] (x0, y0, x1, y1);
+        identity [H,W,3]: identity B in the rest pose (one frame); identity_joints [62,2]; identity_visible [62];
+        target [T,H,W,3]: motion m on identity B (ground truth); target_joints [T,62,2]; target_visible [T,62];
+        target_face_boxes [T,4];
+        expression [T,2]: the driving clip's (mouth openness, eye openness) per frame, in [0,1].
+    Joint coordinates are the true positions also for joints outside the frame (visible False there).
+    """
+
+    def __init__(self, split: str = "train", num_samples: int = 1000, frames: int = 16, size=64, seed: int = 0,
+                 same_identity: bool = False):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if num_samples < 0 or frames < 1:
+            raise ValueError(f"need num_samples >= 0 and frames >= 1, got {num_samples}, {frames}")
+        self.split, self.num_samples, self.frames = split, int(num_samples), int(frames)
+        self.size = as_size(size)
+        self.seed, self.same_identity = int(seed), bool(same_identity)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def parameters(self, index: int) -> tuple[Identity, Identity, Motion]:
+        """(identity A of the driving clip, identity B of the identity image / target, motion) of item index."""
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"index {index} out of range for {self.num_samples} samples")
+        g = item_generator("pairs", self.seed, self.split, int(self.same_identity), index)
+        a = sample_identity(g, self.split)
+        b = a if self.same_identity else sample_identity(g, self.split)
+        return a, b, sample_motion(g, self.split)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        a, b, motion = self.parameters(index)
+        h, w = self.size
+        drv = render_sample(a, motion, self.frames, h, w)
+        tgt = drv if self.same_identity else render_sample(b, motion, self.frames, h, w)
+        rest = render_rest(b, h, w)
+        return {
+            "driving": drv.frames, "driving_joints": drv.joints, "driving_visible": drv.visible,
+            "driving_face_boxes": drv.face_boxes,
+            "identity": rest.frames[0], "identity_joints": rest.joints[0], "identity_visible": rest.visible[0],
+            "target": tgt.frames, "target_joints": tgt.joints, "target_visible": tgt.visible,
+            "target_face_boxes": tgt.face_boxes,
+            "expression": drv.expression,
+        }

@@ -1,0 +1,75 @@
+"""Stage 1 at tiny size: the loss falls on a fixed batch, and the outputs load with the project's loaders."""
+
+import json
+
+import pytest
+import torch
+
+from im_animation_core.data import SyntheticPairs, collate_pairs
+from im_animation_core.stage1 import HeatmapHead
+from im_animation_core.tokenizer import MotionTokenizer, preprocess_frames
+from im_animation_core.train import ConvMotionEncoder, Trainer, config_from_dict
+from im_animation_core.train.presets import tiny_config_dict
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is fastest and immune to a busy machine's spin-waits
+    yield
+    torch.set_num_threads(before)
+
+
+def fixed_batch(n=2):
+    items = [SyntheticPairs("train", n, frames=5, size=64, seed=3, same_identity=True)[i] for i in range(n)]
+    return items, collate_pairs(items)
+
+
+def test_stage1_loss_falls_on_a_fixed_batch_and_outputs_load(tmp_path):
+    items, batch = fixed_batch()
+    cfg = config_from_dict("stage1", tiny_config_dict("stage1", tmp_path / "s1", steps=12, save_every=100,
+                                                      optim={"lr": 3e-3}, tokenizer={"save_dtype": "float32"}))
+    trainer = Trainer("stage1", cfg, dataset=items)  # the dataset is exactly the batch
+    before = trainer.evaluate(batch, seed_step=99)
+    result = trainer.train()
+    after = trainer.evaluate(batch, seed_step=99)
+    assert result.step == 12
+    assert after["heatmap"] < 0.6 * before["heatmap"], (before, after)
+    assert after["loss"] < 0.6 * before["loss"], (before, after)
+
+    out = tmp_path / "s1"
+    assert json.loads((out / "outputs.json").read_text())["files"]["heatmap_head"] == "heatmap_head.safetensors"
+    tokenizer = MotionTokenizer.from_file(out / "motion_tokenizer.safetensors")  # + the config.yaml beside it
+    trained = trainer.model.encoder.tokenizer
+    assert tokenizer.config == trained.config
+    pixels = preprocess_frames(batch["driving"][0], trained.config.image_size)
+    assert torch.equal(tokenizer.encode(pixels).indices, trained.encode(pixels).indices)
+    head = HeatmapHead.from_file(out / "heatmap_head.safetensors")
+    tokens = tokenizer.encode(pixels).tokens
+    with torch.no_grad():
+        torch.testing.assert_close(head(tokens), trainer.model.head.eval()(tokens))
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [2, 4, 6, 8, 10, 12]
+    assert {"loss", "heatmap", "vq", "grad_norm", "lr_stage1", "sec_per_step"} <= set(lines[-1])
+
+
+def test_stage1_released_format_and_conv_ablation(tmp_path):
+    items, _ = fixed_batch()
+    # Default export dtype: float16, as the released motion encoder.
+    cfg = config_from_dict("stage1", tiny_config_dict("stage1", tmp_path / "tok", steps=1))
+    Trainer("stage1", cfg, dataset=items).train()
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "tok" / "motion_tokenizer.safetensors"), "pt") as f:
+        assert f.get_tensor("quantize.embedding.weight").dtype == torch.float16
+    MotionTokenizer.from_file(tmp_path / "tok" / "motion_tokenizer.safetensors")
+
+    cfg = config_from_dict("stage1", tiny_config_dict("stage1", tmp_path / "conv", steps=2, motion_encoder="conv",
+                                                      conv_encoder={"image_size": 64, "channels": [8, 16]}))
+    trainer = Trainer("stage1", cfg, dataset=items)
+    result = trainer.train()
+    assert set(result.files) == {"conv_motion_encoder", "heatmap_head"}
+    assert "vq" in result.last_losses and result.last_losses["vq"] == 0.0  # no quantiser in the ablation
+    enc = ConvMotionEncoder.from_file(tmp_path / "conv" / "conv_motion_encoder.safetensors")
+    frames = items[0]["driving"]
+    assert torch.equal(enc(frames)[0], trainer.model.encoder(frames)[0])

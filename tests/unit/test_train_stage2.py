@@ -1,0 +1,98 @@
+"""Stage 2 at tiny size: L_retarget falls on a fixed cross-identity batch; the exported tokenizer + modules,
+loaded with the project's loaders, retarget exactly as the trained model did (pipeline.retarget, the
+inference path); the self-attention ablation and the Stage-2 augmentation."""
+
+import pytest
+import torch
+
+from im_animation_core.data import SyntheticPairs, collate_pairs
+from im_animation_core.modules import IMAnimationModules
+from im_animation_core.pipeline import retarget
+from im_animation_core.tokenizer import MotionTokenizer, encode_frames
+from im_animation_core.train import SelfAttentionRetarget, Trainer, config_from_dict, load_modules
+from im_animation_core.train.presets import tiny_config_dict, tiny_vae
+from im_animation_core.train.trainer import _StepBatches, _StepItems
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is fastest and immune to a busy machine's spin-waits
+    yield
+    torch.set_num_threads(before)
+
+
+def pairs(n=2, frames=5):
+    return [SyntheticPairs("train", n, frames=frames, size=64, seed=5)[i] for i in range(n)]
+
+
+def test_stage2_loss_falls_and_the_exports_retarget_as_inference_does(tmp_path):
+    items = pairs()
+    batch = collate_pairs(items)
+    cfg = config_from_dict("stage2", tiny_config_dict(
+        "stage2", tmp_path / "s2", steps=12, save_every=100, optim={"lr": 3e-3}, data={"augment": False},
+        tokenizer={"save_dtype": "float32"}))
+    vae = tiny_vae()
+    trainer = Trainer("stage2", cfg, dataset=items, vae=vae)
+    before = trainer.evaluate(batch, seed_step=7)
+    trainer.train()
+    after = trainer.evaluate(batch, seed_step=7)
+    assert after["retarget"] < 0.6 * before["retarget"], (before, after)
+
+    out = tmp_path / "s2"
+    modules = IMAnimationModules.from_file(str(out / "im_animation_modules.safetensors"))
+    assert modules.dit.dim == 128 and modules.dit.depth == 6 and modules.dit.latent_channels == 16
+    tokenizer = MotionTokenizer.from_file(out / "motion_tokenizer.safetensors")
+    # Inference: Encode Driving Video -> VAE Encode of the identity -> Retarget to Identity.
+    frames = items[0]["driving"]
+    tokens, _ = encode_frames(tokenizer, frames, chunk_size=8)
+    with torch.no_grad():
+        identity_latent = vae.encode(items[0]["identity"][None, :, :, :, None].permute(0, 3, 4, 1, 2) * 2 - 1)
+    inferred = retarget(modules.eval(), tokens, identity_latent, frames.shape[0])
+    # Training's path on the same sample.
+    model = trainer.model.eval()
+    sample = trainer.stage.prepare(collate_pairs(items[:1]))
+    with torch.no_grad():
+        trained, _, _ = model.retarget(sample)
+    assert inferred.shape == trained.shape == (1, 4, 2, 8, 8)
+    torch.testing.assert_close(inferred, trained, rtol=1e-5, atol=1e-5)
+
+
+def test_self_attention_ablation_trains_and_its_file_says_so(tmp_path):
+    items = pairs()
+    cfg = config_from_dict("stage2", tiny_config_dict("stage2", tmp_path / "sa", steps=2, retarget="self_attention"))
+    trainer = Trainer("stage2", cfg, dataset=items, vae=tiny_vae())
+    assert isinstance(trainer.model.ima.retarget, SelfAttentionRetarget)
+    assert not trainer.model.ima.retarget.mask_token.requires_grad
+    trainer.train()
+    loaded = load_modules(str(tmp_path / "sa" / "im_animation_modules.safetensors"))
+    assert isinstance(loaded.retarget, SelfAttentionRetarget)
+    # Continuing from it with the mask-token config is refused.
+    cfg2 = config_from_dict("stage2", tiny_config_dict(
+        "stage2", tmp_path / "x", modules={"path": str(tmp_path / "sa" / "im_animation_modules.safetensors")}))
+    with pytest.raises(Exception, match="'self_attention' retargeting module but the config says retarget "
+                                        "'mask_tokens'"):
+        Trainer("stage2", cfg2, dataset=items, vae=tiny_vae())
+
+
+def test_stage2_augments_the_identity_side_only_and_deterministically():
+    from im_animation_core.train.build import augment_fn
+    from im_animation_core.train.config import DataConfig
+
+    items = pairs(1)
+    wrapped = _StepItems(items, seed=0, augment=augment_fn(DataConfig(augment=True)))
+    a, b, c = wrapped[(3, 0)], wrapped[(3, 0)], wrapped[(4, 0)]
+    assert torch.equal(a["identity"], b["identity"]) and torch.equal(a["target_joints"], b["target_joints"])
+    assert not torch.equal(a["identity"], c["identity"])  # another step, another draw
+    assert not torch.equal(a["identity"], items[0]["identity"])
+    assert torch.equal(a["driving"], items[0]["driving"])  # the driving side is left as is
+
+
+def test_step_batches_resume_mid_epoch():
+    from torch.utils.data import DistributedSampler
+
+    sampler = DistributedSampler(range(6), num_replicas=1, rank=0, shuffle=True, seed=1, drop_last=True)
+    full = list(_StepBatches(sampler, 2, 0, 7))
+    assert [b[0][0] for b in full] == list(range(1, 8))
+    assert list(_StepBatches(sampler, 2, 4, 7)) == full[4:]
+    assert sorted(i for b in full[:3] for _, i in b) == list(range(6))  # an epoch covers the data once
