@@ -7,7 +7,7 @@ COMFYUI_PATH ?= $(if $(and $(wildcard ../../main.py),$(filter custom_nodes,$(not
 export COMFYUI_PATH
 STAMP := $(VENV)/.ima-setup-done
 
-.PHONY: setup test demo lint bench workflows
+.PHONY: setup test demo lint bench workflows images
 
 setup: $(STAMP)
 
@@ -40,3 +40,6 @@ bench: $(STAMP)
 
 workflows: $(STAMP)
 	$(PY) scripts/build_workflows.py
+
+images: $(STAMP)
+	IMA_UPDATE_IMAGES=1 $(PY) -m pytest -q tests/browser

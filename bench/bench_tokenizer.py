@@ -1,13 +1,14 @@
-"""Motion tokenizer benchmark: the fast inference path vs the plain float32 reference of the released semantics.
+"""Motion tokenizer benchmark: fast inference path vs the plain float32 reference of the released semantics.
 
 Run from the repository root:  python -m bench.bench_tokenizer [--sizes large small] [--batches 1 16]
-    [--iters 2] [--device cpu|cuda]
+    [--iters 2] [--device cpu|cuda] [--threads N]
 
-For every (size, batch) it encodes the same frames with (a) ``reference_encode`` (nn.MultiheadAttention-style,
-float32) and (b) ``MotionTokenizer.encode`` (SDPA, fused blocks; float32 on the CPU), alternating the two so that
-a busy machine slows both alike, and prints frames/s (best of ``iters`` timed calls after one warm-up), peak
-working memory above the weights, the ratio (b)/(a) and how many token indices agree. On CUDA it also times the
-fast path in fp16 and bf16 and compares with the FLOP floor.
+For every (size, batch) it encodes the same frames with (a) ``reference_encode`` (nn.MultiheadAttention
+style, float32) and (b) ``MotionTokenizer.encode`` (SDPA, fused kernels; float32 on the CPU), alternating
+the two so that a busy machine slows both alike. It prints frames/s (best of ``iters`` timed calls after one
+warm-up), the process CPU seconds of that call, peak working memory above the weights, the ratio (b)/(a)
+and how many token indices agree with (a). On CUDA it also times the fast path in fp16 and bf16 and prints
+TFLOP/s against the FLOP count (the floor of the work).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -45,7 +47,8 @@ def frames(n: int, seed: int = 0) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     coarse = torch.rand(n, 3, 8, 8, generator=gen)
     x = F.interpolate(coarse, size=(256, 256), mode="bicubic", align_corners=False)
-    return (x * torch.rand(n, 1, 1, 1, generator=gen) + 0.1 * torch.rand(n, 3, 256, 256, generator=gen)).clamp(0, 1)
+    x = x * torch.rand(n, 1, 1, 1, generator=gen) + 0.1 * torch.rand(n, 3, 256, 256, generator=gen)
+    return x.clamp(0, 1)
 
 
 # ---- memory ---------------------------------------------------------------------------------------------
@@ -99,19 +102,23 @@ class PeakMemory:
 # ---- timing ---------------------------------------------------------------------------------------------
 def run_alternating(calls: dict[str, Callable[[], torch.Tensor]], iters: int,
                     device: torch.device) -> dict[str, dict]:
-    """One warm-up each, then ``iters`` rounds calling each function in turn; best time, worst peak."""
-    results = {name: {"times": [], "peak": 0.0, "indices": None} for name in calls}
+    """One warm-up each, then ``iters`` rounds calling each function in turn.
+
+    Records per call the wall seconds, the process CPU seconds and the peak memory (MiB).
+    """
+    results = {name: {"wall": [], "cpu": [], "peak": 0.0, "indices": None} for name in calls}
     for name, fn in calls.items():
         results[name]["indices"] = fn().cpu()
     for _ in range(iters):
         for name, fn in calls.items():
             with PeakMemory(device) as mem:
-                start = time.perf_counter()
+                cpu0, wall0 = time.process_time(), time.perf_counter()
                 fn()
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
-                elapsed = time.perf_counter() - start
-            results[name]["times"].append(elapsed)
+                wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            results[name]["wall"].append(wall)
+            results[name]["cpu"].append(cpu)
             results[name]["peak"] = max(results[name]["peak"], mem.peak_mib)
     return results
 
@@ -124,7 +131,8 @@ def bench_size(name: str, config: MotionTokenizerConfig, batches: list[int], ite
     models = {}
     if half and device.type == "cuda":
         for dtype in (torch.float16, torch.bfloat16):
-            models[str(dtype).replace("torch.", "")] = MotionTokenizer.from_state_dict(sd, device=device, dtype=dtype)
+            label = str(dtype).replace("torch.", "")
+            models[label] = MotionTokenizer.from_state_dict(sd, device=device, dtype=dtype)
     rows = []
     for batch in batches:
         x = frames(batch, seed=batch).to(device)
@@ -137,21 +145,20 @@ def bench_size(name: str, config: MotionTokenizerConfig, batches: list[int], ite
         res = run_alternating(calls, iters, device)
         ref = res["reference fp32"]
         for label, r in res.items():
-            best = min(r["times"])
+            best = min(r["wall"])
             rows.append({
-                "size": name, "batch": batch, "path": label, "fps": batch / best, "best_s": best,
-                "times": r["times"], "peak_mib": r["peak"],
-                "ratio": min(ref["times"]) / best,
+                "size": name, "batch": batch, "path": label, "fps": batch / best, "wall": best,
+                "cpu": min(r["cpu"]), "walls": r["wall"], "peak_mib": r["peak"],
+                "ratio": min(ref["wall"]) / best, "cpu_ratio": min(ref["cpu"]) / min(r["cpu"]),
                 "match": (r["indices"] == ref["indices"]).float().mean().item(),
                 "tflops": flops_per_frame(config) * batch / best / 1e12,
             })
-    del fast, models, sd
-    _trim_heap()
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["small", "large"], choices=sorted(SIZES))
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--iters", type=int, default=2, help="timed calls per path after one warm-up")
@@ -161,12 +168,11 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cpu = platform.processor() or platform.machine()
-    print(f"torch {torch.__version__}, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
-             f" ({cpu}, {torch.get_num_threads()} threads)"))
-    header = (f"{'size':6} {'batch':>5} {'path':16} {'frames/s':>9} {'best s':>8} {'peak MiB':>9} "
-              f"{'x ref':>6} {'idx match':>9} {'TFLOP/s':>8}")
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads")
+    print(f"torch {torch.__version__}, device {device} ({where}), load average {os.getloadavg()[0]:.2f}")
+    header = (f"{'size':6} {'batch':>5} {'path':15} {'frames/s':>9} {'wall s':>8} {'cpu s':>8} "
+              f"{'peak MiB':>9} {'x ref':>6} {'x ref cpu':>9} {'idx match':>9} {'TFLOP/s':>8}")
     print(header)
     print("-" * len(header))
     for name in args.sizes:
@@ -174,9 +180,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"# {name}: width {config.width}, {config.layers} layers, {config.heads} heads; "
               f"{flops_per_frame(config) / 1e9:.1f} GFLOP per frame")
         for row in bench_size(name, config, args.batches, args.iters, device, half=True):
-            print(f"{row['size']:6} {row['batch']:>5} {row['path']:16} {row['fps']:>9.2f} {row['best_s']:>8.3f} "
-                  f"{row['peak_mib']:>9.0f} {row['ratio']:>6.2f} {row['match'] * 100:>8.2f}% "
-                  f"{row['tflops']:>8.3f}", flush=True)
+            print(f"{row['size']:6} {row['batch']:>5} {row['path']:15} {row['fps']:>9.2f} "
+                  f"{row['wall']:>8.3f} {row['cpu']:>8.3f} {row['peak_mib']:>9.0f} {row['ratio']:>6.2f} "
+                  f"{row['cpu_ratio']:>9.2f} {row['match'] * 100:>8.2f}% {row['tflops']:>8.3f}", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ class ExpressionEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
+            **types.ALIASES,
             node_id="IMA_ExpressionEncode",
             display_name="Expression Encode",
             category=types.CATEGORY,

@@ -16,6 +16,7 @@ class SaveMotionTokens(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
+            **types.ALIASES,
             node_id="IMA_SaveMotionTokens",
             display_name="Save Motion Tokens",
             category=types.CATEGORY,
@@ -44,6 +45,7 @@ class LoadMotionTokens(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
+            **types.ALIASES,
             node_id="IMA_LoadMotionTokens",
             display_name="Load Motion Tokens",
             category=types.CATEGORY,

@@ -16,6 +16,7 @@ class LoadMotionTokenizer(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
+            **types.ALIASES,
             node_id="IMA_LoadMotionTokenizer",
             display_name="Load Motion Tokenizer",
             category=types.CATEGORY,
@@ -43,6 +44,7 @@ class EncodeDrivingVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
+            **types.ALIASES,
             node_id="IMA_EncodeDrivingVideo",
             display_name="Encode Driving Video",
             category=types.CATEGORY,

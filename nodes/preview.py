@@ -15,6 +15,7 @@ class PreviewMotionHeatmaps(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
+            **types.ALIASES,
             node_id="IMA_PreviewMotionHeatmaps",
             display_name="Preview Motion Heatmaps",
             category=types.CATEGORY,

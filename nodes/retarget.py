@@ -15,6 +15,7 @@ class LoadIMAnimationModules(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
+            **types.ALIASES,
             node_id="IMA_LoadModules",
             display_name="Load IM-Animation Modules",
             category=types.CATEGORY,
@@ -51,6 +52,7 @@ class RetargetToIdentity(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
+            **types.ALIASES,
             node_id="IMA_RetargetToIdentity",
             display_name="Retarget to Identity",
             category=types.CATEGORY,

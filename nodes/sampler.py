@@ -28,6 +28,7 @@ class IMAnimationSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
+            **types.ALIASES,
             node_id="IMA_Wan22Sampler",
             display_name="Wan2.2 IM-Animation Sampler",
             category=types.CATEGORY,

@@ -14,3 +14,8 @@ RetargetedMotion = io.Custom("IMA_RETARGETED_MOTION")
 Expression = io.Custom("IMA_EXPRESSION")
 
 CATEGORY = "IM-Animation"
+
+# Words users type in the node search. Newer ComfyUI versions read `search_aliases` from the schema; this
+# pinned version has no such field (passing it would break the import), so it is added only where supported.
+_ALIASES = ["animate", "animate character", "motion transfer", "retarget", "pose transfer", "im-animation"]
+ALIASES = {"search_aliases": _ALIASES} if "search_aliases" in getattr(io.Schema, "__dataclass_fields__", {}) else {}

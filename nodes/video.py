@@ -11,6 +11,7 @@ class LoadDrivingVideoPath(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
+            **types.ALIASES,
             node_id="IMA_LoadDrivingVideoPath",
             display_name="Load Driving Video (path)",
             category=types.CATEGORY,

@@ -21,8 +21,33 @@ def model_note(files: list[tuple[str, str]], extra: str) -> str:
     return f"## Model files\n\n| file | put it in |\n|---|---|\n{rows}\n\n{extra}"
 
 
+COLUMN_X = {-1: -640, 0: 0, 1: 460, 2: 900, 3: 1360, 4: 1820}
+COLUMN_WIDTH = {-1: 560, 0: 400, 1: 380, 2: 400, 3: 400, 4: 420}
+GAP = 60
+
+
+def node_height(info: dict, widgets: int) -> int:
+    """About the height the frontend draws a node with: title, one row per socket pair, one per widget."""
+    sockets = max(sum(1 for _, t, o in input_specs(info) if not is_widget(t, o)), len(info["output"]))
+    return 40 + 22 * sockets + 26 * widgets
+
+
+def lay_out(nodes: list[dict], object_info: dict) -> None:
+    """Stack the nodes of each column top to bottom in listed order, GAP apart."""
+    y = dict.fromkeys(COLUMN_X, 0)
+    for n in nodes:
+        col = n.pop("col")
+        if "size" not in n:
+            info = object_info[n["type"]]
+            widgets = sum(1 for _, t, o in input_specs(info) if is_widget(t, o))
+            n["size"] = (COLUMN_WIDTH[col], node_height(info, widgets))
+        n["pos"] = (COLUMN_X[col], y[col])
+        y[col] += n["size"][1] + GAP
+
+
 def graph(nodes: list[dict], object_info: dict) -> dict:
     """nodes: {id, type, pos, size?, widgets: {name: value}, links: {input: (src_id, src_slot)}, title?}"""
+    lay_out(nodes, object_info)
     by_id = {n["id"]: n for n in nodes}
     links, out_links = [], {}
     for n in nodes:
@@ -75,39 +100,39 @@ def graph(nodes: list[dict], object_info: dict) -> dict:
 def im_animation_nodes(dit: str, vae: str, tokenizer: str, modules: str, sampler: dict, note: str,
                        with_text: bool) -> list[dict]:
     nodes = [
-        {"id": 20, "type": "MarkdownNote", "pos": (-420, 0), "size": (380, 420), "text": note},
-        {"id": 1, "type": "UNETLoader", "pos": (0, 0), "widgets": {"unet_name": dit}},
-        {"id": 2, "type": "VAELoader", "pos": (0, 140), "widgets": {"vae_name": vae}},
-        {"id": 3, "type": "IMA_LoadMotionTokenizer", "pos": (0, 260), "widgets": {"tokenizer_name": tokenizer}},
-        {"id": 4, "type": "IMA_LoadModules", "pos": (0, 400), "widgets": {"modules_name": modules}},
-        {"id": 5, "type": "LoadImage", "pos": (0, 520), "size": (320, 340), "title": "Identity image",
+        {"id": 20, "type": "MarkdownNote", "col": -1, "size": (560, 460), "text": note},
+        {"id": 1, "type": "UNETLoader", "col": 0, "widgets": {"unet_name": dit}},
+        {"id": 2, "type": "VAELoader", "col": 0, "widgets": {"vae_name": vae}},
+        {"id": 3, "type": "IMA_LoadMotionTokenizer", "col": 0, "widgets": {"tokenizer_name": tokenizer}},
+        {"id": 4, "type": "IMA_LoadModules", "col": 0, "widgets": {"modules_name": modules}},
+        {"id": 5, "type": "LoadImage", "col": 0, "size": (400, 360), "title": "Identity image",
          "widgets": {"image": "ima_demo_identity.png"}},
-        {"id": 6, "type": "LoadVideo", "pos": (0, 900), "size": (320, 340), "title": "Driving video",
+        {"id": 6, "type": "LoadVideo", "col": 0, "size": (400, 360), "title": "Driving video",
          "widgets": {"file": "ima_demo_driving.mp4"}},
-        {"id": 7, "type": "GetVideoComponents", "pos": (380, 900), "links": {"video": (6, 0)}},
-        {"id": 8, "type": "IMA_EncodeDrivingVideo", "pos": (380, 260), "size": (330, 200),
+        {"id": 7, "type": "GetVideoComponents", "col": 1, "links": {"video": (6, 0)}},
+        {"id": 8, "type": "IMA_EncodeDrivingVideo", "col": 1,
          "links": {"motion_tokenizer": (3, 0), "frames": (7, 0), "fps": (7, 2)}},
-        {"id": 9, "type": "IMA_RetargetToIdentity", "pos": (780, 260), "size": (340, 240),
+        {"id": 9, "type": "IMA_RetargetToIdentity", "col": 2,
          "links": {"im_animation_modules": (4, 0), "motion_tokens": (8, 0), "identity_image": (5, 0), "vae": (2, 0)},
          "widgets": {"width": sampler.pop("width"), "height": sampler.pop("height"), "length": sampler.pop("length")}},
-        {"id": 10, "type": "IMA_ExpressionEncode", "pos": (780, 560), "size": (340, 120),
+        {"id": 10, "type": "IMA_ExpressionEncode", "col": 2,
          "links": {"im_animation_modules": (4, 0), "frames": (7, 0), "motion_tokens": (8, 0)}},
-        {"id": 11, "type": "IMA_Wan22Sampler", "pos": (1180, 0), "size": (340, 360),
+        {"id": 11, "type": "IMA_Wan22Sampler", "col": 3,
          "links": {"model": (1, 0), "retargeted_motion": (9, 0), "expression": (10, 0)}, "widgets": sampler},
-        {"id": 12, "type": "VAEDecode", "pos": (1580, 0), "links": {"samples": (11, 0), "vae": (2, 0)}},
-        {"id": 13, "type": "CreateVideo", "pos": (1580, 140), "links": {"images": (12, 0), "fps": (7, 2)}},
-        {"id": 14, "type": "SaveVideo", "pos": (1580, 300), "size": (400, 420),
+        {"id": 12, "type": "VAEDecode", "col": 4, "links": {"samples": (11, 0), "vae": (2, 0)}},
+        {"id": 13, "type": "CreateVideo", "col": 4, "links": {"images": (12, 0), "fps": (7, 2)}},
+        {"id": 14, "type": "SaveVideo", "col": 4, "size": (420, 440),
          "links": {"video": (13, 0)}, "widgets": {"filename_prefix": "video/im_animation"}},
     ]
     if with_text:
-        nodes[1:1] = [
-            {"id": 15, "type": "ModelSamplingSD3", "pos": (380, 0), "widgets": {"shift": 8.0},
+        nodes[1:1] = [  # listed first: they sit at the top of their columns
+            {"id": 15, "type": "ModelSamplingSD3", "col": 1, "widgets": {"shift": 8.0},
              "links": {"model": (1, 0)}},
-            {"id": 16, "type": "CLIPLoader", "pos": (0, -160),
+            {"id": 16, "type": "CLIPLoader", "col": 0,
              "widgets": {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"}},
-            {"id": 17, "type": "CLIPTextEncode", "pos": (780, -260), "size": (340, 160), "title": "Positive prompt",
+            {"id": 17, "type": "CLIPTextEncode", "col": 2, "size": (400, 180), "title": "Positive prompt",
              "links": {"clip": (16, 0)}, "widgets": {"text": "a person dancing, natural motion, high quality"}},
-            {"id": 18, "type": "CLIPTextEncode", "pos": (780, -60), "size": (340, 160), "title": "Negative prompt",
+            {"id": 18, "type": "CLIPTextEncode", "col": 2, "size": (400, 180), "title": "Negative prompt",
              "links": {"clip": (16, 0)}, "widgets": {"text": "blurry, distorted limbs, extra limbs, static"}},
         ]
         sampler_node = next(n for n in nodes if n["id"] == 11)

@@ -1,9 +1,11 @@
 """The motion tokenizer: released IM-Animation motion encoder (ViT + latent tokens) and VQ codebook.
 
 Parameter names are exactly those of the released ``motion_encoder_latest.safetensors``, so a
-``state_dict()`` of this module is that file's schema. The forward pass is the inference path: batch-first
-tokens, fused q/k/v projection, ``scaled_dot_product_attention``, no activation checkpointing; it runs in
-the module's dtype and does the codebook search in float32.
+``state_dict()`` of this module is that file's schema. Inference (no autograd) runs batch-first tokens
+through fused q/k/v projections, ``scaled_dot_product_attention`` and GEMMs with GELU / residual adds fused
+in (oneDNN on the CPU), computes only the latent positions in the last block, uses no activation
+checkpointing, runs in the module's dtype and does the codebook search in float32. With autograd on, the
+same modules run an unfused, differentiable forward (for training).
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ from .config import MotionTokenizerConfig
 # Tests switch these off to compare the code paths.
 FUSED_INFERENCE = True
 USE_ONEDNN = True
-# Largest activation (bytes) of one CPU inference pass; frames beyond it are run in further passes.
-CPU_PASS_BYTES = 16 * 1024 * 1024
 
 _onednn_checked: bool | None = None
 
@@ -56,7 +56,8 @@ def _onednn(x: torch.Tensor) -> bool:
     return USE_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and onednn_linear_available()
 
 
-def fused_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+def fused_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                 gelu: bool = False) -> torch.Tensor:
     """Inference-only ``F.linear`` over the last dimension, optionally followed by exact GELU.
 
     On the CPU in float32 it runs oneDNN's linear with GELU fused (about twice MKL's sgemm speed on AMD CPUs,
@@ -207,22 +208,10 @@ class MotionEncoder(nn.Module):
     def forward(self, pixels: torch.Tensor, latent_tokens: torch.Tensor) -> torch.Tensor:
         """pixels [N,3,S,S] (S = image_size, RGB in [0,1], module dtype), latent_tokens [L,W] -> [N,L,C].
 
-        The result is the released encoder's [N,C,1,L] output rearranged token-first. Without autograd on
-        the CPU the batch is run in groups of frames small enough that no activation exceeds
-        CPU_PASS_BYTES (so the allocator reuses memory instead of faulting in fresh pages every layer).
+        The result is the released encoder's [N,C,1,L] output rearranged token-first. Without autograd the
+        blocks use the fused inference kernels.
         """
         fused = FUSED_INFERENCE and not torch.is_grad_enabled()
-        n = pixels.shape[0]
-        group = n
-        if fused and pixels.device.type == "cpu":
-            cfg = self.config
-            widest = cfg.seq_len * cfg.width * max(3, cfg.mlp_ratio) * pixels.element_size()
-            group = max(1, CPU_PASS_BYTES // widest)
-        if group >= n:
-            return self._forward(pixels, latent_tokens, fused)
-        return torch.cat([self._forward(part, latent_tokens, fused) for part in pixels.split(group)])
-
-    def _forward(self, pixels: torch.Tensor, latent_tokens: torch.Tensor, fused: bool) -> torch.Tensor:
         n = pixels.shape[0]
         num_latent = latent_tokens.shape[0]
         x = rearrange(self.patch_embed(pixels), "n w gh gw -> n (gh gw) w")

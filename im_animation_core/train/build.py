@@ -12,7 +12,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, IMAnimationError
 from ..expression import ExpressionConfig
 from ..keypoints import NUM_JOINTS
 from ..modules import DiTSpec, IMAnimationModules
@@ -180,7 +180,7 @@ def build_dataset(d: DataConfig) -> Any:
             raise ConfigError("config field 'data.root' is empty: data.kind 'video_folder' needs the folder of clips")
         dataset = data.VideoFolder(d.root, frames=d.frames, size=d.size, **d.options)
     except (TypeError, ValueError) as e:
-        if isinstance(e, ConfigError):
+        if isinstance(e, IMAnimationError):  # a message for the user already (e.g. a folder without usable clips)
             raise
         raise ConfigError(f"config field 'data': {e}") from e
     skipped = getattr(dataset, "skipped", {})

@@ -57,7 +57,14 @@ class TokenizerEncoder(nn.Module):
 def quantize_straight_through(z: torch.Tensor, codebook: torch.Tensor, use_l2_norm: bool,
                               commitment_cost: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """z [N,L,C], codebook [K,C] -> (tokens [N,L,C] = chosen rows with straight-through gradient to z,
-    VQ loss (codebook + commitment_cost * commitment), indices [N,L]); float32."""
+    VQ loss (codebook + commitment_cost * commitment), indices [N,L]); float32, also under autocast (the
+    codebook search must pick the rows inference picks)."""
+    with torch.autocast(z.device.type, enabled=False):
+        return _quantize(z, codebook, use_l2_norm, commitment_cost)
+
+
+def _quantize(z: torch.Tensor, codebook: torch.Tensor, use_l2_norm: bool,
+              commitment_cost: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n = z.shape[0]
     z = z.float()
     cb = codebook.float()

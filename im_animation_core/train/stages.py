@@ -43,7 +43,7 @@ from .build import (
 )
 from .config import ConfigError, Stage1Config, Stage2Config, Stage3Config
 from .encoders import ConvMotionEncoder, TokenizerEncoder, encode_clips
-from .targets import default_shift, latent_frame_heatmaps, noisy_latent, sample_sigmas, square_frame_heatmaps
+from .targets import default_shift, latent_frame_heatmaps, noisy_latent, sample_noise, square_frame_heatmaps
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,11 @@ def _zero() -> torch.Tensor:
     return torch.zeros((), dtype=torch.float32)
 
 
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+def batch_indices(batch: dict[str, Any]) -> list[int]:
+    """The dataset indices of a batch's samples ("index", set by the trainer), else 0..B-1."""
+    if "index" in batch:
+        return [int(i) for i in batch["index"]]
+    return list(range(batch["driving"].shape[0]))
 
 
 def _weights(config, visible_weight: torch.Tensor) -> torch.Tensor | None:
@@ -175,9 +178,8 @@ class Stage3Model(RetargetModel):
         x0 = self.latent_format.process_in(torch.cat([batch["identity_latent"], batch["target_latent"]], dim=2))
         x0 = x0.float()
         b, _, frames = x0.shape[:3]
-        gen = _generator(seed)
-        sigma = sample_sigmas(b, self.shift, gen).to(x0.device)
-        noise = torch.randn(x0.shape, generator=gen).to(x0.device)
+        sigma, noise = sample_noise(seed, batch_indices(batch), tuple(x0.shape[1:]), self.shift)
+        sigma, noise = sigma.to(x0.device), noise.to(x0.device)
         x_t = noisy_latent(x0, noise, sigma)
         timestep = sigma * 1000.0
         if x0.shape[1] == 48:  # Wan2.2: clean reference frame, per-frame timestep 0 there (noise_mask 0)

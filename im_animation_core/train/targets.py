@@ -75,6 +75,31 @@ def sample_sigmas(batch: int, shift: float, generator: torch.Generator) -> torch
     return shift_sigma(s, shift)
 
 
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (run seed, step, sample index, ...): different inputs give unrelated
+    generators, equal inputs equal ones (splitmix64 finaliser)."""
+    x = 0x243F6A8885A308D3
+    for p in parts:
+        x = (x ^ (int(p) & ((1 << 64) - 1))) * 0x9E3779B97F4A7C15 & ((1 << 64) - 1)
+        x ^= x >> 31
+        x = (x * 0xBF58476D1CE4E5B9) & ((1 << 64) - 1)
+        x ^= x >> 29
+    return x & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def sample_noise(seed: int, indices: list[int], shape: tuple[int, ...], shift: float
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample flow-matching draws: (sigma [B], noise [B,*shape]) float32 on the CPU, sample b's from a
+    generator seeded by (seed, indices[b]). A sample gets the same draws whatever batch or process it is in,
+    so a run on N processes computes what one process with the N-times batch computes."""
+    sigmas, noises = [], []
+    for index in indices:
+        g = torch.Generator().manual_seed(mix_seed(seed, index))
+        sigmas.append(sample_sigmas(1, shift, g))
+        noises.append(torch.randn(shape, generator=g))
+    return torch.cat(sigmas), torch.stack(noises)
+
+
 def noisy_latent(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """x_t = (1-sigma) x0 + sigma eps with sigma [B] broadcast (ComfyUI's CONST.noise_scaling)."""
     s = sigma.to(x0).view(-1, *([1] * (x0.ndim - 1)))

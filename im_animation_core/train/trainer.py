@@ -1,9 +1,10 @@
 """The training loop shared by the three stages: data order, DDP, AdamW, checkpoints, resume, logging.
 
-Determinism: every random draw of a step (flow-matching sigma and noise, augmentation) comes from a
-generator seeded by (seed, step, rank / sample index), and the data order of step k is a pure function of
-(seed, k) (DistributedSampler's per-epoch permutation). A run resumed from the checkpoint of step k
-therefore continues exactly as the uninterrupted run would have.
+Determinism: every random draw (flow-matching sigma and noise, augmentation) comes from a generator seeded
+by (seed, step, sample index), and the data of step k is a pure function of (seed, k) (DistributedSampler's
+per-epoch permutation; N processes split the same global batch a single process would take). A run resumed
+from the checkpoint of step k continues exactly as the uninterrupted run would have, and a DDP run computes
+what one process with the global batch computes (up to the order of floating-point sums).
 
 Layout of ``output_dir``:
     config.json                  the resolved config of the run
@@ -43,6 +44,7 @@ from ..errors import IMAnimationError
 from .build import augment_fn, build_dataset, collate_fn
 from .config import CONFIG_CLASSES, CommonConfig, ConfigError, config_to_dict, diff_configs
 from .stages import STAGE_CLASSES, Stage
+from .targets import mix_seed
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +115,6 @@ def _barrier(info: DistInfo) -> None:
 
 
 # ---- data ----------------------------------------------------------------------------------------------------
-def step_seed(seed: int, step: int, salt: int = 0) -> int:
-    """A 63-bit seed for (run seed, step, salt); different inputs give unrelated generators."""
-    x = (int(seed) * 0x9E3779B97F4A7C15 + int(step) * 0xBF58476D1CE4E5B9 + int(salt) * 0x94D049BB133111EB)
-    x &= (1 << 64) - 1
-    x ^= x >> 31
-    x = (x * 0xD6E8FEB86659FD93) & ((1 << 64) - 1)
-    return (x ^ (x >> 32)) & 0x7FFF_FFFF_FFFF_FFFF
-
-
 class _StepItems(Dataset):
     """Wraps the dataset: item (step, index) -> the sample (augmented with a generator seeded by
     (seed, step, index) when augmentation is on) plus its index."""
@@ -136,7 +129,7 @@ class _StepItems(Dataset):
         step, index = key
         sample = self.dataset[index]
         if self.augment is not None:
-            sample = self.augment(sample, torch.Generator().manual_seed(step_seed(self.seed, step, 1 + index)))
+            sample = self.augment(sample, torch.Generator().manual_seed(mix_seed(self.seed, 1, step, index)))
         return {**sample, "index": index}
 
 
@@ -301,7 +294,7 @@ class Trainer:
         """The stage's losses of one (collated, CPU) batch, with the random draws of ``step``."""
         batch = self.stage.prepare(_to_device(batch, self.device))
         with self._autocast():
-            return self.ddp(batch, step_seed(self.config.seed, step, 10_000 + self.info.rank))
+            return self.ddp(batch, mix_seed(self.config.seed, 2, step))
 
     @torch.no_grad()
     def evaluate(self, batch: dict[str, Any], seed_step: int = 0) -> dict[str, float]:
@@ -311,7 +304,7 @@ class Trainer:
         try:
             batch = self.stage.prepare(_to_device(batch, self.device))
             with self._autocast():
-                out = self.model(batch, step_seed(self.config.seed, seed_step, 10_000 + self.info.rank))
+                out = self.model(batch, mix_seed(self.config.seed, 2, seed_step))
         finally:
             self.model.train(was)
         return {k: float(v) for k, v in out.items()}
@@ -393,6 +386,10 @@ class Trainer:
         last: dict[str, float] = {}
         if self.step < c.steps:
             last = self._loop()
+        skipped = getattr(self.dataset, "skipped", None)
+        if skipped:
+            log.warning("%s: %d clip(s) of the dataset were unreadable and skipped (in this process): %s",
+                        self.stage_name, len(skipped), "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:5]))
         files: dict[str, str] = {}
         if self.info.main:
             self.model.eval()

@@ -187,10 +187,10 @@ def train_vae(config: VAETrainConfig, dataset_iter: Iterator[torch.Tensor] | Ite
                          metadata={"im_animation_vae_train": json.dumps({"steps": step, **config.to_dict()})})
 
     done = 0
+    end = object()
+    clip = next(data, end) if steps > 0 else end
     for step in range(steps):
-        try:
-            clip = next(data)
-        except StopIteration:
+        if clip is end:
             if log:
                 log(f"data ran out after {step} steps")
             break
@@ -207,7 +207,8 @@ def train_vae(config: VAETrainConfig, dataset_iter: Iterator[torch.Tensor] | Ite
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         opt.step()
         done = step + 1
-        last = step == steps - 1
+        clip = next(data, end) if step < steps - 1 else end  # fetched now to know whether this step is the last
+        last = clip is end
         if (config.log_every and step % config.log_every == 0) or last:
             with torch.no_grad():
                 train_psnr = psnr(video_to_clip(recon.detach()), video_to_clip(video))

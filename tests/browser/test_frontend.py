@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 
 import pytest
@@ -21,6 +22,9 @@ from support.workflow import input_specs, is_widget, ui_to_api
 
 WORKFLOWS = REPO / "workflows"
 DOCS_IMAGES = REPO / "docs" / "images"
+# Screenshots and thumbnails go to the test's output folder; the tracked copies (docs/images/, the template
+# thumbnails beside the workflows) are rewritten only on request: `make images` sets this.
+UPDATE_TRACKED_IMAGES = os.environ.get("IMA_UPDATE_IMAGES") == "1"
 WORKFLOW_NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
 THUMBNAIL_SIZE = 512  # the template browser shows extension templates as <name>.jpg, square cards
 
@@ -212,13 +216,14 @@ def screenshots(page, name: str, out_dir) -> None:
     finally:
         page.evaluate("() => app.extensionManager.command.execute('Workspace.ToggleFocusMode')")
     (out_dir / f"graph_{name}.png").write_bytes(png)
-    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(out_dir / f"graph_{name}.png", DOCS_IMAGES / f"graph_{name}.png")
     thumb = Image.open(io.BytesIO(square)).convert("RGB").resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.LANCZOS)
     buf = io.BytesIO()
     thumb.save(buf, "JPEG", quality=85, optimize=True)
     (out_dir / f"{name}.jpg").write_bytes(buf.getvalue())
-    (WORKFLOWS / f"{name}.jpg").write_bytes(buf.getvalue())
+    if UPDATE_TRACKED_IMAGES:
+        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out_dir / f"graph_{name}.png", DOCS_IMAGES / f"graph_{name}.png")
+        (WORKFLOWS / f"{name}.jpg").write_bytes(buf.getvalue())
 
 
 def test_every_pack_node_has_help_in_the_frontend(page, object_info):
@@ -293,7 +298,8 @@ def test_workflows_in_the_template_browser(page, frontend_server, out_dir):
     page.mouse.move(5, 5)
     page.wait_for_timeout(200)
     (out_dir / "template_browser.png").write_bytes(page.locator(".p-dialog").last.screenshot())
-    shutil.copyfile(out_dir / "template_browser.png", DOCS_IMAGES / "template_browser.png")
+    if UPDATE_TRACKED_IMAGES:
+        shutil.copyfile(out_dir / "template_browser.png", DOCS_IMAGES / "template_browser.png")
 
     page.evaluate("() => app.graph.clear()")
     page.locator('[data-testid="template-workflow-im_animation_demo"]').click()

@@ -229,3 +229,28 @@ def test_ablation_modules_file_remembers_the_retarget_kind(tmp_path):
         args = (torch.randn(1, 5, 32, 12), torch.arange(5.0), torch.randn(1, 16, 4, 4), torch.tensor([0.0, 2.5]))
         with torch.no_grad():
             assert torch.equal(loaded.retarget(*args), modules.retarget(*args))
+
+
+def test_tokenizer_from_a_titok_pickle(tmp_path):
+    from im_animation_core.tokenizer.testing import random_state_dict
+    from im_animation_core.train.build import build_tokenizer
+
+    sd = random_state_dict(MotionTokenizerConfig(width=64, layers=1, heads=1, image_size=64, codebook_size=128))
+    torch.save({**sd, "decoder.ffn.0.weight": torch.randn(8, 64, 1, 1)}, tmp_path / "tokenizer_titok_l32.bin")
+    for size, rows in ((0, 128), (16, 16)):
+        cfg = config_from_dict("stage1", {"tokenizer": {"titok_path": str(tmp_path / "tokenizer_titok_l32.bin"),
+                                                        "codebook_size": size}})
+        tok = build_tokenizer(cfg)
+        assert tok.quantize.embedding.weight.shape == (rows, 12)
+        assert torch.equal(tok.encoder.conv_out.weight, sd["encoder.conv_out.weight"])
+        assert tok.param_dtype == torch.float32
+
+
+def test_flow_draws_are_per_sample():
+    from im_animation_core.train.targets import sample_noise
+
+    s_ab, n_ab = sample_noise(7, [4, 9], (3, 2), 5.0)
+    s_b, n_b = sample_noise(7, [9], (3, 2), 5.0)
+    assert torch.equal(s_ab[1:], s_b) and torch.equal(n_ab[1:], n_b)  # batch composition does not matter
+    s_other, _ = sample_noise(8, [4], (3, 2), 5.0)
+    assert not torch.equal(s_other, s_ab[:1])

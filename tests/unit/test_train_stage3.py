@@ -12,8 +12,7 @@ from im_animation_core.modules import IMAnimationModules
 from im_animation_core.pipeline import encode_expression
 from im_animation_core.train import Trainer, config_from_dict
 from im_animation_core.train.presets import tiny_config_dict, tiny_vae
-from im_animation_core.train.stages import _generator
-from im_animation_core.train.targets import noisy_latent, sample_sigmas
+from im_animation_core.train.targets import noisy_latent, sample_noise
 from im_animation_core.wan import WanDiTConfig, load_wan_dit, load_wan_state_dict, save_wan_state_dict
 from im_animation_core.wan.latent_format import latent_format_for
 
@@ -86,9 +85,7 @@ def test_dit_inputs_mirror_comfyuis_sampler(tmp_path, items, channels):
     handle.remove()
     fmt = latent_format_for(channels)
     x0 = fmt.process_in(torch.cat([batch["identity_latent"], batch["target_latent"]], dim=2))
-    gen = _generator(1234)
-    sigma = sample_sigmas(2, trainer.stage.shift, gen)
-    noise = torch.randn(x0.shape, generator=gen)
+    sigma, noise = sample_noise(1234, [0, 1], tuple(x0.shape[1:]), trainer.stage.shift)
     assert seen["x"].shape == (2, channels, 3, 8, 8)  # identity latent + 2 latent frames of a 5-frame clip
     torch.testing.assert_close(seen["x"][:, :, 1:], noisy_latent(x0, noise, sigma)[:, :, 1:])
     if channels == 48:  # WAN22 + noise_mask 0: the reference frame is clean, its timestep 0
