@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+import im_animation_core.tokenizer.model as tokenizer_model
 from im_animation_core.tokenizer import MotionTokenizer, MotionTokenizerConfig, reference_encode
 from im_animation_core.tokenizer.testing import random_state_dict
 
@@ -123,6 +124,15 @@ def run_alternating(calls: dict[str, Callable[[], torch.Tensor]], iters: int,
     return results
 
 
+def _without_onednn(fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+    saved = tokenizer_model.USE_ONEDNN
+    tokenizer_model.USE_ONEDNN = False
+    try:
+        return fn()
+    finally:
+        tokenizer_model.USE_ONEDNN = saved
+
+
 def bench_size(name: str, config: MotionTokenizerConfig, batches: list[int], iters: int,
                device: torch.device, half: bool) -> list[dict]:
     sd = random_state_dict(config, seed=0)
@@ -140,6 +150,8 @@ def bench_size(name: str, config: MotionTokenizerConfig, batches: list[int], ite
             "reference fp32": lambda x=x: reference_encode(sd, x, config)[1],
             "fast fp32": lambda x=x: fast.encode(x).indices,
         }
+        if device.type == "cpu":  # ablation: the fast path with F.linear/addmm instead of oneDNN kernels
+            calls["fast, no oneDNN"] = lambda x=x: _without_onednn(lambda: fast.encode(x).indices)
         for label, model in models.items():
             calls[f"fast {label}"] = lambda x=x, model=model: model.encode(x).indices
         res = run_alternating(calls, iters, device)

@@ -73,8 +73,9 @@ class IMAnimationModules(nn.Module):
         save_file(sd, path, metadata=self.metadata())
 
     @classmethod
-    def from_file(cls, path: str) -> IMAnimationModules:
-        """Load a modules file (format above). Raises CheckpointError naming what is wrong."""
+    def from_file(cls, path: str, allow_ablation: bool = False) -> IMAnimationModules:
+        """Load a modules file (format above). Raises CheckpointError naming what is wrong. Files of a training
+        ablation (metadata ``im_animation_retarget`` other than mask_tokens) are refused unless allow_ablation."""
         try:
             with safe_open(path, framework="pt") as f:
                 meta = f.metadata() or {}
@@ -86,6 +87,11 @@ class IMAnimationModules(nn.Module):
             raise CheckpointError(
                 f"'{path}' is not an IM-Animation modules file (no '{FORMAT}' format in its metadata). "
                 "Choose the file written by this project's trainer, not a DiT, VAE or motion tokenizer."
+            )
+        if meta.get("im_animation_retarget", "mask_tokens") != "mask_tokens" and not allow_ablation:
+            raise CheckpointError(
+                f"'{path}' holds the '{meta['im_animation_retarget']}' retargeting ablation, a training experiment "
+                "that the nodes do not run; load it with im_animation_core.train.load_modules."
             )
         if meta.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(f"'{path}' has format version {meta.get('format_version')}; this pack reads "

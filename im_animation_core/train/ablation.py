@@ -85,7 +85,7 @@ def save_modules(modules: IMAnimationModules, path: str, dtype: torch.dtype = to
 
 def load_modules(path: str) -> IMAnimationModules:
     """IMAnimationModules.from_file, with the ablation's retarget forward when the file records it."""
-    modules = IMAnimationModules.from_file(path)
+    modules = IMAnimationModules.from_file(path, allow_ablation=True)
     with safe_open(path, framework="pt") as f:
         kind = (f.metadata() or {}).get(RETARGET_METADATA_KEY, "mask_tokens")
     return use_retarget_kind(modules, kind)

@@ -7,3 +7,10 @@ from .model import WanDiT, count_parameters, parameter_count, wan_dit_on_meta
 
 __all__ = ["WanDiT", "WanDiTConfig", "count_parameters", "file_metadata", "load_wan_dit", "load_wan_state_dict",
            "parameter_count", "save_wan_state_dict", "strip_prefix", "wan_dit_on_meta"]
+
+# Wan2.1-architecture video VAE (ComfyUI's stock VAELoader reads its files) and ComfyUI's Wan latent formats.
+from .latent_format import Wan21LatentFormat, Wan22LatentFormat, latent_format_for  # noqa: E402
+from .vae import WanVAE, WanVAEConfig, load_wan_vae, save_wan_vae  # noqa: E402
+
+__all__ += ["Wan21LatentFormat", "Wan22LatentFormat", "WanVAE", "WanVAEConfig", "latent_format_for", "load_wan_vae",
+            "save_wan_vae"]

@@ -361,6 +361,25 @@ class WanVAE(nn.Module):
         self.conv1 = CausalConv3d(config.z_dim * 2, config.z_dim * 2, 1)
         self.conv2 = CausalConv3d(config.z_dim, config.z_dim, 1)
         self.decoder = Decoder3d(config)
+        self.init_weights()
+
+    LOGVAR_INIT = -6.0
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """A fresh model for training: PyTorch's default convolution init, unit RMS gains, and the posterior's
+        log-variance starting at LOGVAR_INIT everywhere (sigma 0.05, so the sampled latent is not drowned
+        in unit noise while mu is still small); a loaded state dict replaces all of it."""
+        if self.conv1.weight.is_meta:
+            return
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d | nn.Conv3d):
+                m.reset_parameters()
+            elif isinstance(m, RMSNorm):
+                m.gamma.fill_(1.0)
+        z = self.config.z_dim
+        self.conv1.weight[z:].zero_()
+        self.conv1.bias[z:].fill_(self.LOGVAR_INIT)
 
     @classmethod
     def from_state_dict(cls, sd: Mapping[str, torch.Tensor], *, dtype: torch.dtype | None = None,

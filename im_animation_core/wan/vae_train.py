@@ -158,12 +158,13 @@ def _lr_factor(step: int, steps: int, cfg: VAETrainConfig) -> float:
 def train_vae(config: VAETrainConfig, dataset_iter: Iterator[torch.Tensor] | Iterable[torch.Tensor], steps: int,
               out_path: str | Path | None, log: Callable[[str], None] | None = print, model: WanVAE | None = None,
               eval_clips: Iterable[torch.Tensor] | None = None, eval_every: int = 0,
-              ) -> tuple[WanVAE, list[dict]]:
+              callback: Callable[[int, WanVAE, dict | None], None] | None = None) -> tuple[WanVAE, list[dict]]:
     """Train ``model`` (a new WanVAE of ``config.vae`` when None) for ``steps`` AdamW steps on batches drawn
     from ``dataset_iter`` ([B,T,H,W,3] in [0,1], T = 4k+1), and save it to ``out_path`` (.safetensors that
     ComfyUI's stock Load VAE reads; skipped when None). Returns (model, history): one dict per logged
     step with the loss terms, training PSNR, learning rate and elapsed seconds (plus eval PSNR and latent
-    statistics every ``eval_every`` steps when ``eval_clips`` is given)."""
+    statistics every ``eval_every`` steps when ``eval_clips`` is given). ``callback(step, model, record)``
+    runs after every step (record: the logged dict of that step, else None), e.g. for previews."""
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
     if model is None:
@@ -209,18 +210,23 @@ def train_vae(config: VAETrainConfig, dataset_iter: Iterator[torch.Tensor] | Ite
         done = step + 1
         clip = next(data, end) if step < steps - 1 else end  # fetched now to know whether this step is the last
         last = clip is end
-        if (config.log_every and step % config.log_every == 0) or last:
+        evaluate = bool(eval_clips) and eval_every > 0 and (done % eval_every == 0 or last)
+        if evaluate or last or step == 0 or (config.log_every and done % config.log_every == 0):
             with torch.no_grad():
                 train_psnr = psnr(video_to_clip(recon.detach()), video_to_clip(video))
-            rec = {"step": step + 1, "loss": loss.item(), **terms, "psnr": train_psnr,
+            rec = {"step": done, "loss": loss.item(), **terms, "psnr": train_psnr,
                    "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
-            if eval_clips and eval_every and ((step + 1) % eval_every == 0 or last):
+            if evaluate:
                 rec.update({f"eval_{k}": v for k, v in evaluate_vae(model, eval_clips).items()})
             history.append(rec)
             if log:
                 log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
-        if config.save_every and (step + 1) % config.save_every == 0 and not last:
-            save(step + 1)
+        else:
+            rec = None
+        if callback is not None:
+            callback(done, model, rec)
+        if config.save_every and done % config.save_every == 0 and not last:
+            save(done)
     save(done)
     model.eval()
     return model, history

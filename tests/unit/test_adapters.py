@@ -165,3 +165,13 @@ def test_retarget_heatmap_head_is_per_latent_frame_on_the_grid():
                        latent_frame_times(9), return_features=True)
     heat = model.heatmap_head(feats, (3, 5))
     assert feats.shape == (1, 3, 15, 32) and heat.shape == (1, 3, 62, 12, 20)
+
+
+def test_ablation_modules_file_is_refused_by_the_inference_loader(tmp_path):
+    modules = small_modules()
+    path = tmp_path / "sa.safetensors"
+    save_file({k: v.contiguous() for k, v in modules.state_dict().items()}, str(path),
+              metadata=dict(modules.metadata(), im_animation_retarget="self_attention"))
+    with pytest.raises(CheckpointError, match="ablation"):
+        IMAnimationModules.from_file(str(path))
+    assert IMAnimationModules.from_file(str(path), allow_ablation=True).dit == modules.dit

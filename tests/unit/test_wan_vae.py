@@ -33,6 +33,15 @@ def comfy():
     return comfy
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a shared 2-core machine two threads can be much slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def comfy_vae(comfy, dim=DIM, seed=0):
     """ComfyUI's WanVAE as its stock loader builds a Wan2.1 VAE, with random weights of sane scale: conv
     weights N(0, 1/fan_in), RMS gains 1 + N(0, 0.1), biases N(0, 0.1) (ComfyUI leaves them uninitialised)."""
@@ -150,9 +159,8 @@ def test_comfy_sd_vae_end_to_end(comfy, pair):
     """comfy.sd.VAE takes IMAGE [T,H,W,3] in [0,1] (x*2-1 before encoding) and returns [1,T,H,W,3] clamped
     (y+1)/2: our encode/decode on [-1,1] video agree with it through clip_to_video / video_to_clip."""
     _, mine = pair
-    vae = comfy.sd.VAE(sd=mine.wan_state_dict())
+    vae = comfy.sd.VAE(sd=mine.wan_state_dict(), device=torch.device("cpu"), dtype=torch.float32)
     assert vae.latent_channels == 16 and vae.first_stage_model.encoder.conv1.weight.shape[0] == DIM
-    assert vae.vae_dtype == torch.float32
     images = torch.rand(9, 16, 24, 3, generator=torch.Generator().manual_seed(1))
     latent = vae.encode(images)
     with torch.no_grad():
@@ -170,6 +178,7 @@ def test_saved_file_loads_in_stock_vaeloader(comfy, pair, tmp_path, monkeypatch)
     """A file of save_wan_vae loads through ComfyUI's VAELoader node (detected as a Wan2.1 VAE, width from
     decoder.head.0.gamma) with the same outputs; and load_wan_vae reads it back exactly."""
     import folder_paths
+
     import nodes
 
     _, mine = pair
@@ -181,8 +190,9 @@ def test_saved_file_loads_in_stock_vaeloader(comfy, pair, tmp_path, monkeypatch)
     assert type(vae.first_stage_model) is comfy.ldm.wan.vae.WanVAE
     assert shapes(vae.first_stage_model) == shapes(mine)
     images = torch.rand(5, 16, 24, 3, generator=torch.Generator().manual_seed(2))
+    tol = REL_TOL if vae.vae_dtype == torch.float32 else 3e-2  # ComfyUI picks bf16 on a GPU
     with torch.no_grad():
-        assert rel_err(mine.encode(clip_to_video(images)), vae.encode(images)) < REL_TOL
+        assert rel_err(mine.encode(clip_to_video(images)), vae.encode(images)) < tol
     back = load_wan_vae(path)
     assert back.config == mine.config
     assert all(torch.equal(back.state_dict()[k], v) for k, v in mine.state_dict().items())
