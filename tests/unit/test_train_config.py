@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from im_animation_core.errors import CheckpointError
 from im_animation_core.frames import latent_frame_groups
 from im_animation_core.heatmaps import heatmap_argmax, render_heatmaps
 from im_animation_core.modules import DiTSpec, IMAnimationModules
@@ -225,7 +226,11 @@ def test_ablation_modules_file_remembers_the_retarget_kind(tmp_path):
         save_modules(modules, path)
         loaded = load_modules(path)
         assert type(loaded.retarget) is type(modules.retarget)
-        IMAnimationModules.from_file(path)  # the node pack's loader reads both
+        if kind == "mask_tokens":
+            IMAnimationModules.from_file(path)
+        else:  # the node pack's loader refuses the ablation rather than running the wrong forward
+            with pytest.raises(CheckpointError, match="ablation"):
+                IMAnimationModules.from_file(path)
         args = (torch.randn(1, 5, 32, 12), torch.arange(5.0), torch.randn(1, 16, 4, 4), torch.tensor([0.0, 2.5]))
         with torch.no_grad():
             assert torch.equal(loaded.retarget(*args), modules.retarget(*args))
