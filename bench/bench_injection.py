@@ -39,6 +39,7 @@ def main() -> None:
     import importlib
 
     import comfy.sd
+
     import nodes
 
     sampler = importlib.import_module(f"{PACKAGE}.nodes.sampler")
