@@ -7,7 +7,7 @@ COMFYUI_PATH ?= $(if $(and $(wildcard ../../main.py),$(filter custom_nodes,$(not
 export COMFYUI_PATH
 STAMP := $(VENV)/.ima-setup-done
 
-.PHONY: setup test demo lint bench workflows images
+.PHONY: setup test demo lint bench workflows images eval
 
 setup: $(STAMP)
 
@@ -37,6 +37,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.bench_tokenizer
 	$(PY) -m bench.bench_injection
+
+eval: $(STAMP)
+	$(PY) scripts/eval.py
 
 workflows: $(STAMP)
 	$(PY) scripts/build_workflows.py
