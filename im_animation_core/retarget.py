@@ -82,27 +82,13 @@ class RetargetTransformer(nn.Module):
                 f"identity latent has shape {tuple(ref_latent.shape)}; this retarget model expects "
                 f"{c.latent_channels} latent channels: use the VAE it was trained with"
             )
-        b, t = motion.shape[:2]
-        h, w = ref_latent.shape[-2] // c.patch_size, ref_latent.shape[-1] // c.patch_size
-        f = latent_times.shape[0]
-        dev = motion.device
-
-        m = self.motion_in(motion) + self.motion_slot
-        m = m + sinusoidal_embedding(motion_times.to(dev), c.width)[:, None].to(m.dtype)
-        m = rearrange(m, "b t n d -> b (t n) d") + self.type_embedding[0]
-
-        pos = grid_embedding(h, w, c.width, device=dev).to(m.dtype)
-        ref = rearrange(ref_latent, "b c (h p1) (w p2) -> b (h w) (c p1 p2)", p1=c.patch_size, p2=c.patch_size)
-        ref = self.ref_in(self.ref_norm(ref)) + pos + self.type_embedding[1]
-
-        time = sinusoidal_embedding(latent_times.to(dev), c.width).to(m.dtype)
-        mask = self.mask_token + pos[None] + time[:, None] + self.type_embedding[2]
-        mask = rearrange(mask, "f n d -> (f n) d").expand(b, -1, -1)
-
-        x = torch.cat([m, ref, mask], dim=1)
+        m, ref, pos, time = self.embed(motion, motion_times, ref_latent, latent_times)
+        context, queries = self.tokens(m, ref, pos, time)
+        x = torch.cat([context, queries], dim=1)
         for block in self.blocks:
             x = block(x)
-        feats = self.norm_out(x[:, m.shape[1] + ref.shape[1]:])
+        feats = self.norm_out(x[:, context.shape[1]:])
+        f, (h, w) = latent_times.shape[0], self.grid(ref_latent)
         out = rearrange(
             self.out(feats), "b (f h w) (c p1 p2) -> b c f (h p1) (w p2)",
             f=f, h=h, w=w, p1=c.patch_size, p2=c.patch_size,
@@ -110,6 +96,32 @@ class RetargetTransformer(nn.Module):
         if return_features:
             return out, rearrange(feats, "b (f n) d -> b f n d", f=f)
         return out
+
+    def grid(self, ref_latent: torch.Tensor) -> tuple[int, int]:
+        """The identity latent's patch grid (h, w)."""
+        p = self.config.patch_size
+        return ref_latent.shape[-2] // p, ref_latent.shape[-1] // p
+
+    def embed(self, motion, motion_times, ref_latent, latent_times):
+        """Embedded motion tokens [B,T*N_m,D], reference tokens [B,h*w,D], the 2D position of each patch
+        [h*w,D] and the time embedding of each latent frame [F,D] (arguments as forward)."""
+        c = self.config
+        dev = motion.device
+        m = self.motion_in(motion) + self.motion_slot
+        m = m + sinusoidal_embedding(motion_times.to(dev), c.width)[:, None].to(m.dtype)
+        m = rearrange(m, "b t n d -> b (t n) d") + self.type_embedding[0]
+        pos = grid_embedding(*self.grid(ref_latent), c.width, device=dev).to(m.dtype)
+        ref = rearrange(ref_latent, "b c (h p1) (w p2) -> b (h w) (c p1 p2)", p1=c.patch_size, p2=c.patch_size)
+        ref = self.ref_in(self.ref_norm(ref)) + pos + self.type_embedding[1]
+        time = sinusoidal_embedding(latent_times.to(dev), c.width).to(m.dtype)
+        return m, ref, pos, time
+
+    def tokens(self, m, ref, pos, time):
+        """(context, queries): the queries' outputs become the retargeted motion. Here the queries are the
+        mask tokens, one per patch and latent frame, and the reference tokens are context."""
+        mask = self.mask_token + pos[None] + time[:, None] + self.type_embedding[2]
+        mask = rearrange(mask, "f n d -> (f n) d").expand(m.shape[0], -1, -1)
+        return torch.cat([m, ref], dim=1), mask
 
 
 class RetargetHeatmapHead(nn.Module):

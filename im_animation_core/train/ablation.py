@@ -18,8 +18,6 @@ from einops import rearrange
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..errors import InputError
-from ..layers import grid_embedding, sinusoidal_embedding
 from ..modules import IMAnimationModules
 from ..retarget import RetargetTransformer
 
@@ -30,35 +28,10 @@ class SelfAttentionRetarget(RetargetTransformer):
     """Self-attention retargeting without mask tokens (see the module docstring). Same call signature and
     outputs as RetargetTransformer.forward; ``mask_token`` exists (same file format) but is unused."""
 
-    def forward(self, motion: torch.Tensor, motion_times: torch.Tensor, ref_latent: torch.Tensor,
-                latent_times: torch.Tensor, return_features: bool = False):
-        c = self.config
-        if motion.ndim != 4 or motion.shape[2:] != (c.motion_tokens, c.motion_dim):
-            raise InputError(f"motion tokens have shape {tuple(motion.shape)}; this retarget model expects "
-                             f"[B,T,{c.motion_tokens},{c.motion_dim}]")
-        if ref_latent.ndim != 4 or ref_latent.shape[1] != c.latent_channels:
-            raise InputError(f"identity latent has shape {tuple(ref_latent.shape)}; this retarget model expects "
-                             f"{c.latent_channels} latent channels")
-        h, w = ref_latent.shape[-2] // c.patch_size, ref_latent.shape[-1] // c.patch_size
-        f = latent_times.shape[0]
-        dev = motion.device
-        m = self.motion_in(motion) + self.motion_slot
-        m = m + sinusoidal_embedding(motion_times.to(dev), c.width)[:, None].to(m.dtype)
-        m = rearrange(m, "b t n d -> b (t n) d") + self.type_embedding[0]
-        pos = grid_embedding(h, w, c.width, device=dev).to(m.dtype)
-        ref = rearrange(ref_latent, "b c (h p1) (w p2) -> b (h w) (c p1 p2)", p1=c.patch_size, p2=c.patch_size)
-        ref = self.ref_in(self.ref_norm(ref)) + pos + self.type_embedding[1]
-        time = sinusoidal_embedding(latent_times.to(dev), c.width).to(m.dtype)
-        queries = rearrange(ref[:, None] + time[None, :, None], "b f n d -> b (f n) d")
-        x = torch.cat([m, queries], dim=1)
-        for block in self.blocks:
-            x = block(x)
-        feats = self.norm_out(x[:, m.shape[1]:])
-        out = rearrange(self.out(feats), "b (f h w) (c p1 p2) -> b c f (h p1) (w p2)",
-                        f=f, h=h, w=w, p1=c.patch_size, p2=c.patch_size)
-        if return_features:
-            return out, rearrange(feats, "b (f n) d -> b f n d", f=f)
-        return out
+    def tokens(self, m, ref, pos, time):
+        """No mask tokens: the reference tokens themselves, one copy per latent frame with its time, are the
+        queries; the motion tokens are the context."""
+        return m, rearrange(ref[:, None] + time[None, :, None], "b f n d -> b (f n) d")
 
 
 def use_retarget_kind(modules: IMAnimationModules, kind: str) -> IMAnimationModules:

@@ -15,10 +15,9 @@ import shutil
 import pytest
 from PIL import Image
 from support.comfy_path import REPO
-from support.fixture_models import DIT_NAME, MODULES_NAME, TOKENIZER_NAME, VAE_NAME
 from support.media import read_video_info
 from support.server import PACK_DIR_NAME, assert_ok
-from support.workflow import input_specs, is_widget, ui_to_api
+from support.workflow import adapt_5b_prompt_to_fixtures, input_specs, is_widget, ui_to_api
 
 WORKFLOWS = REPO / "workflows"
 DOCS_IMAGES = REPO / "docs" / "images"
@@ -29,32 +28,9 @@ WORKFLOW_NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
 THUMBNAIL_SIZE = 512  # the template browser shows extension templates as <name>.jpg, square cards
 
 
-def adapt_5b_prompt(prompt: dict) -> dict:
-    """Exactly what tests/integration/test_server.py::test_wan22_5b_workflow_executes_with_fixture_models does
-    to the 5B graph: the tiny fixture files in place of the real ones, the text-encoder nodes bypassed (umt5-xxl
-    cannot be made small; the sampler then runs with its empty-text context), 2 steps, a CPU-sized 64x96x9."""
-    text_nodes = [k for k, v in prompt.items() if v["class_type"] in ("CLIPLoader", "CLIPTextEncode")]
-    assert len(text_nodes) == 3
-    for k in text_nodes:
-        del prompt[k]
-    sampler = next(v for v in prompt.values() if v["class_type"] == "IMA_Wan22Sampler")
-    del sampler["inputs"]["positive"], sampler["inputs"]["negative"]
-    sampler["inputs"]["steps"] = 2
-    swap = {"UNETLoader": ("unet_name", DIT_NAME), "VAELoader": ("vae_name", VAE_NAME),
-            "IMA_LoadMotionTokenizer": ("tokenizer_name", TOKENIZER_NAME),
-            "IMA_LoadModules": ("modules_name", MODULES_NAME)}
-    for node in prompt.values():
-        if node["class_type"] in swap:
-            key, value = swap[node["class_type"]]
-            node["inputs"][key] = value
-        if node["class_type"] == "IMA_RetargetToIdentity":
-            node["inputs"].update(width=64, height=96, length=9)
-    return prompt
-
-
 RUNS = {  # workflow -> (prompt adaptation, expected (frames, width, height) of the saved video)
     "im_animation_demo": (lambda p: p, (17, 128, 128)),
-    "im_animation_wan22_5b": (adapt_5b_prompt, (9, 64, 96)),
+    "im_animation_wan22_5b": (adapt_5b_prompt_to_fixtures, (9, 64, 96)),
 }
 
 LOAD_JS = """async (graph) => {

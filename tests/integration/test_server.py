@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 from support.comfy_path import REPO
-from support.fixture_models import DIT_NAME, HEATMAP_HEAD_NAME, MODULES_NAME, TOKENIZER_NAME, VAE_NAME
+from support.fixture_models import HEATMAP_HEAD_NAME, MODULES_NAME, TOKENIZER_NAME
 from support.media import DRIVING_NAME, read_video_info
 from support.server import assert_ok, execution_error
-from support.workflow import check_links, input_specs, is_widget, ui_to_api
+from support.workflow import adapt_5b_prompt_to_fixtures, check_links, input_specs, is_widget, ui_to_api
 
 WORKFLOWS = REPO / "workflows"
 EXPECTED = {  # node id -> (inputs, output types)
@@ -116,23 +116,7 @@ def test_wan22_5b_workflow_executes_with_fixture_models(server, object_info):
     """The 5B graph with the tiny fixture DiT/VAE/tokenizer/modules in place of the real files. The umt5-xxl
     text encoder cannot be made small (ComfyUI builds it at a fixed size), so this test bypasses the
     CLIPLoader and both CLIPTextEncode nodes: the sampler then runs with its empty-text context."""
-    prompt = ui_to_api(load("im_animation_wan22_5b.json"), object_info)
-    text_nodes = [k for k, v in prompt.items() if v["class_type"] in ("CLIPLoader", "CLIPTextEncode")]
-    assert len(text_nodes) == 3
-    for k in text_nodes:
-        del prompt[k]
-    sampler = next(v for v in prompt.values() if v["class_type"] == "IMA_Wan22Sampler")
-    del sampler["inputs"]["positive"], sampler["inputs"]["negative"]
-    sampler["inputs"]["steps"] = 2
-    swap = {"UNETLoader": ("unet_name", DIT_NAME), "VAELoader": ("vae_name", VAE_NAME),
-            "IMA_LoadMotionTokenizer": ("tokenizer_name", TOKENIZER_NAME),
-            "IMA_LoadModules": ("modules_name", MODULES_NAME)}
-    for node in prompt.values():
-        if node["class_type"] in swap:
-            key, value = swap[node["class_type"]]
-            node["inputs"][key] = value
-        if node["class_type"] == "IMA_RetargetToIdentity":
-            node["inputs"].update(width=64, height=96, length=9)  # 5B size and length, made CPU-sized
+    prompt = adapt_5b_prompt_to_fixtures(ui_to_api(load("im_animation_wan22_5b.json"), object_info))
     entry = server.run(prompt)
     assert_ok(entry)
     assert read_video_info(saved_video(server, entry)) == (9, 64, 96)

@@ -36,14 +36,7 @@ from im_animation_core.synthetic import (
 )
 from im_animation_core.synthetic.character import CH
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The renderer's tensors are small: one intra-op thread is fastest (and steady on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gen(seed: int) -> torch.Generator:

@@ -41,13 +41,7 @@ from im_animation_core.train.targets import (
     square_frame_heatmaps,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is fastest and immune to a busy machine's spin-waits
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_defaults_are_the_papers_settings():

@@ -11,13 +11,7 @@ from im_animation_core.tokenizer import MotionTokenizer, preprocess_frames
 from im_animation_core.train import ConvMotionEncoder, Trainer, config_from_dict
 from im_animation_core.train.presets import tiny_config_dict
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is fastest and immune to a busy machine's spin-waits
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fixed_batch(n=2):

@@ -13,13 +13,7 @@ from im_animation_core.train import SelfAttentionRetarget, Trainer, config_from_
 from im_animation_core.train.presets import tiny_config_dict, tiny_vae
 from im_animation_core.train.trainer import _StepBatches, _StepItems
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is fastest and immune to a busy machine's spin-waits
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pairs(n=2, frames=5):

@@ -86,13 +86,6 @@ def test_clip_conversions():
         clip_to_video(torch.rand(1, 5, 12, 8, 3))
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a shared 2-core machine two threads can be much slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_clips():
