@@ -46,47 +46,54 @@ def main() -> None:
     core = importlib.import_module(f"{PACKAGE}.im_animation_core")
     devices = importlib.import_module(f"{PACKAGE}.nodes.devices")
 
-    c, f, s = args.channels, args.frames, args.size
+    c, f, size = args.channels, args.frames, args.size
     model = comfy.sd.load_diffusion_model_state_dict(tiny_wan_dit_state_dict(
         seed=0, dim=args.dim, ffn_dim=args.dim * 4, num_layers=args.layers, in_dim=c, out_dim=c))
     modules = tiny_modules(seed=0, latent_channels=c, dim=args.dim, depth=args.layers)
     patcher = devices.patcher_for(modules.eval())
     length = (f - 1) * 4 + 1
     g = torch.Generator().manual_seed(0)
-    identity = torch.randn(1, c, 1, s, s, generator=g)
-    rm = core.pipeline.RetargetedMotion(torch.randn(1, 8, f, s, s, generator=g), identity, length, s * 16, s * 16,
+    identity = torch.randn(1, c, 1, size, size, generator=g)
+    rm = core.pipeline.RetargetedMotion(torch.randn(1, 8, f, size, size, generator=g), identity, length, size * 16, size * 16,
                                         24.0, patcher)
     expression = core.pipeline.ExpressionFeatures(torch.randn(length, 4, 32, generator=g), patcher)
     latent_format = model.get_model_object("latent_format")
-    latent = torch.zeros(1, c, 1 + f, s, s)
+    latent = torch.zeros(1, c, 1 + f, size, size)
     latent[:, :, :1] = identity
-    mask = torch.ones(1, 1, 1 + f, s, s)
+    mask = torch.ones(1, 1, 1 + f, size, size)
     mask[:, :, :1] = 0
     latent = latent_format.process_out(latent) * mask + latent * (1 - mask)
     empty = sampler.empty_conditioning(model.get_model_object("diffusion_model"))
 
-    def patched():
-        sampler.IMAnimationSampler.execute(model, rm, seed=1, steps=args.steps, cfg=1.0, sampler_name="euler",
+    def patched(steps):
+        sampler.IMAnimationSampler.execute(model, rm, seed=1, steps=steps, cfg=1.0, sampler_name="euler",
                                            scheduler="simple", expression=expression)
 
-    def unpatched():
-        nodes.common_ksampler(model, 1, args.steps, 1.0, "euler", "simple", empty, empty,
+    def unpatched(steps):
+        nodes.common_ksampler(model, 1, steps, 1.0, "euler", "simple", empty, empty,
                               {"samples": latent, "noise_mask": mask})
 
-    times = {"unpatched": [], "patched": []}
-    patched(), unpatched()  # warm-up
+    # A sampling call = fixed setup (patching, loading, conditioning) + steps x per-step time. Timing calls
+    # of S and 2S steps and taking the difference gives the per-step time without the setup.
+    times = {(name, n): [] for name in ("unpatched", "patched") for n in (args.steps, 2 * args.steps)}
+    patched(1), unpatched(1)  # warm-up
     for _ in range(args.repeats):
-        for name, fn in (("unpatched", unpatched), ("patched", patched)):
+        for (name, n), bucket in times.items():
+            fn = patched if name == "patched" else unpatched
             t = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - t) / args.steps)
+            fn(n)
+            bucket.append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
-    tokens = (1 + f) * (s // 2) ** 2
-    print(f"config: dim {args.dim}, {args.layers} layers, {c} channels, {1 + f} latent frames of {s}x{s} "
-          f"({tokens} tokens), {args.steps} steps, {args.repeats} repeats, torch {torch.__version__}, "
+    s = args.steps
+    step = {name: (med[(name, 2 * s)] - med[(name, s)]) / s for name in ("unpatched", "patched")}
+    setup = {name: med[(name, s)] - s * step[name] for name in ("unpatched", "patched")}
+    tokens = (1 + f) * (args.size // 2) ** 2
+    print(f"config: dim {args.dim}, {args.layers} layers, {c} channels, {1 + f} latent frames of {args.size}x"
+          f"{args.size} ({tokens} tokens), {s} and {2 * s} steps, {args.repeats} repeats, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
-    print(f"unpatched: {med['unpatched'] * 1000:.1f} ms/step   patched: {med['patched'] * 1000:.1f} ms/step")
-    print(f"ratio patched/unpatched: {med['patched'] / med['unpatched']:.3f}")
+    print(f"per step:  unpatched {step['unpatched'] * 1000:.1f} ms   patched {step['patched'] * 1000:.1f} ms")
+    print(f"per call (setup):  unpatched {setup['unpatched'] * 1000:.0f} ms   patched {setup['patched'] * 1000:.0f} ms")
+    print(f"per-step ratio patched/unpatched: {step['patched'] / step['unpatched']:.3f}")
 
 
 if __name__ == "__main__":

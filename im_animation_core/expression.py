@@ -106,9 +106,10 @@ class ExpressionBlock(nn.Module):
                 "were made for a different video length"
             )
         dtype = self.attn.q.weight.dtype
+        b = x.shape[0]
         per_frame = rearrange(x, "b (f l) d -> b f l d", f=frames)
         driven = rearrange(per_frame[:, skip_frames:], "b f l d -> (b f) l d").to(dtype)
-        ctx = expression.to(driven).repeat(x.shape[0], 1, 1)
-        delta = rearrange(self.attn(self.norm(driven), ctx), "(b f) l d -> b f l d", b=x.shape[0]).to(x.dtype)
-        delta = torch.cat([torch.zeros_like(per_frame[:, :skip_frames]), delta], dim=1)
-        return x + rearrange(delta, "b f l d -> b (f l) d")
+        ctx = expression.to(driven).repeat(b, 1, 1)
+        delta = self.attn(self.norm(driven), ctx)
+        driven_out = per_frame[:, skip_frames:] + rearrange(delta, "(b f) l d -> b f l d", b=b).to(x.dtype)
+        return rearrange(torch.cat([per_frame[:, :skip_frames], driven_out], dim=1), "b f l d -> b (f l) d")
