@@ -54,8 +54,8 @@ def main() -> None:
     length = (f - 1) * 4 + 1
     g = torch.Generator().manual_seed(0)
     identity = torch.randn(1, c, 1, size, size, generator=g)
-    rm = core.pipeline.RetargetedMotion(torch.randn(1, 8, f, size, size, generator=g), identity, length, size * 16, size * 16,
-                                        24.0, patcher)
+    motion = torch.randn(1, 8, f, size, size, generator=g)
+    rm = core.pipeline.RetargetedMotion(motion, identity, length, size * 16, size * 16, 24.0, patcher)
     expression = core.pipeline.ExpressionFeatures(torch.randn(length, 4, 32, generator=g), patcher)
     latent_format = model.get_model_object("latent_format")
     latent = torch.zeros(1, c, 1 + f, size, size)
