@@ -12,11 +12,12 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import CheckpointError
+from ..file_metadata import json_metadata
 from ..injection import motion_conv_for, widen_patch_embedding
 from .config import WanDiTConfig, check_supported_variant, strip_prefix
 from .model import WanDiT
@@ -43,15 +44,7 @@ def load_wan_state_dict(path: str | Path, device: str | torch.device = "cpu") ->
 
 def file_metadata(path: str | Path) -> dict:
     """The ``im_animation_wan`` metadata of a file written by ``save_wan_state_dict`` ({} for others)."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read Wan DiT file '{path}': {e}") from e
-    try:
-        return json.loads(meta.get(METADATA_KEY, "{}"))
-    except json.JSONDecodeError:
-        return {}
+    return json_metadata(path, METADATA_KEY, "Wan DiT")
 
 
 def load_wan_dit(path: str | Path, latent_channels: int | None = None, dtype: torch.dtype | None = None,

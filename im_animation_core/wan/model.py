@@ -122,8 +122,8 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) ->
     return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
 
 
-class WanSelfAttention(nn.Module):
-    """q, k, v, o projections; RMS norm of q and k over the full width; RoPE on q and k."""
+class _WanAttention(nn.Module):
+    """q, k, v, o projections and the RMS norms of q and k over the full width (Wan's key names)."""
 
     def __init__(self, dim: int, heads: int, eps: float, qk_norm: bool = True):
         super().__init__()
@@ -131,6 +131,10 @@ class WanSelfAttention(nn.Module):
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
         self.norm_q = RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
         self.norm_k = RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
+
+
+class WanSelfAttention(_WanAttention):
+    """Self-attention with RoPE on q and k."""
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         q = apply_rope(self.norm_q(self.q(x)).unflatten(-1, (self.heads, -1)), cos, sin).flatten(2)
@@ -138,15 +142,8 @@ class WanSelfAttention(nn.Module):
         return self.o(_attention(q, k, self.v(x), self.heads))
 
 
-class WanCrossAttention(nn.Module):
+class WanCrossAttention(_WanAttention):
     """Video tokens attend to the embedded text tokens (no positional embedding)."""
-
-    def __init__(self, dim: int, heads: int, eps: float, qk_norm: bool = True):
-        super().__init__()
-        self.heads = heads
-        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-        self.norm_q = RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
-        self.norm_k = RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         q, k = self.norm_q(self.q(x)), self.norm_k(self.k(context))

@@ -34,12 +34,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import CheckpointError, InputError
+from ..file_metadata import json_metadata
 
 WAN_VAE_MARKER = "decoder.middle.0.residual.0.gamma"  # ComfyUI: a Wan VAE
 WAN22_VAE_MARKER = "decoder.upsamples.0.upsamples.0.residual.2.weight"  # ComfyUI: the Wan2.2 VAE
@@ -494,12 +495,5 @@ def save_wan_vae(model: WanVAE, path: str | Path, dtype: torch.dtype | None = No
 
 
 def vae_file_metadata(path: str | Path) -> dict:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read Wan VAE file '{path}': {e}") from e
-    try:
-        return json.loads(meta.get(METADATA_KEY, "{}"))
-    except json.JSONDecodeError:
-        return {}
+    """The ``im_animation_wan_vae`` metadata of a file written by ``save_wan_vae`` ({} for others)."""
+    return json_metadata(path, METADATA_KEY, "Wan VAE")
