@@ -33,7 +33,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from support.fixture_models import tiny_modules, tiny_wan_dit_state_dict
-    from support.inprocess import PACKAGE, load_pack
+    from support.inprocess import PACKAGE, load_pack, stock_first_frame_latent
 
     load_pack()
     import importlib
@@ -57,12 +57,7 @@ def main() -> None:
     motion = torch.randn(1, 8, f, size, size, generator=g)
     rm = core.pipeline.RetargetedMotion(motion, identity, length, size * 16, size * 16, 24.0, patcher)
     expression = core.pipeline.ExpressionFeatures(torch.randn(length, 4, 32, generator=g), patcher)
-    latent_format = model.get_model_object("latent_format")
-    latent = torch.zeros(1, c, 1 + f, size, size)
-    latent[:, :, :1] = identity
-    mask = torch.ones(1, 1, 1 + f, size, size)
-    mask[:, :, :1] = 0
-    latent = latent_format.process_out(latent) * mask + latent * (1 - mask)
+    stock_latent = stock_first_frame_latent(model, identity, f)
     empty = sampler.empty_conditioning(model.get_model_object("diffusion_model"))
 
     def patched(steps):
@@ -71,7 +66,7 @@ def main() -> None:
 
     def unpatched(steps):
         nodes.common_ksampler(model, 1, steps, 1.0, "euler", "simple", empty, empty,
-                              {"samples": latent, "noise_mask": mask})
+                              stock_latent)
 
     # A sampling call = fixed setup (patching, loading, conditioning) + steps x per-step time. Timing calls
     # of S and 2S steps and taking the difference gives the per-step time without the setup.

@@ -16,13 +16,14 @@ from dataclasses import asdict, dataclass
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import safe_open, save_file
 from torch import nn
 
 from .errors import CheckpointError
 from .expression import ExpressionBlock, ExpressionConfig, ExpressionEncoder
 from .injection import motion_conv_for
 from .retarget import RetargetConfig, RetargetTransformer
+from .safetensors_files import load_safetensors
 
 FORMAT = "im-animation-modules"
 FORMAT_VERSION = "1"
@@ -79,10 +80,10 @@ class IMAnimationModules(nn.Module):
         try:
             with safe_open(path, framework="pt") as f:
                 meta = f.metadata() or {}
-            sd = load_file(path)
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"cannot read IM-Animation modules file '{path}': {e}. "
                                   "Is it a complete .safetensors file?") from e
+        sd = load_safetensors(path, "IM-Animation modules")
         if meta.get("format") != FORMAT:
             raise CheckpointError(
                 f"'{path}' is not an IM-Animation modules file (no '{FORMAT}' format in its metadata). "

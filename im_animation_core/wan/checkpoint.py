@@ -12,13 +12,12 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import CheckpointError
-from ..file_metadata import json_metadata
 from ..injection import motion_conv_for, widen_patch_embedding
+from ..safetensors_files import json_metadata, load_safetensors
 from .config import WanDiTConfig, check_supported_variant, strip_prefix
 from .model import WanDiT
 
@@ -29,10 +28,7 @@ def load_wan_state_dict(path: str | Path, device: str | torch.device = "cpu") ->
     """The Wan DiT state dict of a .safetensors file (a stock Wan file such as wan2.2_ti2v_5B_fp16, a
     full ComfyUI checkpoint's ``model.diffusion_model.*`` part, or a file of ``save_wan_state_dict``),
     keys without prefix, tensors as stored. Raises CheckpointError naming the problem."""
-    try:
-        sd = load_file(str(path), device=str(device))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read Wan DiT file '{path}': {e}. Is it a complete .safetensors file?") from e
+    sd = load_safetensors(path, "Wan DiT", device)
     sd = strip_prefix(sd)
     try:
         check_supported_variant(sd)

@@ -34,13 +34,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import CheckpointError, InputError
-from ..file_metadata import json_metadata
+from ..safetensors_files import json_metadata, load_safetensors
 
 WAN_VAE_MARKER = "decoder.middle.0.residual.0.gamma"  # ComfyUI: a Wan VAE
 WAN22_VAE_MARKER = "decoder.upsamples.0.upsamples.0.residual.2.weight"  # ComfyUI: the Wan2.2 VAE
@@ -460,10 +459,7 @@ class WanVAE(nn.Module):
 
 def load_wan_vae_state_dict(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """The Wan2.1-architecture VAE state dict of a .safetensors file, keys without prefix."""
-    try:
-        sd = load_file(str(path), device=str(device))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read Wan VAE file '{path}': {e}. Is it a complete .safetensors file?") from e
+    sd = load_safetensors(path, "Wan VAE", device)
     sd = strip_vae_prefix(sd)
     try:
         WanVAEConfig.from_state_dict(sd)

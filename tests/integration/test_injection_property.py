@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from support.fixture_models import tiny_modules, tiny_wan_dit_state_dict
-from support.inprocess import PACKAGE, load_pack
+from support.inprocess import PACKAGE, load_pack, stock_first_frame_latent
 
 
 @pytest.fixture(scope="module")
@@ -54,15 +54,9 @@ def run_both(comfy, tmp_path, channels: int, zero_adapters: bool, sampler_name="
     ours = sampler.IMAnimationSampler.execute(model, rm, seed=11, steps=3, cfg=cfg, sampler_name=sampler_name,
                                               scheduler="simple", expression=expression).result[0]["samples"]
 
-    latent_format = model.get_model_object("latent_format")
-    latent = torch.zeros(1, channels, 1 + frames, h, w)
-    latent[:, :, :1] = identity
-    mask = torch.ones(1, 1, 1 + frames, h, w)
-    mask[:, :, :1] = 0.0
-    latent = latent_format.process_out(latent) * mask + latent * (1.0 - mask)
     empty = sampler.empty_conditioning(model.get_model_object("diffusion_model"))
     (stock,) = stock_nodes.common_ksampler(model, 11, 3, cfg, sampler_name, "simple", empty, empty,
-                                           {"samples": latent, "noise_mask": mask})
+                                           stock_first_frame_latent(model, identity, frames))
     return ours, stock["samples"][:, :, 1:]
 
 

@@ -1,11 +1,13 @@
-"""The JSON record a safetensors file of this project carries under one metadata key."""
+"""Reading this project's safetensors files, with errors that name the kind of file."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
 from .errors import CheckpointError
 
@@ -22,3 +24,11 @@ def json_metadata(path: str | Path, key: str, what: str) -> dict:
         return json.loads(meta.get(key, "{}"))
     except json.JSONDecodeError:
         return {}
+
+
+def load_safetensors(path: str | Path, what: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file. Raises CheckpointError naming ``what`` when it cannot be read."""
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {what} file '{path}': {e}. Is it a complete .safetensors file?") from e
