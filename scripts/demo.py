@@ -1,5 +1,11 @@
 """make demo: run workflows/im_animation_demo.json headless through the real ComfyUI server.
 
+The inputs are a held-out pair of the synthetic generator (demo_support.DEMO_SEED / DEMO_INDEX): a driving
+clip (a motion on identity A) and an identity image (identity B), whose exact ground truth (the same motion
+on identity B) is known. Writes to out/demo/: the output video, strip.gif / strip.mp4 (driving | identity |
+result | ground truth, side by side), strip.png (a contact sheet of 5 frames) and metrics.json (PSNR / SSIM
+against the ground truth; joint metrics of the trained retargeter), and prints the metrics.
+
 Uses the trained demo model set in models/ when it exists; until then it generates the random-weight
 fixture models under the demo's file names, and says plainly that the result is noise."""
 
@@ -13,26 +19,40 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
+import demo_support as ds  # noqa: E402
 from support.fixture_models import DEMO_NAMES, write_fixture_models  # noqa: E402
-from support.media import write_demo_inputs  # noqa: E402
+from support.media import DRIVING_NAME, IDENTITY_NAME  # noqa: E402
 from support.server import ComfyServer, assert_ok  # noqa: E402
 from support.workflow import ui_to_api  # noqa: E402
 
 TRAINED = {"dit": "diffusion_models", "vae": "vae", "tokenizer": "im_animation", "modules": "im_animation"}
+SOURCES = {k: REPO / "models" / sub / DEMO_NAMES[k] for k, sub in TRAINED.items()}
+RANDOM_NOTE = ("NOTE: no trained demo models in models/ yet: generating RANDOM-WEIGHT fixture models.\n"
+               "      The pipeline runs end to end, but the output video is NOISE, not an animation,\n"
+               "      and the metrics below measure random weights.")
 
 
 def install_models(models: Path) -> bool:
     """Link the trained demo models into the server's models folder. False when they do not exist yet."""
-    sources = {k: REPO / "models" / sub / DEMO_NAMES[k] for k, sub in TRAINED.items()}
-    if not all(p.is_file() for p in sources.values()):
+    if not all(p.is_file() for p in SOURCES.values()):
         return False
-    for key, src in sources.items():
+    for key, src in SOURCES.items():
         dst = models / TRAINED[key] / DEMO_NAMES[key]
         dst.parent.mkdir(parents=True, exist_ok=True)
         if not dst.exists():
             dst.symlink_to(src)
     return True
+
+
+def run_workflow(server: ComfyServer) -> Path:
+    """Run the demo workflow; the path of the (last) video it saved."""
+    with server:
+        info = server.get("/object_info")
+        prompt = ui_to_api(json.loads((REPO / "workflows" / "im_animation_demo.json").read_text()), info)
+        assert_ok(server.run(prompt))
+    return sorted((server.base / "output").rglob("*.mp4"))[-1]
 
 
 def main() -> int:
@@ -41,24 +61,37 @@ def main() -> int:
     server = ComfyServer(base=base)
     trained = install_models(server.models)
     if not trained:
-        print("NOTE: no trained demo models in models/ yet: generating RANDOM-WEIGHT fixture models.\n"
-              "      The pipeline runs end to end, but the output video is NOISE, not an animation.")
+        print(RANDOM_NOTE)
         write_fixture_models(server.models, names=DEMO_NAMES)
-    write_demo_inputs(server.base / "input")
+    item = ds.demo_pair()
+    ds.write_pair_inputs(server.base / "input", item, IDENTITY_NAME, DRIVING_NAME)
     start = time.time()
-    with server:
-        info = server.get("/object_info")
-        prompt = ui_to_api(json.loads((REPO / "workflows" / "im_animation_demo.json").read_text()), info)
-        entry = server.run(prompt)
-        assert_ok(entry)
-    videos = sorted((server.base / "output").rglob("*.mp4"))
+    video = run_workflow(server)
+    seconds = time.time() - start
+
     out = REPO / "out" / "demo"
     out.mkdir(parents=True, exist_ok=True)
-    for v in videos:
-        shutil.copy2(v, out / v.name)
-    print(f"demo finished in {time.time() - start:.0f} s; output video: {out / videos[-1].name}")
+    shutil.copy2(video, out / video.name)
+    result, _ = ds.read_video(video)
+    strip = ds.write_strip(out, item, result, random_weights=not trained)
+
+    metrics = {"clip": {"split": "heldout", "seed": ds.DEMO_SEED, "index": ds.DEMO_INDEX, "frames": ds.DEMO_FRAMES,
+                        "size": ds.DEMO_SIZE, "thickness_scale": ds.DEMO_THICKNESS_SCALE,
+                        "motion": item["motion_kind"]},
+               "weights": "trained (models/)" if trained else "RANDOM fixture weights: the numbers mean nothing",
+               "video": video.name, "image": ds.image_metrics(item, result), "joints": None}
+    if trained:
+        models = ds.load_trained(SOURCES["tokenizer"], SOURCES["modules"], SOURCES["vae"])
+        metrics["joints"] = ds.joint_metrics(item, *models)
+    else:
+        metrics["joints_note"] = "not computed: they need the trained tokenizer, modules and VAE in models/"
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+
+    print(f"\ndemo workflow finished in {seconds:.0f} s\n")
+    print(ds.markdown_tables(metrics))
+    print(f"\nwrote {out / video.name}, {', '.join(str(p) for p in strip.values())}, {out / 'metrics.json'}")
     if not trained:
-        print("(random weights: the video is noise)")
+        print("(random weights: the result is noise and its metrics measure nothing)")
     return 0
 
 

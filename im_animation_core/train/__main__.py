@@ -1,4 +1,4 @@
-"""python -m im_animation_core.train stage1|stage2|stage3 --config cfg.json [--resume DIR] [--set KEY=VALUE ...]
+"""python -m im_animation_core.train vae|stage1|stage2|stage3 --config cfg.json [--resume DIR] [--set KEY=VALUE ...]
 
 Multi-GPU: torchrun --nproc_per_node N -m im_animation_core.train stage3 --config cfg.json
 """
@@ -35,10 +35,21 @@ def _apply_sets(data: dict, sets: list[str]) -> dict:
     return data
 
 
+def _run_vae(args) -> int:
+    from .vae_stage import VAEStageConfig, run_vae
+
+    if args.resume:
+        raise ConfigError("the VAE trainer continues from weights through the config field 'init', not --resume")
+    with open(args.config, encoding="utf-8") as f:
+        data = _apply_sets(json.load(f), args.set)
+    print(json.dumps({"stage": "vae", **run_vae(VAEStageConfig.from_dict(data))}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m im_animation_core.train",
                                      description="Train one IM-Animation stage (paper section 3.4).")
-    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("stage", choices=("vae",) + STAGES)
     parser.add_argument("--config", required=True, help="JSON config (fields in im_animation_core/train/config.py)")
     parser.add_argument("--resume", default=None, help="a run's output directory or one of its checkpoints")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -48,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.stage == "vae":
+            return _run_vae(args)
         if args.set:
             with open(args.config, encoding="utf-8") as f:
                 data = json.load(f)

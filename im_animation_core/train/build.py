@@ -51,7 +51,8 @@ def build_encoder(config: CommonConfig) -> tuple[nn.Module, bool]:
             return ConvMotionEncoder.from_file(c.path), c.trainable
         return ConvMotionEncoder(ConvEncoderConfig(image_size=c.image_size, channels=c.channels)), c.trainable
     tokenizer = build_tokenizer(config)
-    return TokenizerEncoder(tokenizer, config.tokenizer.commitment_cost), config.tokenizer.trainable
+    return (TokenizerEncoder(tokenizer, config.tokenizer.commitment_cost, config.tokenizer.quantize_warmup_steps),
+            config.tokenizer.trainable)
 
 
 def build_heatmap_head(config: Stage1Config, encoder: nn.Module) -> HeatmapHead:

@@ -92,6 +92,11 @@ class TokenizerInit:
     trainable: fine-tune it in this stage (paper: Stages 1-3). Frozen, its tokens come without gradient.
     commitment_cost: VQ commitment weight (0.25, the released config); vq_weight: weight of the VQ loss
         (codebook + commitment) in the stage loss while the tokenizer trains.
+    quantize_warmup_steps: training steps during which the heads see the continuous (l2-normalised) encoder
+        latents instead of codebook rows; at the switch the codebook is re-drawn from recent latents. Not in
+        the paper, whose Stage 1 starts from a trained TiTok codebook: from scratch, the latent tokens start
+        out almost identical for every image, all snap to the same few codes, and no motion information
+        reaches the head (observed: Stage 1 stuck at the predict-the-mean heatmap loss, VQ loss ~1e-6).
     save_dtype: dtype of the exported tokenizer (float16 as released).
     """
 
@@ -101,6 +106,7 @@ class TokenizerInit:
     config: dict = field(default_factory=dict)
     trainable: bool = True
     commitment_cost: float = 0.25
+    quantize_warmup_steps: int = 0
     vq_weight: float = 1.0
     save_dtype: str = "float16"
 

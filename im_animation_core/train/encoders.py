@@ -32,10 +32,14 @@ CONV_FORMAT = "im-animation-conv-motion-encoder"
 class TokenizerEncoder(nn.Module):
     """frames [N,H,W,3] in [0,1] -> (tokens [N,L,C] float32, {"vq": loss}); straight-through tokens."""
 
-    def __init__(self, tokenizer: MotionTokenizer, commitment_cost: float = 0.25):
+    def __init__(self, tokenizer: MotionTokenizer, commitment_cost: float = 0.25, quantize_warmup_steps: int = 0):
         super().__init__()
         self.tokenizer = tokenizer
         self.commitment_cost = commitment_cost
+        self.quantize_warmup_steps = int(quantize_warmup_steps)
+        # Training calls so far (saved with the trainer's checkpoint, not in the exported tokenizer).
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self._recent: list[torch.Tensor] = []
 
     @property
     def num_tokens(self) -> int:
@@ -49,9 +53,37 @@ class TokenizerEncoder(nn.Module):
         """Returns (tokens [N,L,C] float32, losses {"vq"}, indices [N,L])."""
         pixels = preprocess_frames(frames, size=self.tokenizer.config.image_size)
         z = self.tokenizer.encode_latents(pixels).float()
+        if self.training and torch.is_grad_enabled() and int(self.calls) < self.quantize_warmup_steps:
+            return self._warmup(z)
         tokens, vq, indices = quantize_straight_through(
             z, self.tokenizer.quantize.embedding.weight, self.tokenizer.config.use_l2_norm, self.commitment_cost)
         return tokens, {"vq": vq}, indices
+
+    def _warmup(self, z: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], None]:
+        """Continuous tokens while the encoder learns to say something; then seed the codebook from them."""
+        self.calls += 1
+        flat = rearrange(z.detach(), "n l c -> (n l) c")
+        self._recent = (self._recent + [flat])[-16:]
+        if int(self.calls) == self.quantize_warmup_steps:
+            self.seed_codebook(torch.cat(self._recent))
+            self._recent = []
+        tokens = F.normalize(z, dim=-1) if self.tokenizer.config.use_l2_norm else z
+        return tokens, {"vq": z.new_zeros(())}, None
+
+    @torch.no_grad()
+    def seed_codebook(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Codebook rows := random picks of latents [M,C] (with replacement when M < K), slightly jittered so
+        that repeated picks differ."""
+        weight = self.tokenizer.quantize.embedding.weight
+        k = weight.shape[0]
+        pick = torch.randint(latents.shape[0], (k,), generator=generator, device=latents.device)
+        rows = latents[pick].float()
+        if self.tokenizer.config.use_l2_norm:
+            rows = F.normalize(rows, dim=-1)
+        rows = rows + 0.01 * rows.std() * torch.randn(rows.shape, generator=generator, device=rows.device)
+        weight.copy_(rows.to(weight.dtype))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.broadcast(weight.data, src=0)  # every rank must hold rank 0's codebook
 
 
 def quantize_straight_through(z: torch.Tensor, codebook: torch.Tensor, use_l2_norm: bool,

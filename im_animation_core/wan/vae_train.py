@@ -42,6 +42,9 @@ class VAETrainConfig:
     kl_weight: float = 1e-4
     prior: str = "wan21"  # "wan21": N(Wan2.1 latents_mean, latents_std^2) per channel; "standard": N(0, 1)
     sample_latent: bool = True  # decode mu + sigma * noise during training (False: mu)
+    # Train the decoder only (encoder, conv1 frozen): the latent space stays fixed, so a DiT can train on
+    # latents computed once while the decoder keeps improving.
+    freeze_encoder: bool = False
     gradient_checkpointing: bool = False
     seed: int = 0
     device: str = "cpu"
@@ -171,8 +174,12 @@ def train_vae(config: VAETrainConfig, dataset_iter: Iterator[torch.Tensor] | Ite
         model = WanVAE(config.vae)
     model.to(device).train()
     model.set_gradient_checkpointing(config.gradient_checkpointing)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    frozen = (model.encoder, model.conv1) if config.freeze_encoder else ()
+    for module in frozen:
+        module.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=config.betas)
     gen = torch.Generator(device=device).manual_seed(config.seed)
@@ -205,7 +212,7 @@ def train_vae(config: VAETrainConfig, dataset_iter: Iterator[torch.Tensor] | Ite
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         opt.step()
         done = step + 1
         clip = next(data, end) if step < steps - 1 else end  # fetched now to know whether this step is the last

@@ -192,3 +192,20 @@ def test_augmented_dataset():
     ds.set_epoch(1)
     assert not torch.equal(ds[1]["target"], a["target"])
     assert collate_pairs([ds[0], ds[1]])["target"].shape == (2, 3, 32, 32, 3)
+
+
+def test_thickness_scale_thickens_limbs_only():
+    plain = SyntheticPairs("heldout", 3, frames=1, size=32, seed=9)
+    thick = SyntheticPairs("heldout", 3, frames=1, size=32, seed=9, thickness_scale=2.0)
+    for i in range(3):
+        (a, b, m), (ta, tb, tm) = plain.parameters(i), thick.parameters(i)
+        assert m == tm and a.torso == ta.torso and b.body_color == tb.body_color
+        assert ta.thickness == pytest.approx(2 * a.thickness) and tb.leg_radius == pytest.approx(2 * b.leg_radius)
+        assert split_of(identity_split_values(a)) == "heldout"
+    item, thick_item = plain[0], thick[0]
+    assert torch.equal(item["target_joints"], thick_item["target_joints"])  # same bones, wider limbs
+    bg = item["identity"][0, 0]
+    covered = lambda img: ((img - bg).abs().sum(-1) > 0.05).sum()  # noqa: E731
+    assert covered(thick_item["identity"]) > covered(item["identity"])
+    with pytest.raises(ValueError, match="thickness_scale"):
+        SyntheticPairs("train", 1, thickness_scale=0)

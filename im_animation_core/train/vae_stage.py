@@ -1,0 +1,113 @@
+"""``python -m im_animation_core.train vae --config cfg.json``: train the small Wan2.1-architecture VAE.
+
+The paper fine-tunes with Wan2.2's own VAE; small models need one of their own (the released VAEs have
+48/16 latent channels at widths a CPU cannot train with), so this entry trains ``wan.vae.WanVAE`` on the
+synthetic clips with ``wan.vae_train.train_vae`` and writes a file ComfyUI's stock Load VAE reads.
+
+Config (JSON): ``output`` (the .safetensors to write), ``steps``, ``batch_size``, ``data`` (DataConfig
+fields; the driving and target clips of each synthetic pair are both used), ``eval`` ({"count", "seed"}:
+held-out clips scored every ``eval_every`` steps), ``init`` (a VAE file to continue from: weights only;
+the optimiser restarts), ``train`` (VAETrainConfig fields, e.g. {"vae": {"dim": 8}, "lr": 1e-3}).
+The log goes to ``metrics.jsonl`` beside ``output``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..data import SyntheticPairs
+from ..wan.vae import load_wan_vae
+from ..wan.vae_train import VAETrainConfig, train_vae
+from .config import ConfigError, DataConfig
+
+
+@dataclass(kw_only=True)
+class VAEStageConfig:
+    output: str
+    steps: int = 1000
+    batch_size: int = 4
+    eval_every: int = 250
+    data: DataConfig = field(default_factory=lambda: DataConfig(frames=5, size=64, num_samples=1_000_000))
+    eval: dict = field(default_factory=lambda: {"count": 8, "seed": 1234})
+    init: str | None = None
+    train: VAETrainConfig = field(default_factory=VAETrainConfig)
+    threads: int = 1
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VAEStageConfig:
+        d = dict(d)
+        unknown = set(d) - {f for f in cls.__dataclass_fields__}
+        if unknown:
+            raise ConfigError(f"unknown VAE config fields {sorted(unknown)}")
+        if "output" not in d:
+            raise ConfigError("the VAE config needs 'output': the .safetensors file to write")
+        try:
+            d["data"] = DataConfig(**d.get("data", {}))
+            d["train"] = VAETrainConfig(**d.get("train", {}))
+            return cls(**d)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"VAE config: {e}") from e
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["train"] = self.train.to_dict()
+        return out
+
+
+def _clips(cfg: VAEStageConfig) -> Iterator[torch.Tensor]:
+    """Batches [B,T,H,W,3] in [0,1]: driving and target clips of consecutive synthetic pairs."""
+    d = cfg.data
+    if d.kind != "synthetic":
+        raise ConfigError("the VAE trainer reads synthetic data only (data.kind 'synthetic')")
+    ds = SyntheticPairs(d.split, d.num_samples, d.frames, d.size, d.seed, **d.options)
+    i, pending = 0, []
+    while i < len(ds):
+        item = ds[i]
+        i += 1
+        pending += [item["driving"], item["target"]]
+        if len(pending) >= cfg.batch_size:
+            yield torch.stack(pending[:cfg.batch_size])
+            pending = pending[cfg.batch_size:]
+
+
+def heldout_clips(cfg: VAEStageConfig) -> list[torch.Tensor]:
+    d = cfg.data
+    ds = SyntheticPairs("heldout", int(cfg.eval.get("count", 8)), d.frames, d.size, int(cfg.eval.get("seed", 1234)),
+                        **d.options)
+    return [ds[i]["target"].unsqueeze(0) for i in range(len(ds))]
+
+
+def run_vae(cfg: VAEStageConfig, log=print) -> dict:
+    """Train and save; returns {"output", "steps", "eval_psnr"}."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = load_wan_vae(cfg.init) if cfg.init else None
+    if model is not None and model.config.to_dict() != cfg.train.vae.to_dict():
+        raise ConfigError(f"init VAE '{cfg.init}' has sizes {model.config.to_dict()}, the config asks for "
+                          f"{cfg.train.vae.to_dict()}; fix train.vae or init")
+    metrics = out.parent / "metrics.jsonl"
+    with open(metrics, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"config": cfg.to_dict()}) + "\n")
+
+        def write(rec: dict) -> None:
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+
+        def logger(line: str) -> None:
+            if log:
+                log(line)
+
+        _, history = train_vae(cfg.train, _clips(cfg), cfg.steps, out, log=logger, model=model,
+                               eval_clips=heldout_clips(cfg), eval_every=cfg.eval_every,
+                               callback=lambda step, m, rec: rec is not None and write(rec))
+    last = [h for h in history if "eval_psnr" in h]
+    return {"output": str(out), "steps": history[-1]["step"] if history else 0,
+            "eval_psnr": last[-1]["eval_psnr"] if last else None}
+

@@ -1,0 +1,164 @@
+"""Helpers of scripts/demo.py: the held-out demo pair, reading and writing the videos, the strip files and the
+per-clip metrics (image metrics against the exact ground truth, joint metrics of the trained retargeter)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from PIL import Image
+
+from im_animation_core.data import SyntheticPairs
+from im_animation_core.eval.metrics import identity_leakage, joint_accuracy, psnr, ssim
+from im_animation_core.eval.strip import contact_sheet, side_by_side
+
+# The demo clip: held-out pair DEMO_INDEX of seed DEMO_SEED (identity and motion never seen in training). A
+# dance, a thin pink driver and a broad, thick-limbed blue identity: the body shapes differ plainly.
+DEMO_SEED = 2026
+DEMO_INDEX = 21
+DEMO_FRAMES = 17
+DEMO_SIZE = 64
+DEMO_THICKNESS_SCALE = 1.75
+STRIP_LABELS = ("driving", "identity", "result", "ground truth")
+STRIP_SCALE = 3
+STRIP_FPS = 12  # the strip plays at half the driving clip's 24 fps, to be watchable
+
+
+def demo_pair() -> dict[str, torch.Tensor]:
+    """The demo's SyntheticPairs item (keys and shapes in SyntheticPairs' docstring)."""
+    data = SyntheticPairs("heldout", num_samples=DEMO_INDEX + 1, frames=DEMO_FRAMES, size=DEMO_SIZE,
+                          seed=DEMO_SEED, thickness_scale=DEMO_THICKNESS_SCALE)
+    item = data[DEMO_INDEX]
+    item["motion_kind"] = data.parameters(DEMO_INDEX)[2].kind
+    return item
+
+
+def write_pair_inputs(input_dir: Path, item: dict, identity_name: str, driving_name: str) -> None:
+    """The identity PNG and the driving mp4 (24 fps) under the names the demo workflow loads."""
+    from support.media import write_video
+
+    input_dir.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(to_uint8(item["identity"])).save(input_dir / identity_name)
+    write_video(input_dir / driving_name, item["driving"], fps=24.0)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    return (x.float().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def read_video(path: Path) -> tuple[torch.Tensor, float]:
+    """Every frame of a video file as float [T,H,W,3] in [0,1], and its frame rate."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 24)
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    return torch.from_numpy(np.stack(frames)).float() / 255, fps
+
+
+def write_strip(out: Path, item: dict, result: torch.Tensor, random_weights: bool = False) -> dict[str, Path]:
+    """strip.gif (looping), strip.mp4 and strip.png (contact sheet) under out; returns their paths.
+    random_weights: label the result panel as made by random weights."""
+    from support.media import write_video
+
+    panels = [item["driving"], item["identity"], result, item["target"]]
+    labels = list(STRIP_LABELS)
+    if random_weights:
+        labels[2] = "result (RANDOM weights)"
+    frames = side_by_side(panels, labels, scale=STRIP_SCALE)  # uint8 [T,H',W',3]
+    paths = {k: out / f"strip.{k}" for k in ("gif", "mp4", "png")}
+    images = [Image.fromarray(f.numpy()) for f in frames]
+    images[0].save(paths["gif"], save_all=True, append_images=images[1:], duration=round(1000 / STRIP_FPS),
+                   loop=0, disposal=1)
+    even = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # yuv420p wants even sides
+    write_video(paths["mp4"], even.float() / 255, fps=STRIP_FPS)
+    sheet, _ = contact_sheet(panels, labels, columns=5, scale=2)
+    Image.fromarray(sheet.numpy()).save(paths["png"])
+    return paths
+
+
+def image_metrics(item: dict, result: torch.Tensor) -> dict:
+    """PSNR / SSIM against the ground-truth clip of the result and of two references: the identity image
+    held still (no motion at all) and the driving clip itself (the motion on the wrong body)."""
+    target = item["target"].float()
+    n = min(result.shape[0], target.shape[0])
+    notes = []
+    if result.shape[0] != target.shape[0]:
+        notes.append(f"the result has {result.shape[0]} frames, the ground truth {target.shape[0]}: "
+                     f"compared the first {n}")
+    if result.shape[1:3] != target.shape[1:3]:
+        notes.append(f"the result is {result.shape[2]}x{result.shape[1]}, resized (area) to the ground "
+                     f"truth's {target.shape[2]}x{target.shape[1]}")
+        result = torch.nn.functional.interpolate(result.permute(0, 3, 1, 2), size=tuple(target.shape[1:3]),
+                                                 mode="area").permute(0, 2, 3, 1)
+    gt = target[:n]
+    rows = {"result": result[:n], "identity image held still": item["identity"][None].expand_as(gt),
+            "driving clip (motion on the driver's body)": item["driving"][:n]}
+    return {"frames_compared": n, "result_frames": int(result.shape[0]), "ground_truth_frames": int(target.shape[0]),
+            "notes": notes,
+            "rows": {name: {"psnr": psnr(x.float(), gt), "ssim": ssim(x.float(), gt)} for name, x in rows.items()}}
+
+
+def load_trained(tokenizer: Path, modules: Path, vae: Path):
+    """(encoder, modules, VAE) in eval mode, as scripts/eval.py builds them."""
+    from im_animation_core.tokenizer import MotionTokenizer
+    from im_animation_core.train.ablation import load_modules
+    from im_animation_core.train.encoders import TokenizerEncoder
+    from im_animation_core.wan.vae import load_wan_vae
+
+    encoder = TokenizerEncoder(MotionTokenizer.from_file(tokenizer)).eval()
+    return encoder, load_modules(str(modules)).eval(), load_wan_vae(vae).eval()
+
+
+def joint_metrics(item: dict, encoder, modules, vae) -> dict[str, dict[str, float]]:
+    """PCK@0.05, mean joint error (px) and identity leakage per latent frame of the clip: the retargeter's
+    joints, and the references of scripts/eval.py (copying the driver's joints, the identity's rest pose)."""
+    from im_animation_core.data import collate_pairs
+    from im_animation_core.eval.retarget_eval import pool_joints, retarget_joints
+
+    batch = collate_pairs([{k: v for k, v in item.items() if isinstance(v, torch.Tensor)}])
+    true, vis = pool_joints(batch["target_joints"].float(), batch["target_visible"].bool())
+    drv, dvis = pool_joints(batch["driving_joints"].float(), batch["driving_visible"].bool())
+    xy, conf = retarget_joints(encoder, modules, vae, batch)
+    rest = batch["identity_joints"].float()[:, None].expand_as(true)
+    rest_vis = batch["identity_visible"].bool()[:, None].expand_as(vis)
+    size = float(max(batch["target"].shape[2:4]))
+    flat = [x.flatten(0, 1) for x in (true, vis, drv, dvis)]
+    t, tv, d, dv = flat
+    out = {}
+    # A joint the head does not place (confidence <= 0.1) counts as missing for the proportions, as in make eval.
+    for name, (p, pv, found) in {"IM-Animation retargeting": (xy, vis, conf > 0.1),
+                                 "copy driver joints": (drv, dvis, dvis),
+                                 "identity rest pose": (rest, rest_vis, rest_vis)}.items():
+        p, pv, found = p.flatten(0, 1), pv.flatten(0, 1), found.flatten(0, 1)
+        scores = joint_accuracy(p, t, tv & pv, torch.full((p.shape[0],), size))
+        scores.update(identity_leakage(p, found & tv, t, tv, d, dv))
+        out[name] = scores
+    return out
+
+
+def _f(x: float, digits: int) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def markdown_tables(metrics: dict) -> str:
+    """The metrics.json content as Markdown tables."""
+    img = metrics["image"]
+    lines = [f"Clip: held-out pair {metrics['clip']['index']} (seed {metrics['clip']['seed']}, "
+             f"{metrics['clip']['motion']}), {img['frames_compared']} frames of "
+             f"{metrics['clip']['size']}x{metrics['clip']['size']}; weights: {metrics['weights']}", ""]
+    lines += [f"Note: {n}" for n in img["notes"]] + ([""] if img["notes"] else [])
+    lines += ["| vs ground truth | PSNR (dB) | SSIM |", "|---|---|---|"]
+    lines += [f"| {name} | {_f(m['psnr'], 2)} | {_f(m['ssim'], 3)} |" for name, m in img["rows"].items()]
+    lines.append("")
+    if metrics["joints"] is None:
+        lines.append(f"Joint metrics: {metrics['joints_note']}")
+    else:
+        lines += ["| joints per latent frame | PCK@0.05 | mean error (px) | leakage | d_identity | d_driver |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {_f(m['pck'], 3)} | {_f(m['mean_error_px'], 2)} | {_f(m['leakage'], 3)} | "
+                  f"{_f(m['d_identity'], 3)} | {_f(m['d_driver'], 3)} |" for name, m in metrics["joints"].items()]
+        lines.append("(leakage 0 = the identity's body proportions, 1 = the driver's)")
+    return "\n".join(lines)
