@@ -46,13 +46,28 @@ def install_models(models: Path) -> bool:
     return True
 
 
+def demo_prompt(server: ComfyServer) -> dict:
+    """The demo workflow in the API format, for a started server."""
+    info = server.get("/object_info")
+    return ui_to_api(json.loads((REPO / "workflows" / "im_animation_demo.json").read_text()), info)
+
+
+def run_prompt(server: ComfyServer, prompt: dict) -> Path:
+    """Run a prompt on a started server; the path of the video its SaveVideo node wrote (from the history)."""
+    entry = server.run(prompt)
+    assert_ok(entry)
+    saved = [server.base / item.get("type", "output") / item.get("subfolder", "") / item["filename"]
+             for out in entry.get("outputs", {}).values() for item in out.get("images", [])
+             if str(item.get("filename", "")).endswith((".mp4", ".webm", ".mov"))]
+    if not saved:
+        raise RuntimeError(f"the workflow saved no video; its outputs: {json.dumps(entry.get('outputs'))[:2000]}")
+    return saved[-1]
+
+
 def run_workflow(server: ComfyServer) -> Path:
-    """Run the demo workflow; the path of the (last) video it saved."""
+    """Start the server, run the demo workflow once and stop it; the path of the video it saved."""
     with server:
-        info = server.get("/object_info")
-        prompt = ui_to_api(json.loads((REPO / "workflows" / "im_animation_demo.json").read_text()), info)
-        assert_ok(server.run(prompt))
-    return sorted((server.base / "output").rglob("*.mp4"))[-1]
+        return run_prompt(server, demo_prompt(server))
 
 
 def main() -> int:

@@ -6,9 +6,19 @@ the truth is the same motion rendered on the identity's body. Printed: PCK@0.05,
 pixels and identity leakage (0 = the identity's proportions, 1 = the driver's), for the trained model and
 two references: copying the driver's joints (what a pose-transfer without retargeting does) and holding
 the identity's rest pose (no motion at all). Also, when present, each run under --runs (one folder per
-variant and seed, each with stage-2 outputs) as mean and spread over seeds.
+variant and seed, each with stage-2 outputs) as mean and spread over seeds, variants and seeds in natural
+name order, with each seed's values.
+
+Then (--video N, default 8; 0 skips it) the cross-reenactment video metrics through the real ComfyUI
+pipeline: one server (base .eval/) with the trained demo models of make demo runs
+workflows/im_animation_demo.json on held-out pairs 0..N-1 of seed eval_support.EVAL_VIDEO_SEED, and PSNR /
+SSIM of its output against the ground truth are printed as mean ± stdev, with the same two references as
+make demo (the identity image held still, the driving clip). Skipped, saying so, without the trained models.
+
+--write PATH also saves everything printed as Markdown under a header (command, date, machine, held-out sets).
 
     python scripts/eval.py [--stage2 runs/demo/stage2] [--vae FILE] [--count 48] [--runs runs/ablations]
+                           [--video 8] [--write docs/results.md]
 """
 
 from __future__ import annotations
@@ -22,7 +32,10 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
+
+import eval_support as es  # noqa: E402
 
 from im_animation_core.data import SyntheticPairs, collate_pairs  # noqa: E402
 from im_animation_core.eval.metrics import identity_leakage, joint_accuracy  # noqa: E402
@@ -68,6 +81,27 @@ def row(name: str, m: dict) -> str:
             f"{m['d_driver']:.3f} |")
 
 
+def evaluate_ablations(runs: Path, vae, data, count: int) -> dict[str, dict[str, dict]]:
+    """{variant: {seed: metrics}} of every runs/<variant>/<seed> with stage-2 outputs, variants and seeds in
+    natural name order (seed2 before seed10)."""
+    out = {}
+    for variant in sorted((p for p in runs.iterdir() if p.is_dir()), key=es.natural_key) if runs.is_dir() else []:
+        seeds = {s.name: evaluate_retargeting(*load_run(s), vae, data, count)
+                 for s in sorted(variant.iterdir(), key=es.natural_key) if (s / "outputs.json").exists()}
+        if seeds:
+            out[variant.name] = seeds
+    return out
+
+
+def ablation_row(name: str, per_seed: list[dict]) -> str:
+    """A variant's row of the main table: mean ± stdev over its seeds."""
+    agg = {k: statistics.mean(m[k] for m in per_seed) for k in per_seed[0]}
+    spread = {k: (statistics.stdev(m[k] for m in per_seed) if len(per_seed) > 1 else 0.0) for k in per_seed[0]}
+    return (f"| {name} ({len(per_seed)} seeds) | {agg['pck']:.3f} ± {spread['pck']:.3f} | "
+            f"{agg['mean_error_px']:.2f} ± {spread['mean_error_px']:.2f} | {agg['leakage']:.3f} ± "
+            f"{spread['leakage']:.3f} | {agg['d_identity']:.3f} | {agg['d_driver']:.3f} |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--stage2", default=str(REPO / "runs/demo/stage2"))
@@ -76,34 +110,50 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=9)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--runs", default=str(REPO / "runs/ablations"))
+    ap.add_argument("--video", type=int, default=8, metavar="N",
+                    help="held-out pairs for the video metrics through ComfyUI (0: skip them)")
+    ap.add_argument("--write", metavar="PATH", help="also write everything printed to this Markdown file")
     args = ap.parse_args()
+    out = es.Report()
     torch.manual_seed(0)
     data = SyntheticPairs("heldout", args.count, args.frames, args.size, HELDOUT_SEED)
     vae = load_wan_vae(args.vae).eval()
-    print(f"held-out pairs: {args.count}, {args.frames} frames of {args.size}x{args.size}; "
-          "PCK@0.05 of the frame side; leakage 0 = identity's proportions, 1 = driver's\n")
-    print("| model | PCK@0.05 | mean error (px) | leakage | d_identity | d_driver |\n|---|---|---|---|---|---|")
+    out("## Retargeting\n")
+    out(f"held-out pairs: {args.count}, {args.frames} frames of {args.size}x{args.size}; "
+        "PCK@0.05 of the frame side; leakage 0 = identity's proportions, 1 = driver's\n")
+    out("| model | PCK@0.05 | mean error (px) | leakage | d_identity | d_driver |\n|---|---|---|---|---|---|")
     for name, m in references(data, args.count).items():
-        print(row(name, m))
+        out(row(name, m))
     stage2 = Path(args.stage2)
     if (stage2 / "outputs.json").exists():
         encoder, modules = load_run(stage2)
-        print(row(f"IM-Animation retargeting ({stage2.name})", evaluate_retargeting(encoder, modules, vae, data,
-                                                                                   args.count)))
+        out(row(f"IM-Animation retargeting ({stage2.name})", evaluate_retargeting(encoder, modules, vae, data,
+                                                                                 args.count)))
     else:
-        print(f"| IM-Animation retargeting | not trained: no {stage2}/outputs.json | | | | |")
+        out(f"| IM-Animation retargeting | not trained: no {stage2}/outputs.json | | | | |")
     runs = Path(args.runs)
-    variants = sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
-    for variant in variants:
-        per_seed = [evaluate_retargeting(*load_run(s), vae, data, args.count)
-                    for s in sorted(variant.iterdir()) if (s / "outputs.json").exists()]
-        if not per_seed:
-            continue
-        agg = {k: statistics.mean(m[k] for m in per_seed) for k in per_seed[0]}
-        spread = {k: (statistics.stdev(m[k] for m in per_seed) if len(per_seed) > 1 else 0.0) for k in per_seed[0]}
-        print(f"| {variant.name} ({len(per_seed)} seeds) | {agg['pck']:.3f} ± {spread['pck']:.3f} | "
-              f"{agg['mean_error_px']:.2f} ± {spread['mean_error_px']:.2f} | {agg['leakage']:.3f} ± "
-              f"{spread['leakage']:.3f} | {agg['d_identity']:.3f} | {agg['d_driver']:.3f} |")
+    ablations = evaluate_ablations(runs, vae, data, args.count)
+    for name, seeds in ablations.items():
+        out(ablation_row(name, list(seeds.values())))
+    if ablations:
+        out(f"\nAblations ({runs}/<variant>/<seed>): mean ± stdev over seeds above; each seed's value here.\n")
+        for line in es.ablation_seed_table(ablations):
+            out(line)
+    else:
+        out(f"\nAblations: none with stage-2 outputs under {runs}.")
+    if args.video > 0:
+        out("\n## Cross-reenactment video\n")
+        for line in es.video_section(args.video, REPO / ".eval"):
+            out(line)
+    if args.write:
+        video = (f"video: held-out pairs 0..{args.video - 1} of SyntheticPairs seed {es.EVAL_VIDEO_SEED}, "
+                 f"{es.ds.DEMO_FRAMES} frames of {es.ds.DEMO_SIZE}x{es.ds.DEMO_SIZE}, thickness_scale "
+                 f"{es.ds.DEMO_THICKNESS_SCALE}") if args.video > 0 else "video: not run (--video 0)"
+        es.write_report(Path(args.write), out, [
+            f"retargeting: held-out pairs 0..{args.count - 1} of SyntheticPairs seed {HELDOUT_SEED}, "
+            f"{args.frames} frames of {args.size}x{args.size}", video,
+            f"stage 2: {args.stage2}; ablations: {args.runs}; VAE: {args.vae}"])
+        print(f"\nwrote {args.write}")
     return 0
 
 

@@ -19,6 +19,7 @@ from ..modules import DiTSpec, IMAnimationModules
 from ..retarget import RetargetConfig
 from ..stage1 import HeatmapHead, HeatmapHeadConfig, JointDecoderConfig, MotionDecoderConfig
 from ..tokenizer import MotionTokenizer, MotionTokenizerConfig
+from ..tokenizer.local_init import local_attention_init_
 from ..wan import WanDiT, WanDiTConfig, file_metadata, load_wan_dit
 from .ablation import load_modules, retarget_kind, use_retarget_kind
 from .config import CommonConfig, ConfigError, DataConfig, DiTInit, Stage1Config, Stage2Config, VAEInit
@@ -38,9 +39,15 @@ def build_tokenizer(config: CommonConfig) -> MotionTokenizer:
         return MotionTokenizer.from_titok(t.titok_path, codebook_size=t.codebook_size or None,
                                           dtype=torch.float32)
     try:
-        return MotionTokenizer(MotionTokenizerConfig(**t.config))
+        tokenizer = MotionTokenizer(MotionTokenizerConfig(**t.config))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"config field 'tokenizer.config' does not describe a motion tokenizer: {e}") from e
+    if t.init == "local":
+        try:
+            local_attention_init_(tokenizer)
+        except ValueError as e:
+            raise ConfigError(f"tokenizer.init 'local': {e}") from e
+    return tokenizer
 
 
 def build_encoder(config: CommonConfig) -> tuple[nn.Module, bool]:
@@ -53,6 +60,16 @@ def build_encoder(config: CommonConfig) -> tuple[nn.Module, bool]:
     tokenizer = build_tokenizer(config)
     return (TokenizerEncoder(tokenizer, config.tokenizer.commitment_cost, config.tokenizer.quantize_warmup_steps),
             config.tokenizer.trainable)
+
+
+def build_teacher(config: Stage1Config) -> ConvMotionEncoder | None:
+    """The frozen conv motion encoder whose tokens Stage 1 may also regress (config.teacher), or None."""
+    if not config.teacher:
+        return None
+    try:
+        return ConvMotionEncoder.from_file(config.teacher)
+    except (OSError, CheckpointError) as e:
+        raise ConfigError(f"config field 'teacher' ({config.teacher}) is not a conv motion encoder file: {e}") from e
 
 
 def build_heatmap_head(config: Stage1Config, encoder: nn.Module) -> HeatmapHead:

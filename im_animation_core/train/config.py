@@ -97,6 +97,9 @@ class TokenizerInit:
         the paper, whose Stage 1 starts from a trained TiTok codebook: from scratch, the latent tokens start
         out almost identical for every image, all snap to the same few codes, and no motion information
         reaches the head (observed: Stage 1 stuck at the predict-the-mean heatmap loss, VQ loss ~1e-6).
+    init: how a fresh tokenizer (no path / titok_path) starts: "titok" (TiTok's random init) or "local"
+        (tokenizer.local_init: the first block's latent tokens attend to their own patch neighbourhood, for
+        training from scratch without a pretrained TiTok).
     save_dtype: dtype of the exported tokenizer (float16 as released).
     """
 
@@ -107,6 +110,7 @@ class TokenizerInit:
     trainable: bool = True
     commitment_cost: float = 0.25
     quantize_warmup_steps: int = 0
+    init: str = "titok"
     vq_weight: float = 1.0
     save_dtype: str = "float16"
 
@@ -219,12 +223,23 @@ class CommonConfig:
 
 @dataclass(kw_only=True)
 class Stage1Config(CommonConfig):
-    """Stage 1: motion tokenizer + heatmap head on driving frames (heatmap MSE, eq. 5, + VQ loss)."""
+    """Stage 1: motion tokenizer + heatmap head on driving frames (heatmap MSE, eq. 5, + VQ loss).
+
+    teacher: optional path of a conv motion encoder file (a ``motion_encoder: "conv"`` Stage-1 output,
+    ``conv_motion_encoder.safetensors``); its tokens become a second target, loss += teacher_weight *
+    MSE(student tokens, teacher tokens), for teacher_steps steps (0 = all). Not in the paper, whose Stage 1
+    starts from a trained TiTok: from scratch, a ViT tokenizer sits for a long time at the predict-the-mean
+    heatmap loss (dense token targets from an encoder that already knows where the joints are move it
+    off that plateau; the heatmap loss alone then takes over).
+    """
 
     output_dir: str = "runs/stage1"
     steps: int = 5000
     data: DataConfig = field(default_factory=lambda: DataConfig(same_identity=True))  # only the driving clip is used
     heatmap_head: HeatmapHeadInit = field(default_factory=HeatmapHeadInit)
+    teacher: str = ""
+    teacher_weight: float = 1.0
+    teacher_steps: int = 0
 
 
 @dataclass(kw_only=True)
@@ -400,6 +415,7 @@ def validate(stage: str, c: CommonConfig) -> None:
         raise ConfigError("config field 'data.num_workers' must be >= 0")
     _choice("data.kind", c.data.kind, ("synthetic", "video_folder"))
     _choice("motion_encoder", c.motion_encoder, MOTION_ENCODERS)
+    _choice("tokenizer.init", c.tokenizer.init, ("titok", "local"))
     _choice("mixed_precision", c.mixed_precision, PRECISIONS)
     _choice("tokenizer.save_dtype", c.tokenizer.save_dtype, DTYPES)
     _choice("device", c.device.split(":")[0], ("auto", "cpu", "cuda"))

@@ -36,6 +36,7 @@ from .build import (
     build_encoder,
     build_heatmap_head,
     build_modules,
+    build_teacher,
     build_vae,
     dit_config,
     dit_sizes,
@@ -73,10 +74,14 @@ def _weights(config, visible_weight: torch.Tensor) -> torch.Tensor | None:
 class Stage1Model(nn.Module):
     """Motion encoder + heatmap head; loss = heatmap MSE (eq. 5) + vq_weight * VQ loss."""
 
-    def __init__(self, encoder: nn.Module, head: HeatmapHead, config: Stage1Config, encoder_trainable: bool):
+    def __init__(self, encoder: nn.Module, head: HeatmapHead, config: Stage1Config, encoder_trainable: bool,
+                 teacher: nn.Module | None = None):
         super().__init__()
         self.encoder, self.head = encoder, head
         self.config, self.encoder_trainable = config, encoder_trainable
+        # Kept out of the state dict (a frozen file input, not a trained part) and out of the optimiser.
+        self.__dict__["teacher"] = teacher.eval().requires_grad_(False) if teacher is not None else None
+        self.register_buffer("steps_seen", torch.zeros((), dtype=torch.long))
 
     def forward(self, batch: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
         c = self.config
@@ -89,7 +94,15 @@ class Stage1Model(nn.Module):
                                        c.heatmap_sigma).to(pred.device)
         hm = heatmap_mse(pred, target, _weights(c, visible.float()))
         vq = aux.get("vq", _zero().to(pred.device))
-        return {"loss": hm + c.tokenizer.vq_weight * vq, "heatmap": hm, "vq": vq}
+        out = {"loss": hm + c.tokenizer.vq_weight * vq, "heatmap": hm, "vq": vq}
+        if self.teacher is not None and (not c.teacher_steps or int(self.steps_seen) < c.teacher_steps):
+            with torch.no_grad():
+                taught, _, _ = self.teacher(rearrange(driving, "b t h w c -> (b t) h w c"))
+            out["teacher"] = F.mse_loss(rearrange(tokens, "b t l c -> (b t) l c"), taught.to(tokens.dtype))
+            out["loss"] = out["loss"] + c.teacher_weight * out["teacher"]
+        if self.training:
+            self.steps_seen += 1
+        return out
 
 
 class RetargetModel(nn.Module):
@@ -250,10 +263,16 @@ class Stage1(Stage):
         encoder, trainable = build_encoder(config)
         encoder.requires_grad_(trainable)
         head = build_heatmap_head(config, encoder)
-        self.model = Stage1Model(encoder, head, config, trainable)
+        teacher = build_teacher(config)
+        self.model = Stage1Model(encoder, head, config, trainable, teacher)
 
     def param_groups(self) -> list[dict]:
         return [{"params": _trainable(self.model), "lr": self.config.optim.lr, "name": "stage1"}]
+
+    def to(self, device: torch.device) -> None:
+        self.model.to(device)
+        if self.model.teacher is not None:
+            self.model.teacher.to(device)
 
     def export(self, out_dir: Path) -> dict[str, str]:
         files = _export_encoder(self.model.encoder, self.config, out_dir)

@@ -67,3 +67,28 @@ def test_stage1_released_format_and_conv_ablation(tmp_path):
     enc = ConvMotionEncoder.from_file(tmp_path / "conv" / "conv_motion_encoder.safetensors")
     frames = items[0]["driving"]
     assert torch.equal(enc(frames)[0], trainer.model.encoder(frames)[0])
+
+
+def test_stage1_teacher_tokens_and_local_init(tmp_path):
+    """A conv Stage-1 output as teacher: its tokens are a second target for teacher_steps steps only."""
+    items, batch = fixed_batch()
+    conv = config_from_dict("stage1", tiny_config_dict("stage1", tmp_path / "conv", steps=1, motion_encoder="conv",
+                                                       conv_encoder={"image_size": 64, "channels": [8, 8, 8, 8]}))
+    Trainer("stage1", conv, dataset=items).train()
+    teacher_file = tmp_path / "conv" / "conv_motion_encoder.safetensors"
+    cfg = config_from_dict("stage1", tiny_config_dict(
+        "stage1", tmp_path / "vit", steps=4, log_every=1, teacher=str(teacher_file), teacher_steps=2,
+        tokenizer={"init": "local", "quantize_warmup_steps": 3}))
+    trainer = Trainer("stage1", cfg, dataset=items)
+    teacher = ConvMotionEncoder.from_file(teacher_file).eval()
+    frames = batch["driving"].flatten(0, 1)
+    with torch.no_grad():
+        expected = torch.nn.functional.mse_loss(trainer.model.encoder.eval()(frames)[0], teacher(frames)[0])
+    assert trainer.evaluate(batch, seed_step=0)["teacher"] == pytest.approx(expected.item(), rel=1e-4)
+    trainer.train()
+    lines = [json.loads(x) for x in (tmp_path / "vit" / "metrics.jsonl").read_text().splitlines()]
+    assert ["teacher" in x for x in lines] == [True, True, False, False]
+    assert all(not k.startswith("teacher") for k in trainer.model.state_dict())  # not saved with the model
+    bad = tiny_config_dict("stage1", tmp_path / "bad", teacher=str(tmp_path / "missing.safetensors"))
+    with pytest.raises(Exception, match="teacher"):
+        Trainer("stage1", config_from_dict("stage1", bad), dataset=items)
