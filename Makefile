@@ -9,7 +9,7 @@ COMFYUI_PATH ?= $(if $(and $(wildcard ../../main.py),$(filter custom_nodes,$(not
 export COMFYUI_PATH
 STAMP := $(VENV)/.ima-setup-done
 
-.PHONY: setup test demo lint bench workflows images eval
+.PHONY: setup test demo lint bench workflows images eval ablations
 
 setup: $(STAMP)
 
@@ -48,3 +48,6 @@ workflows: $(STAMP)
 
 images: $(STAMP)
 	IMA_UPDATE_IMAGES=1 $(PY) -m pytest -q tests/browser
+
+ablations: $(STAMP)
+	$(PY) scripts/ablations.py $(ARGS)

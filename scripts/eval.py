@@ -45,11 +45,21 @@ from im_animation_core.wan.vae import load_wan_vae  # noqa: E402
 HELDOUT_SEED = 2026
 
 
+COMMITTED = {"motion_tokenizer": REPO / "models/im_animation/ima_demo_motion_tokenizer.safetensors",
+             "im_animation_modules": REPO / "models/im_animation/ima_demo_modules.safetensors",
+             "vae": REPO / "models/vae/ima_demo_wan21_vae.safetensors"}
+
+
 def load_run(stage2: Path):
+    """(encoder, modules) of a stage output folder (outputs.json), or of the committed demo models when
+    ``stage2`` is the word "committed"."""
     from im_animation_core.tokenizer import MotionTokenizer
     from im_animation_core.train.ablation import load_modules
     from im_animation_core.train.encoders import ConvMotionEncoder, TokenizerEncoder
 
+    if str(stage2) == "committed":
+        return (TokenizerEncoder(MotionTokenizer.from_file(COMMITTED["motion_tokenizer"])).eval(),
+                load_modules(str(COMMITTED["im_animation_modules"])).eval())
     outputs = json.loads((stage2 / "outputs.json").read_text())["files"]
     if "motion_tokenizer" in outputs:
         encoder = TokenizerEncoder(MotionTokenizer.from_file(stage2 / outputs["motion_tokenizer"]))
@@ -104,11 +114,14 @@ def ablation_row(name: str, per_seed: list[dict]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--stage2", default=str(REPO / "runs/demo/stage2"))
-    ap.add_argument("--vae", default=str(REPO / "runs/demo/vae/ima_demo_wan21_vae.safetensors"))
+    ap.add_argument("--stage2", default="committed",
+                    help="a stage-2 or stage-3 output folder, or 'committed' (the demo models in models/)")
+    ap.add_argument("--vae", default=str(COMMITTED["vae"]))
     ap.add_argument("--count", type=int, default=48)
     ap.add_argument("--frames", type=int, default=9)
     ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--thickness-scale", type=float, default=es.ds.DEMO_THICKNESS_SCALE,
+                    help="SyntheticPairs thickness_scale of the held-out pairs (the demo models' training data)")
     ap.add_argument("--runs", default=str(REPO / "runs/ablations"))
     ap.add_argument("--video", type=int, default=8, metavar="N",
                     help="held-out pairs for the video metrics through ComfyUI (0: skip them)")
@@ -116,7 +129,8 @@ def main() -> int:
     args = ap.parse_args()
     out = es.Report()
     torch.manual_seed(0)
-    data = SyntheticPairs("heldout", args.count, args.frames, args.size, HELDOUT_SEED)
+    data = SyntheticPairs("heldout", args.count, args.frames, args.size, HELDOUT_SEED,
+                          thickness_scale=args.thickness_scale)
     vae = load_wan_vae(args.vae).eval()
     out("## Retargeting\n")
     out(f"held-out pairs: {args.count}, {args.frames} frames of {args.size}x{args.size}; "
@@ -125,12 +139,14 @@ def main() -> int:
     for name, m in references(data, args.count).items():
         out(row(name, m))
     stage2 = Path(args.stage2)
-    if (stage2 / "outputs.json").exists():
+    committed = args.stage2 == "committed"
+    if (committed and all(p.is_file() for p in COMMITTED.values())) or (stage2 / "outputs.json").exists():
         encoder, modules = load_run(stage2)
-        out(row(f"IM-Animation retargeting ({stage2.name})", evaluate_retargeting(encoder, modules, vae, data,
-                                                                                 args.count)))
+        name = "demo models in models/" if committed else stage2.name
+        out(row(f"IM-Animation retargeting ({name})", evaluate_retargeting(encoder, modules, vae, data, args.count)))
     else:
-        out(f"| IM-Animation retargeting | not trained: no {stage2}/outputs.json | | | | |")
+        out(f"| IM-Animation retargeting | not trained: no {'demo models in models/' if committed else stage2} "
+            "| | | | |")
     runs = Path(args.runs)
     ablations = evaluate_ablations(runs, vae, data, args.count)
     for name, seeds in ablations.items():

@@ -206,7 +206,9 @@ def infer_config(shapes: Mapping[str, tuple[int, ...]],
                               f"vit_enc_model_size beside the file.")
 
     image_size = yaml_config.get("image_size")
-    padding = (4, 2)
+    # The released padding (4, 2) for 16-pixel patches, scaled with the patch (8-pixel patches: (2, 1)), so a
+    # smaller tokenizer trained with the scaled padding loads without a config.yaml.
+    padding = (patch_size // 4, patch_size // 8)
     if image_size is None:
         image_size = _infer_image_size(num_pos - 1, patch_size, padding)
         if image_size is None:

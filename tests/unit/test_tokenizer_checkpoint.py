@@ -208,3 +208,14 @@ def test_heads_for_width_not_multiple_of_64_need_a_config(tiny_sd):
 def test_from_state_dict_with_a_mismatching_config(tiny_sd):
     with pytest.raises(CheckpointError, match="Wrong shape"):
         MotionTokenizer.from_state_dict(tiny_sd, config=MotionTokenizerConfig(width=64, layers=2, heads=1))
+
+
+def test_small_tokenizer_with_scaled_padding_loads_without_yaml(tmp_path):
+    """8-pixel patches with the released padding scaled to them, (2, 1), on 64-pixel frames: the sizes follow
+    from the shapes alone (the demo tokenizer ships without a config.yaml)."""
+    cfg = MotionTokenizerConfig(width=64, layers=1, heads=1, image_size=64, patch_size=8, patch_padding=(2, 1),
+                                codebook_size=16)
+    path = tmp_path / "small.safetensors"
+    MotionTokenizer(cfg).save(path)
+    assert not (tmp_path / "config.yaml").exists()
+    assert MotionTokenizer.from_file(path).config == cfg
