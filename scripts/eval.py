@@ -65,7 +65,7 @@ def load_run(stage2: Path):
         encoder = TokenizerEncoder(MotionTokenizer.from_file(stage2 / outputs["motion_tokenizer"]))
     else:
         encoder = ConvMotionEncoder.from_file(stage2 / outputs["conv_motion_encoder"])
-    modules = load_modules(str(stage2 / outputs["im_animation_modules"]))
+    modules = load_modules(str(stage2 / outputs["modules"]))
     return encoder.eval(), modules.eval()
 
 
