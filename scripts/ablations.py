@@ -7,7 +7,10 @@ same number of steps and batch size with seeds 0, 1, 2; only the switch under te
     conv_encoder     a conv motion encoder instead of the 1D tokenizer (Table 5 / Table 2 exp. A), from the
                      conv Stage-1 run (configs/demo/stage1_conv.json)
     self_attention   retargeting by self-attention without mask tokens (Table 6 / Table 2 exp. C)
-    no_heatmap       no heatmap supervision (Table 2 exp. D): Stage 2 then has no retargeting loss at all
+
+Not here: Table 2 exp. D (no heatmap supervision). Without the heatmap loss Stage 2 has no loss at all (the
+trainer refuses it); the ablation is a Stage-3 run with heatmap_supervision false per seed, which this CPU
+cannot afford three times (see docs/results.md).
 
 Outputs: runs/ablations/<variant>/seed<k>/ (what scripts/eval.py --runs reads).
 
@@ -29,7 +32,6 @@ VARIANTS: dict[str, list[str]] = {
     "conv_encoder": ["motion_encoder=conv", "tokenizer.path=",
                      "conv_encoder.path=runs/demo/stage1_conv/conv_motion_encoder.safetensors"],
     "self_attention": ["retarget=self_attention"],
-    "no_heatmap": ["heatmap_supervision=false"],
 }
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -105,8 +106,11 @@ def evaluate_ablations(runs: Path, vae, data, count: int) -> dict[str, dict[str,
 
 def ablation_row(name: str, per_seed: list[dict]) -> str:
     """A variant's row of the main table: mean ± stdev over its seeds."""
-    agg = {k: statistics.mean(m[k] for m in per_seed) for k in per_seed[0]}
-    spread = {k: (statistics.stdev(m[k] for m in per_seed) if len(per_seed) > 1 else 0.0) for k in per_seed[0]}
+    def finite(k):  # leakage is NaN for a seed whose predicted joints give no limb ratios
+        return [m[k] for m in per_seed if math.isfinite(m[k])]
+
+    agg = {k: statistics.mean(finite(k)) if finite(k) else math.nan for k in per_seed[0]}
+    spread = {k: statistics.stdev(finite(k)) if len(finite(k)) > 1 else 0.0 for k in per_seed[0]}
     return (f"| {name} ({len(per_seed)} seeds) | {agg['pck']:.3f} ± {spread['pck']:.3f} | "
             f"{agg['mean_error_px']:.2f} ± {spread['mean_error_px']:.2f} | {agg['leakage']:.3f} ± "
             f"{spread['leakage']:.3f} | {agg['d_identity']:.3f} | {agg['d_driver']:.3f} |")

@@ -1,6 +1,6 @@
 """Copy the trained demo model set from runs/ into models/ under the names the demo workflow loads.
 
-    python scripts/package_demo.py [--stage3 runs/demo/stage3] [--vae runs/demo/vae_decoder/ima_demo_wan21_vae.safetensors]
+    python scripts/package_demo.py [--stage3 runs/demo/stage3] [--vae FILE (default: the 17-frame decoder run)]
 
 Prints each file's size and SHA-256 (recorded in docs/training.md) and fails when the set is over 60 MB.
 """
@@ -25,7 +25,7 @@ def sha256(path: Path) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--stage3", default="runs/demo/stage3")
-    ap.add_argument("--vae", default="runs/demo/vae_decoder/ima_demo_wan21_vae.safetensors")
+    ap.add_argument("--vae", default="runs/demo/vae_decoder17/ima_demo_wan21_vae.safetensors")
     args = ap.parse_args()
     stage3 = REPO / args.stage3
     files = json.loads((stage3 / "outputs.json").read_text())["files"]
@@ -41,7 +41,7 @@ def main() -> int:
         shutil.copyfile(src, dst)
         size = dst.stat().st_size
         total += size
-        print(f"{dst.relative_to(REPO)}  {size / 1e6:.2f} MB  sha256 {sha256(dst)}  (from {src.relative_to(REPO)})")
+        print(f"{dst.relative_to(REPO)}  {size / 1e6:.2f} MB  sha256 {sha256(dst)}  (from {src})")
     print(f"total {total / 1e6:.2f} MB")
     if total > LIMIT_MB * 1e6:
         print(f"the demo set is over {LIMIT_MB} MB", file=sys.stderr)
