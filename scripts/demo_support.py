@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from im_animation_core.data import SyntheticPairs
-from im_animation_core.eval.metrics import identity_leakage, joint_accuracy, psnr, ssim
+from im_animation_core.eval.metrics import psnr, ssim
 from im_animation_core.eval.strip import contact_sheet, side_by_side
 
 # The demo clip: held-out pair DEMO_INDEX of seed DEMO_SEED (identity and motion never seen in training). A
@@ -116,27 +116,22 @@ def joint_metrics(item: dict, encoder, modules, vae) -> dict[str, dict[str, floa
     """PCK@0.05, mean joint error (px) and identity leakage per latent frame of the clip: the retargeter's
     joints, and the references of scripts/eval.py (copying the driver's joints, the identity's rest pose)."""
     from im_animation_core.data import collate_pairs
-    from im_animation_core.eval.retarget_eval import pool_joints, retarget_joints
+    from im_animation_core.eval.retarget_eval import (
+        FOUND_CONFIDENCE,
+        joint_scores,
+        pool_joints,
+        reference_scores,
+        retarget_joints,
+    )
 
     batch = collate_pairs([{k: v for k, v in item.items() if isinstance(v, torch.Tensor)}])
     true, vis = pool_joints(batch["target_joints"].float(), batch["target_visible"].bool())
     drv, dvis = pool_joints(batch["driving_joints"].float(), batch["driving_visible"].bool())
     xy, conf = retarget_joints(encoder, modules, vae, batch)
-    rest = batch["identity_joints"].float()[:, None].expand_as(true)
-    rest_vis = batch["identity_visible"].bool()[:, None].expand_as(vis)
-    size = float(max(batch["target"].shape[2:4]))
-    flat = [x.flatten(0, 1) for x in (true, vis, drv, dvis)]
-    t, tv, d, dv = flat
-    out = {}
-    # A joint the head does not place (confidence <= 0.1) counts as missing for the proportions, as in make eval.
-    for name, (p, pv, found) in {"IM-Animation retargeting": (xy, vis, conf > 0.1),
-                                 "copy driver joints": (drv, dvis, dvis),
-                                 "identity rest pose": (rest, rest_vis, rest_vis)}.items():
-        p, pv, found = p.flatten(0, 1), pv.flatten(0, 1), found.flatten(0, 1)
-        scores = joint_accuracy(p, t, tv & pv, torch.full((p.shape[0],), size))
-        scores.update(identity_leakage(p, found & tv, t, tv, d, dv))
-        out[name] = scores
-    return out
+    t, v, d, dv = (x.flatten(0, 1) for x in (true, vis, drv, dvis))
+    model = joint_scores(xy.flatten(0, 1), torch.ones_like(v), (conf > FOUND_CONFIDENCE).flatten(0, 1), t, v, d, dv,
+                         max(batch["target"].shape[2:4]))
+    return {"IM-Animation retargeting": model, **reference_scores(batch)}
 
 
 def _f(x: float, digits: int) -> str:

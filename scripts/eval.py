@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 from pathlib import Path
 
@@ -36,19 +35,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
+import demo  # noqa: E402
 import eval_support as es  # noqa: E402
 
 from im_animation_core.data import SyntheticPairs, collate_pairs  # noqa: E402
-from im_animation_core.eval.metrics import identity_leakage, joint_accuracy  # noqa: E402
-from im_animation_core.eval.retarget_eval import evaluate_retargeting, pool_joints  # noqa: E402
+from im_animation_core.eval.retarget_eval import evaluate_retargeting, reference_scores  # noqa: E402
 from im_animation_core.wan.vae import load_wan_vae  # noqa: E402
 
 HELDOUT_SEED = 2026
-
-
-COMMITTED = {"motion_tokenizer": REPO / "models/im_animation/ima_demo_motion_tokenizer.safetensors",
-             "im_animation_modules": REPO / "models/im_animation/ima_demo_modules.safetensors",
-             "vae": REPO / "models/vae/ima_demo_wan21_vae.safetensors"}
+COMMITTED = demo.SOURCES  # the demo model set in models/ (keys dit, vae, tokenizer, modules)
 
 
 def load_run(stage2: Path):
@@ -59,8 +54,8 @@ def load_run(stage2: Path):
     from im_animation_core.train.encoders import ConvMotionEncoder, TokenizerEncoder
 
     if str(stage2) == "committed":
-        return (TokenizerEncoder(MotionTokenizer.from_file(COMMITTED["motion_tokenizer"])).eval(),
-                load_modules(str(COMMITTED["im_animation_modules"])).eval())
+        return (TokenizerEncoder(MotionTokenizer.from_file(COMMITTED["tokenizer"])).eval(),
+                load_modules(str(COMMITTED["modules"])).eval())
     outputs = json.loads((stage2 / "outputs.json").read_text())["files"]
     if "motion_tokenizer" in outputs:
         encoder = TokenizerEncoder(MotionTokenizer.from_file(stage2 / outputs["motion_tokenizer"]))
@@ -68,23 +63,6 @@ def load_run(stage2: Path):
         encoder = ConvMotionEncoder.from_file(stage2 / outputs["conv_motion_encoder"])
     modules = load_modules(str(stage2 / outputs["modules"]))
     return encoder.eval(), modules.eval()
-
-
-def references(dataset, count: int) -> dict[str, dict[str, float]]:
-    """Copy-the-driver and rest-pose references, scored like the model."""
-    batch = collate_pairs([dataset[i] for i in range(count)])
-    true, vis = pool_joints(batch["target_joints"].float(), batch["target_visible"].bool())
-    drv, dvis = pool_joints(batch["driving_joints"].float(), batch["driving_visible"].bool())
-    rest = batch["identity_joints"].float()[:, None].expand_as(true)
-    rest_vis = batch["identity_visible"].bool()[:, None].expand_as(vis)
-    size = float(max(batch["target"].shape[2:4]))
-    out = {}
-    for name, (xy, v) in {"copy driver joints": (drv, dvis), "identity rest pose": (rest, rest_vis)}.items():
-        xy, v, t, tv, d, dv = (x.flatten(0, 1) for x in (xy, v, true, vis, drv, dvis))
-        scores = joint_accuracy(xy, t, tv & v, torch.full((xy.shape[0],), size))
-        scores.update(identity_leakage(xy, v & tv, t, tv, d, dv))
-        out[name] = scores
-    return out
 
 
 def row(name: str, m: dict) -> str:
@@ -106,11 +84,13 @@ def evaluate_ablations(runs: Path, vae, data, count: int) -> dict[str, dict[str,
 
 def ablation_row(name: str, per_seed: list[dict]) -> str:
     """A variant's row of the main table: mean ± stdev over its seeds."""
-    def finite(k):  # leakage is NaN for a seed whose predicted joints give no limb ratios
-        return [m[k] for m in per_seed if math.isfinite(m[k])]
+    def stats(k):  # leakage is NaN for a seed whose predicted joints give no limb ratios
+        finite = [m[k] for m in per_seed if math.isfinite(m[k])]
+        return es.mean_sd(finite) if finite else (math.nan, 0.0)
 
-    agg = {k: statistics.mean(finite(k)) if finite(k) else math.nan for k in per_seed[0]}
-    spread = {k: statistics.stdev(finite(k)) if len(finite(k)) > 1 else 0.0 for k in per_seed[0]}
+    agg, spread = {}, {}
+    for k in per_seed[0]:
+        agg[k], spread[k] = stats(k)
     return (f"| {name} ({len(per_seed)} seeds) | {agg['pck']:.3f} ± {spread['pck']:.3f} | "
             f"{agg['mean_error_px']:.2f} ± {spread['mean_error_px']:.2f} | {agg['leakage']:.3f} ± "
             f"{spread['leakage']:.3f} | {agg['d_identity']:.3f} | {agg['d_driver']:.3f} |")
@@ -140,11 +120,12 @@ def main() -> int:
     out(f"held-out pairs: {args.count}, {args.frames} frames of {args.size}x{args.size}; "
         "PCK@0.05 of the frame side; leakage 0 = identity's proportions, 1 = driver's\n")
     out("| model | PCK@0.05 | mean error (px) | leakage | d_identity | d_driver |\n|---|---|---|---|---|---|")
-    for name, m in references(data, args.count).items():
+    for name, m in reference_scores(collate_pairs([data[i] for i in range(args.count)])).items():
         out(row(name, m))
     stage2 = Path(args.stage2)
     committed = args.stage2 == "committed"
-    if (committed and all(p.is_file() for p in COMMITTED.values())) or (stage2 / "outputs.json").exists():
+    have_committed = committed and all(COMMITTED[k].is_file() for k in ("tokenizer", "modules", "vae"))
+    if have_committed or (stage2 / "outputs.json").exists():
         encoder, modules = load_run(stage2)
         name = "demo models in models/" if committed else stage2.name
         out(row(f"IM-Animation retargeting ({name})", evaluate_retargeting(encoder, modules, vae, data, args.count)))

@@ -17,6 +17,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 LIMIT_MB = 60
 
+from demo import SOURCES  # noqa: E402  (where make demo looks for the set; scripts/ is on the path)
+
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -29,14 +31,11 @@ def main() -> int:
     args = ap.parse_args()
     stage3 = REPO / args.stage3
     files = json.loads((stage3 / "outputs.json").read_text())["files"]
-    plan = {
-        REPO / "models/diffusion_models/ima_demo_wan.safetensors": stage3 / files["dit"],
-        REPO / "models/vae/ima_demo_wan21_vae.safetensors": REPO / args.vae,
-        REPO / "models/im_animation/ima_demo_motion_tokenizer.safetensors": stage3 / files["motion_tokenizer"],
-        REPO / "models/im_animation/ima_demo_modules.safetensors": stage3 / files["modules"],
-    }
+    plan = {"dit": stage3 / files["dit"], "vae": REPO / args.vae, "tokenizer": stage3 / files["motion_tokenizer"],
+            "modules": stage3 / files["modules"]}
     total = 0
-    for dst, src in plan.items():
+    for key, src in plan.items():
+        dst = SOURCES[key]
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
         size = dst.stat().st_size

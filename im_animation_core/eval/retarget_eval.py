@@ -16,12 +16,39 @@ from ..heatmaps import heatmap_argmax
 from ..train.encoders import encode_clips
 from .metrics import identity_leakage, joint_accuracy
 
+# A joint the head places with confidence at or below this counts as missing for the body proportions.
+FOUND_CONFIDENCE = 0.1
+
 
 def pool_joints(xy: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """xy [B,T,J,2], visible [B,T,J] -> per latent frame: mean position [B,F,J,2], visible in all [B,F,J]."""
     groups = latent_frame_groups(xy.shape[1])
     return (torch.stack([xy[:, s:e].mean(1) for s, e in groups], 1),
             torch.stack([visible[:, s:e].all(1) for s, e in groups], 1))
+
+
+def joint_scores(pred: torch.Tensor, pred_visible: torch.Tensor, found: torch.Tensor, true: torch.Tensor,
+                 visible: torch.Tensor, driver: torch.Tensor, driver_visible: torch.Tensor,
+                 frame_size: float) -> dict[str, float]:
+    """PCK@0.05 / mean error (px) over joints visible in truth and prediction, and identity leakage over the
+    joints ``found`` in the prediction. All per latent frame, flattened: xy [N,J,2], masks [N,J] bool;
+    frame_size: the frame's longer side in pixels."""
+    out = joint_accuracy(pred, true, visible & pred_visible, torch.full((pred.shape[0],), float(frame_size)))
+    out.update(identity_leakage(pred, found & visible, true, visible, driver, driver_visible))
+    return out
+
+
+def reference_scores(batch: dict) -> dict[str, dict[str, float]]:
+    """The two references a retargeter is compared with, scored like it on a collated batch: copying the
+    driver's joints (pose transfer without retargeting) and holding the identity's rest pose (no motion)."""
+    true, vis = pool_joints(batch["target_joints"].float(), batch["target_visible"].bool())
+    drv, dvis = pool_joints(batch["driving_joints"].float(), batch["driving_visible"].bool())
+    rest = batch["identity_joints"].float()[:, None].expand_as(true)
+    rest_vis = batch["identity_visible"].bool()[:, None].expand_as(vis)
+    size = max(batch["target"].shape[2:4])
+    t, v, d, dv = (x.flatten(0, 1) for x in (true, vis, drv, dvis))
+    return {name: joint_scores(xy.flatten(0, 1), xv.flatten(0, 1), xv.flatten(0, 1), t, v, d, dv, size)
+            for name, (xy, xv) in {"copy driver joints": (drv, dvis), "identity rest pose": (rest, rest_vis)}.items()}
 
 
 @torch.no_grad()
@@ -55,7 +82,4 @@ def evaluate_retargeting(encoder, modules, vae, dataset, count: int, batch_size:
     pred, conf, true, v = torch.cat(preds), torch.cat(confs), torch.cat(trues), torch.cat(vis)
     drv, dv = torch.cat(drivers), torch.cat(dvis)
     size = max(dataset[0]["target"].shape[1:3])
-    out = joint_accuracy(pred, true, v, torch.full((pred.shape[0],), float(size)))
-    found = conf > 0.1  # a joint the head does not place counts as missing for the proportions
-    out.update(identity_leakage(pred, found & v, true, v, drv, dv))
-    return out
+    return joint_scores(pred, torch.ones_like(v), conf > FOUND_CONFIDENCE, true, v, drv, dv, size)

@@ -50,7 +50,8 @@ class TokenizerEncoder(nn.Module):
         return self.tokenizer.config.token_size
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """Returns (tokens [N,L,C] float32, losses {"vq"}, indices [N,L])."""
+        """Returns (tokens [N,L,C] float32, losses {"vq"}, indices [N,L]; None during the quantiser warm-up,
+        when the tokens are the continuous latents)."""
         pixels = preprocess_frames(frames, size=self.tokenizer.config.image_size)
         z = self.tokenizer.encode_latents(pixels).float()
         if self.training and torch.is_grad_enabled() and int(self.calls) < self.quantize_warmup_steps:

@@ -36,7 +36,7 @@ class VAEStageConfig:
     eval: dict = field(default_factory=lambda: {"count": 8, "seed": 1234})
     init: str | None = None
     train: VAETrainConfig = field(default_factory=VAETrainConfig)
-    threads: int = 1
+    cpu_threads: int = 1  # torch intra-op threads, as the stages' field of that name (0: torch's default)
 
     @classmethod
     def from_dict(cls, d: dict) -> VAEStageConfig:
@@ -65,10 +65,9 @@ def _clips(cfg: VAEStageConfig) -> Iterator[torch.Tensor]:
     if d.kind != "synthetic":
         raise ConfigError("the VAE trainer reads synthetic data only (data.kind 'synthetic')")
     ds = SyntheticPairs(d.split, d.num_samples, d.frames, d.size, d.seed, **d.options)
-    i, pending = 0, []
-    while i < len(ds):
+    pending = []
+    for i in range(len(ds)):
         item = ds[i]
-        i += 1
         pending += [item["driving"], item["target"]]
         if len(pending) >= cfg.batch_size:
             yield torch.stack(pending[:cfg.batch_size])
@@ -84,8 +83,8 @@ def heldout_clips(cfg: VAEStageConfig) -> list[torch.Tensor]:
 
 def run_vae(cfg: VAEStageConfig, log=print) -> dict:
     """Train and save; returns {"output", "steps", "eval_psnr"}."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if cfg.cpu_threads:
+        torch.set_num_threads(cfg.cpu_threads)
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     model = load_wan_vae(cfg.init) if cfg.init else None
@@ -99,15 +98,9 @@ def run_vae(cfg: VAEStageConfig, log=print) -> dict:
         def write(rec: dict) -> None:
             f.write(json.dumps(rec) + "\n")
             f.flush()
-
-        def logger(line: str) -> None:
-            if log:
-                log(line)
-
-        _, history = train_vae(cfg.train, _clips(cfg), cfg.steps, out, log=logger, model=model,
+        _, history = train_vae(cfg.train, _clips(cfg), cfg.steps, out, log=log, model=model,
                                eval_clips=heldout_clips(cfg), eval_every=cfg.eval_every,
                                callback=lambda step, m, rec: rec is not None and write(rec))
     last = [h for h in history if "eval_psnr" in h]
     return {"output": str(out), "steps": history[-1]["step"] if history else 0,
             "eval_psnr": last[-1]["eval_psnr"] if last else None}
-

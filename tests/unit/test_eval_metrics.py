@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from im_animation_core.eval import identity_leakage, joint_accuracy, limb_ratios, psnr, ssim
@@ -44,3 +45,25 @@ def test_leakage_zero_for_identity_body_one_for_driver_body():
     assert identity_leakage(driver, vis, identity, vis, driver, vis)["leakage"] == 1.0
     half = identity_leakage(body(25, 37.5), vis, identity, vis, driver, vis)["leakage"]
     assert 0.4 < half < 0.6
+
+
+def test_reference_scores_of_self_and_cross_reenactment():
+    """Copying the driver's joints is exact when the driver is the identity, and carries the driver's
+    proportions (leakage 1) when it is not; joint_scores ignores joints hidden in the prediction."""
+    from im_animation_core.data import SyntheticPairs, collate_pairs
+    from im_animation_core.eval.retarget_eval import joint_scores, pool_joints, reference_scores
+
+    same = collate_pairs([SyntheticPairs("heldout", 2, 5, 64, 4, same_identity=True)[i] for i in range(2)])
+    copy = reference_scores(same)["copy driver joints"]
+    assert copy["pck"] == 1.0 and copy["mean_error_px"] == 0.0
+    cross = collate_pairs([SyntheticPairs("heldout", 2, 5, 64, 4)[i] for i in range(2)])
+    scores = reference_scores(cross)
+    assert scores["copy driver joints"]["leakage"] == pytest.approx(1.0)
+    assert scores["identity rest pose"]["leakage"] < 0.5
+    true, vis = (x.flatten(0, 1) for x in pool_joints(cross["target_joints"], cross["target_visible"]))
+    wrong = true + 100.0
+    hidden = torch.zeros_like(vis)
+    hidden[:, 0] = True  # only joint 0 is placed, and it is placed exactly
+    placed = torch.where(hidden[..., None], true, wrong)
+    exact = joint_scores(placed, hidden, hidden, true, vis, true, vis, 64)
+    assert exact["mean_error_px"] == 0.0 and exact["pck"] == 1.0
