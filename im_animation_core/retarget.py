@@ -18,6 +18,8 @@ from torch import nn
 from .errors import InputError
 from .layers import TransformerBlock, grid_embedding, sinusoidal_embedding
 
+HEATMAP_HEADS = ("upsample", "pixel_shuffle")
+
 
 @dataclass
 class RetargetConfig:
@@ -32,6 +34,13 @@ class RetargetConfig:
     heatmap_joints: int = 62  # J of the heatmap head (20 body + 2 x 21 hand joints)
     heatmap_channels: int = 128
     heatmap_upsample: int = 2  # x2 stages: heatmaps at 4x the patch grid (= 2x the latent grid)
+    # "upsample": nearest x2 + 3x3 conv stages; "pixel_shuffle": each patch feature predicts its own
+    # 2^u x 2^u sub-pixels (trains several times faster on the 64-pixel demo data, docs/training.md).
+    heatmap_head: str = "upsample"
+
+    def __post_init__(self) -> None:
+        if self.heatmap_head not in HEATMAP_HEADS:
+            raise ValueError(f"heatmap_head must be one of {HEATMAP_HEADS}, got '{self.heatmap_head}'")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,7 +60,7 @@ class RetargetTransformer(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(c.width, c.heads) for _ in range(c.depth))
         self.norm_out = nn.LayerNorm(c.width)
         self.out = nn.Linear(c.width, c.out_channels * c.patch_size**2)
-        self.heatmap_head = RetargetHeatmapHead(c)
+        self.heatmap_head = RetargetHeatmapHead(c) if c.heatmap_head == "upsample" else PixelShuffleHeatmapHead(c)
 
     def forward(
         self,
@@ -144,3 +153,18 @@ class RetargetHeatmapHead(nn.Module):
         b = features.shape[0]
         x = rearrange(features, "b f (h w) d -> (b f) d h w", h=grid[0], w=grid[1])
         return rearrange(self.net(x), "(b f) j h w -> b f j h w", b=b)
+
+
+class PixelShuffleHeatmapHead(nn.Module):
+    """RetargetHeatmapHead's alternative with the same input and output: a 1x1 and a 3x3 convolution on the
+    patch grid, then a 1x1 convolution to J x (2^u)^2 channels that a pixel shuffle lays out as the 2^u x 2^u
+    sub-pixels of each patch. Where a joint sits inside its patch is a channel the head reads directly,
+    not something nearest-neighbour upsampling has to recover from the neighbouring patches."""
+
+    def __init__(self, c: RetargetConfig):
+        super().__init__()
+        ch, scale = c.heatmap_channels, 2**c.heatmap_upsample
+        self.net = nn.Sequential(nn.Conv2d(c.width, ch, 1), nn.GELU(), nn.Conv2d(ch, ch, 3, padding=1), nn.GELU(),
+                                 nn.Conv2d(ch, c.heatmap_joints * scale**2, 1), nn.PixelShuffle(scale))
+
+    forward = RetargetHeatmapHead.forward

@@ -145,13 +145,18 @@ class ModulesInit:
 
     path: a modules file (Stage 2 output) to continue from; else fresh with these sizes. The motion token
     sizes, latent channels and patch size come from the encoder and the DiT.
-    retarget: RetargetConfig sizes (width, depth, heads, out_channels, heatmap_channels, heatmap_upsample);
+    retarget: RetargetConfig sizes (width, depth, heads, out_channels, heatmap_channels, heatmap_upsample) and
+    heatmap_head ("upsample" or "pixel_shuffle");
     expression: ExpressionConfig sizes (crop_size, width, tokens, base_channels).
+    retarget_init: fresh retarget weights: "default" (random), or "local" (retarget_init.py: the first block's
+        mask tokens read their own latent frame's motion tokens and their own patch of the identity latent,
+        fitted on the first 16 training pairs; small patch grids only). Ignored when path is set.
     """
 
     path: str = ""
     retarget: dict = field(default_factory=dict)
     expression: dict = field(default_factory=dict)
+    retarget_init: str = "default"
 
 
 @dataclass(kw_only=True)
@@ -431,6 +436,7 @@ def validate(stage: str, c: CommonConfig) -> None:
                           f"stage-1/2 outputs or from fresh modules.")
     if isinstance(c, Stage2Config):
         _choice("retarget", c.retarget, RETARGET_KINDS)
+        _choice("modules.retarget_init", c.modules.retarget_init, ("default", "local"))
         _choice("dit.export", c.dit.export, ("base", "widened"))
         _choice("dit.dtype", c.dit.dtype, DTYPES)
         _choice("dit.save_dtype", c.dit.save_dtype, DTYPES)

@@ -27,6 +27,7 @@ from torch import nn
 from ..expression import crop_faces, fallback_face_boxes
 from ..frames import latent_frame_count, latent_frame_times, pool_to_latent_frames
 from ..modules import IMAnimationModules
+from ..retarget_init import local_attention_init_
 from ..stage1 import HeatmapHead, heatmap_mse
 from ..wan import WanDiT, save_wan_state_dict
 from .ablation import save_modules
@@ -54,6 +55,7 @@ HEATMAP_HEAD_FILE = "heatmap_head.safetensors"
 MODULES_FILE = "im_animation_modules.safetensors"
 DIT_FILE = "wan_dit.safetensors"
 REFERENCE_FRAMES = 1  # the identity latent prepended as latent frame 0 (nodes/sampler.py)
+DATA_INIT_PAIRS = 16  # training pairs a data-fitted init (modules.retarget_init "local") looks at
 
 
 def _zero() -> torch.Tensor:
@@ -307,6 +309,23 @@ class Stage2(Stage):
 
     def _make_model(self, encoder, modules, trainable) -> nn.Module:
         return RetargetModel(encoder, modules, self.config, trainable)
+
+    @property
+    def data_init_pairs(self) -> int:
+        """How many training pairs ``data_init`` wants (0: none)."""
+        m = self.config.modules
+        return DATA_INIT_PAIRS if m.retarget_init == "local" and not m.path else 0
+
+    @torch.no_grad()
+    def data_init(self, batch: dict[str, Any]) -> None:
+        """modules.retarget_init "local" on a collated batch of the first training pairs."""
+        batch = self.prepare(batch)
+        tokens, _ = encode_clips(self.model.encoder, batch["driving"], trainable=False)
+        try:
+            local_attention_init_(self.model.ima.retarget, tokens, batch["identity_latent"][:, :, 0])
+        except ValueError as e:
+            raise ConfigError(f"modules.retarget_init 'local': {e}; use 'default' for this model size") from e
+        log.info("%s: retargeter initialised locally from %d training pairs", self.name, tokens.shape[0])
 
     def _freeze_unused(self, modules: IMAnimationModules) -> None:
         modules.requires_grad_(False)

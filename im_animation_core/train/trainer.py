@@ -245,6 +245,7 @@ class Trainer:
         self.dataset = dataset
         self.collate = collate
         self.augment = augment
+        self._data_init()
         groups = [g for g in self.stage.param_groups() if g["params"]]
         if not groups:
             raise ConfigError(f"{stage}: no parameter is trainable with this config")
@@ -262,6 +263,19 @@ class Trainer:
                 find_unused_parameters=True)
 
     # -- helpers --
+    def _data_init(self) -> None:
+        """Inits fitted to data (a stage's ``data_init``) see the dataset's first pairs, unaugmented: the same on
+        every rank, before DDP wraps the model. A resumed run then loads its checkpoint over them."""
+        count = getattr(self.stage, "data_init_pairs", 0)
+        if not count:
+            return
+        if self.dataset is None:
+            self.dataset = build_dataset(self.config.data)
+        if self.collate is None:
+            self.collate = collate_fn()
+        items = [self.dataset[i] for i in range(min(count, len(self.dataset)))]
+        self.stage.data_init(_to_device(self.collate(items), self.device))
+
     def _autocast(self):
         if self.config.mixed_precision == "bf16" and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)

@@ -167,6 +167,31 @@ def test_retarget_heatmap_head_is_per_latent_frame_on_the_grid():
     assert feats.shape == (1, 3, 15, 32) and heat.shape == (1, 3, 62, 12, 20)
 
 
+@pytest.mark.parametrize("head", ["upsample", "pixel_shuffle"])
+def test_both_heatmap_heads_map_grid_features_to_the_same_heatmap_grid(head):
+    torch.manual_seed(0)
+    model = RetargetTransformer(RetargetConfig(latent_channels=16, width=32, depth=1, heads=2, out_channels=4,
+                                               heatmap_channels=16, heatmap_head=head))
+    _, feats = model(torch.randn(1, 5, 32, 12), torch.arange(5.0), torch.randn(1, 16, 6, 10),
+                     latent_frame_times(5), return_features=True)
+    heat = model.heatmap_head(feats, (3, 5))
+    assert heat.shape == (1, 2, 62, 12, 20)
+
+
+def test_pixel_shuffle_head_round_trips_through_a_modules_file(tmp_path):
+    modules = IMAnimationModules(RetargetConfig(latent_channels=16, width=32, depth=1, heads=2, out_channels=4,
+                                                heatmap_channels=16, heatmap_head="pixel_shuffle"),
+                                 ExpressionConfig(crop_size=32, width=16, tokens=4, base_channels=8),
+                                 DiTSpec(dim=64, heads=2, depth=12, latent_channels=16))
+    modules.save(str(tmp_path / "m.safetensors"))
+    loaded = IMAnimationModules.from_file(str(tmp_path / "m.safetensors"))
+    assert loaded.retarget.config.heatmap_head == "pixel_shuffle"
+    for k, v in modules.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+    with pytest.raises(ValueError, match="heatmap_head"):
+        RetargetConfig(heatmap_head="bilinear")
+
+
 def test_ablation_modules_file_is_refused_by_the_inference_loader(tmp_path):
     modules = small_modules()
     path = tmp_path / "sa.safetensors"

@@ -2,14 +2,19 @@
 loaded with the project's loaders, retarget exactly as the trained model did (pipeline.retarget, the
 inference path); the self-attention ablation and the Stage-2 augmentation."""
 
+import copy
+
 import pytest
 import torch
 
 from im_animation_core.data import SyntheticPairs, collate_pairs
 from im_animation_core.modules import IMAnimationModules
 from im_animation_core.pipeline import retarget
+from im_animation_core.retarget_init import local_attention_init_
 from im_animation_core.tokenizer import MotionTokenizer, encode_frames
 from im_animation_core.train import SelfAttentionRetarget, Trainer, config_from_dict, load_modules
+from im_animation_core.train.config import ConfigError
+from im_animation_core.train.encoders import encode_clips
 from im_animation_core.train.presets import tiny_config_dict, tiny_vae
 from im_animation_core.train.trainer import _StepBatches, _StepItems
 
@@ -90,3 +95,32 @@ def test_step_batches_resume_mid_epoch():
     assert [b[0][0] for b in full] == list(range(1, 8))
     assert list(_StepBatches(sampler, 2, 4, 7)) == full[4:]
     assert sorted(i for b in full[:3] for _, i in b) == list(range(6))  # an epoch covers the data once
+
+
+def test_local_retarget_init_is_fitted_on_the_first_training_pairs(tmp_path):
+    items = pairs(n=3)
+    vae = tiny_vae()
+
+    def trainer(init, **retarget):
+        modules = {"retarget_init": init}
+        if retarget:
+            modules["retarget"] = retarget
+        cfg = config_from_dict("stage2", tiny_config_dict("stage2", tmp_path / init, steps=1, modules=modules,
+                                                          data={"augment": False}))
+        return Trainer("stage2", cfg, dataset=items, vae=vae)
+
+    local, default = trainer("local"), trainer("default")
+    # The same weights as local_attention_init_ applied by hand to the default init on those pairs.
+    sample = default.stage.prepare(collate_pairs(items))
+    with torch.no_grad():
+        tokens, _ = encode_clips(default.model.encoder, sample["driving"], trainable=False)
+    expected = local_attention_init_(copy.deepcopy(default.model.ima.retarget), tokens,
+                                     sample["identity_latent"][:, :, 0])
+    for key, value in expected.state_dict().items():
+        torch.testing.assert_close(local.model.ima.retarget.state_dict()[key], value, msg=key)
+    assert not torch.equal(local.model.ima.retarget.blocks[0].attn.q.weight,
+                           default.model.ima.retarget.blocks[0].attn.q.weight)
+    with pytest.raises(ConfigError, match="retarget_init 'local'.*heads"):
+        trainer("local", width=64, heads=4, depth=1, out_channels=4, heatmap_channels=16)
+    with pytest.raises(ConfigError, match="modules.retarget_init"):
+        config_from_dict("stage2", tiny_config_dict("stage2", tmp_path / "x", modules={"retarget_init": "xavier"}))

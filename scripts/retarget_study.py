@@ -1,0 +1,169 @@
+"""The retargeter-plateau study: Stage-2 retargeting trained on cached inputs, to compare recipes quickly.
+
+Why. The demo's retargeter leaves the predict-the-mean heatmap plateau only slowly (docs/training.md): 200
+Stage-2 steps stay on it and 6000 Stage-3 steps reach PCK@0.05 0.41, below holding the identity's rest pose.
+Stage 2 with a frozen tokenizer spends most of a step re-encoding the same clips, so this study encodes the
+driving clips (frozen demo tokenizer) and the identity images (frozen demo VAE) once, then trains only the
+RetargetTransformer on them with the Stage-2 loss (heatmap MSE per latent frame, visibility-weighted), and
+scores it on held-out pairs with the same PCK / error / leakage scorer as `make eval`.
+
+    python scripts/retarget_study.py cache                  # runs/retarget_study/{train,heldout}.pt, ~7 min
+    python scripts/retarget_study.py train NAME [--head pixel_shuffle] [--init local] [--sigma 2] [--steps N]
+
+Recipes compared (docs/training.md has the figures): the heatmap head ("upsample": the demo's; or
+"pixel_shuffle"), the init ("default", or "local": the first block's attention made local in time and in
+space, see local_attention_init_), and the heatmap sigma. Not a trainer: no checkpoints, no DDP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from im_animation_core.eval.retarget_eval import FOUND_CONFIDENCE, joint_scores, pool_joints  # noqa: E402
+from im_animation_core.frames import latent_frame_times  # noqa: E402
+from im_animation_core.heatmaps import heatmap_argmax  # noqa: E402
+from im_animation_core.retarget import RetargetConfig, RetargetTransformer  # noqa: E402
+from im_animation_core.retarget_init import local_attention_init_  # noqa: E402
+from im_animation_core.stage1 import heatmap_mse  # noqa: E402
+from im_animation_core.train.targets import latent_frame_heatmaps  # noqa: E402
+
+OUT = REPO / "runs" / "retarget_study"
+FRAMES, SIZE, THICKNESS = 17, 64, 1.75
+SPLITS = {"train": ("train", 8000, 2), "heldout": ("heldout", 256, 2027)}  # name: (split, count, data seed)
+KEYS = ("driving", "identity", "target_joints", "target_visible", "driving_joints", "driving_visible")
+
+
+def cache(args) -> None:
+    """Encode SPLITS with the demo's frozen tokenizer and VAE (configs/demo/stage3.json's data settings)."""
+    from im_animation_core.data.pairs import SyntheticPairs
+    from im_animation_core.train.config import config_from_dict
+    from im_animation_core.train.encoders import encode_clips
+    from im_animation_core.train.stages import Stage2
+
+    cfg = json.loads((REPO / "configs/demo/stage2.json").read_text())
+    cfg.update(output_dir=str(OUT / "unused"), tokenizer={"path": args.tokenizer, "trainable": False},
+               vae={"path": args.vae})
+    stage = Stage2(config_from_dict("stage2", cfg))
+    stage.to(torch.device("cpu"))
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name, (split, count, seed) in SPLITS.items():
+        data = SyntheticPairs(split=split, num_samples=count, frames=FRAMES, size=SIZE, seed=seed,
+                              thickness_scale=THICKNESS)
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("tokens", "ref", "joints", "visible", "djoints",
+                                                                "dvisible")}
+        start = time.time()
+        for i in range(0, count, 8):
+            items = [data[j] for j in range(i, min(count, i + 8))]
+            batch = {k: torch.stack([it[k] for it in items]) for k in KEYS}
+            with torch.no_grad():
+                batch = stage.prepare(batch)
+                tokens, _ = encode_clips(stage.model.encoder, batch["driving"], False)
+            for k, v in zip(parts, (tokens.half(), batch["identity_latent"][:, :, 0], batch["target_joints"],
+                                    batch["target_visible"], batch["driving_joints"], batch["driving_visible"]),
+                            strict=True):
+                parts[k].append(v)
+        torch.save({k: torch.cat(v) for k, v in parts.items()}, OUT / f"{name}.pt")
+        print(f"{name}: {count} pairs in {time.time() - start:.0f} s", flush=True)
+
+
+# ---- training -----------------------------------------------------------------------------------------------
+def _predict(rt: RetargetTransformer, data: dict, idx: torch.Tensor) -> torch.Tensor:
+    t = data["tokens"].shape[1]
+    ref = data["ref"][idx]
+    _, feats = rt(data["tokens"][idx].float(), torch.arange(t, dtype=torch.float32), ref, latent_frame_times(t),
+                  return_features=True)
+    p = rt.config.patch_size
+    return rt.heatmap_head(feats, (ref.shape[-2] // p, ref.shape[-1] // p)).float()
+
+
+def _loss(rt, data, idx, sigma) -> torch.Tensor:
+    pred = _predict(rt, data, idx)
+    target, weight = latent_frame_heatmaps(data["joints"][idx], data["visible"][idx], (SIZE, SIZE),
+                                           tuple(pred.shape[-2:]), sigma)
+    return heatmap_mse(pred.flatten(0, 1), target.flatten(0, 1), weight.flatten(0, 1))
+
+
+@torch.no_grad()
+def evaluate(rt, data, sigma, count=128) -> dict[str, float]:
+    """Held-out sigma-1 heatmap loss (comparable across sigmas: it is the demo's training loss), PCK@0.05,
+    mean joint error (px) and leakage on the first ``count`` pairs."""
+    rt.eval()
+    idx = torch.arange(min(count, data["tokens"].shape[0]))
+    pred = _predict(rt, data, idx)
+    b, f = pred.shape[:2]
+    xy, conf = heatmap_argmax(pred.flatten(0, 1), in_size=(SIZE, SIZE))
+    true, vis = pool_joints(data["joints"][idx].float(), data["visible"][idx].bool())
+    drv, dvis = pool_joints(data["djoints"][idx].float(), data["dvisible"][idx].bool())
+    flat = [v.flatten(0, 1) for v in (true, vis, drv, dvis)]
+    scores = joint_scores(xy, torch.ones_like(flat[1]), conf > FOUND_CONFIDENCE, *flat, SIZE)
+    rt.train()
+    return {"loss": float(_loss(rt, data, idx, sigma)), **{k: round(float(v), 4) for k, v in scores.items()}}
+
+
+def train(args) -> None:
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(1)
+    data = torch.load(OUT / "train.pt")
+    held = torch.load(OUT / "heldout.pt")
+    sizes = json.loads((REPO / "configs/demo/stage2.json").read_text())["modules"]["retarget"]
+    cfg = RetargetConfig(motion_dim=data["tokens"].shape[-1], motion_tokens=data["tokens"].shape[-2],
+                         latent_channels=data["ref"].shape[1], patch_size=2, heatmap_joints=data["joints"].shape[2],
+                         **{**sizes, "heatmap_head": args.head, "heatmap_channels": args.heatmap_channels})
+    rt = RetargetTransformer(cfg)
+    if args.init == "local":
+        local_attention_init_(rt, data["tokens"][:16], data["ref"][:16])
+    opt = torch.optim.AdamW(rt.parameters(), lr=args.lr, weight_decay=0.01)
+    gen = torch.Generator().manual_seed(args.seed)
+    log = (OUT / f"{args.name}.jsonl").open("w")
+    start, recent = time.time(), []
+    for step in range(1, args.steps + 1):
+        for group in opt.param_groups:
+            group["lr"] = args.lr * min(1.0, step / 50)
+        idx = torch.randint(0, data["tokens"].shape[0], (args.batch_size,), generator=gen)
+        loss = _loss(rt, data, idx, args.sigma)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(rt.parameters(), 1.0)
+        opt.step()
+        recent = (recent + [loss.item()])[-50:]
+        if step % args.eval_every == 0 or step == args.steps:
+            row = {"step": step, "train_loss": sum(recent) / len(recent), **evaluate(rt, held, 1.0),
+                   "seconds": round(time.time() - start)}
+            print(json.dumps(row), flush=True)
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("cache")
+    c.add_argument("--tokenizer", default="models/im_animation/ima_demo_motion_tokenizer.safetensors")
+    c.add_argument("--vae", default="models/vae/ima_demo_wan21_vae.safetensors")
+    t = sub.add_parser("train")
+    t.add_argument("name")
+    t.add_argument("--head", default="upsample", choices=("upsample", "pixel_shuffle"))
+    t.add_argument("--heatmap-channels", type=int, default=32)
+    t.add_argument("--init", default="default", choices=("default", "local"))
+    t.add_argument("--sigma", type=float, default=1.0)
+    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--steps", type=int, default=1500)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--eval-every", type=int, default=250)
+    t.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    (cache if args.cmd == "cache" else train)(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
