@@ -35,7 +35,7 @@ class RetargetConfig:
     heatmap_channels: int = 128
     heatmap_upsample: int = 2  # x2 stages: heatmaps at 4x the patch grid (= 2x the latent grid)
     # "upsample": nearest x2 + 3x3 conv stages; "pixel_shuffle": each patch feature predicts its own
-    # 2^u x 2^u sub-pixels (trains several times faster on the 64-pixel demo data, docs/training.md).
+    # 2^u x 2^u sub-pixels (compared on the demo data in docs/training.md, "The retargeter plateau").
     heatmap_head: str = "upsample"
 
     def __post_init__(self) -> None:

@@ -7,6 +7,9 @@ same number of steps and batch size with seeds 0, 1, 2; only the switch under te
     conv_encoder     a conv motion encoder instead of the 1D tokenizer (Table 5 / Table 2 exp. A), from the
                      conv Stage-1 run (configs/demo/stage1_conv.json)
     self_attention   retargeting by self-attention without mask tokens (Table 6 / Table 2 exp. C)
+    full_local       not a paper ablation but a training-recipe check: `full` with the retargeter recipe of
+                     scripts/retarget_study.py (pixel-shuffle heatmap head, modules.retarget_init "local",
+                     heatmap sigma 2); run it with --variants full_local
 
 Not here: Table 2 exp. D (no heatmap supervision). Without the heatmap loss Stage 2 has no loss at all (the
 trainer refuses it); the ablation is a Stage-3 run with heatmap_supervision false per seed, which this CPU
@@ -32,14 +35,17 @@ VARIANTS: dict[str, list[str]] = {
     "conv_encoder": ["motion_encoder=conv", "tokenizer.path=",
                      "conv_encoder.path=runs/demo/stage1_conv/conv_motion_encoder.safetensors"],
     "self_attention": ["retarget=self_attention"],
+    "full_local": ["modules.retarget.heatmap_head=pixel_shuffle", "modules.retarget.heatmap_channels=256",
+                   "modules.retarget_init=local", "heatmap_sigma=2"],
 }
+DEFAULT_VARIANTS = ("full", "conv_encoder", "self_attention")  # the paper's
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--out", default="runs/ablations")
     args = ap.parse_args()
