@@ -10,10 +10,16 @@ from einops import rearrange
 from torch import nn
 
 
+def sinusoidal_frequencies(dim: int, max_period: float = 10000.0, device=None) -> torch.Tensor:
+    """[dim // 2] float32: the angular frequency (radians per unit of position) of each cos / sin channel pair
+    of sinusoidal_embedding: channel i is cos, channel dim // 2 + i is sin, of frequency i."""
+    half = dim // 2
+    return torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=device) / half)
+
+
 def sinusoidal_embedding(positions: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """positions: [N] float (any unit, fractional allowed) -> [N,dim] float32 (cos half, sin half)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=positions.device) / half)
+    freqs = sinusoidal_frequencies(dim, max_period, positions.device)
     args = positions.float()[:, None] * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:

@@ -60,7 +60,7 @@ class RetargetTransformer(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(c.width, c.heads) for _ in range(c.depth))
         self.norm_out = nn.LayerNorm(c.width)
         self.out = nn.Linear(c.width, c.out_channels * c.patch_size**2)
-        self.heatmap_head = RetargetHeatmapHead(c) if c.heatmap_head == "upsample" else PixelShuffleHeatmapHead(c)
+        self.heatmap_head = RetargetHeatmapHead(c)
 
     def forward(
         self,
@@ -135,11 +135,19 @@ class RetargetTransformer(nn.Module):
 
 class RetargetHeatmapHead(nn.Module):
     """Mask-token features -> joint heatmaps per latent frame: the supervision of Stage 2 (paper eq. 6) and
-    what the preview shows. Convolutions on the patch grid, upsampled by 2 per stage."""
+    what the preview shows. Convolutions on the patch grid, then config.heatmap_head:
+    "upsample": x2 nearest upsampling + 3x3 convolution stages;
+    "pixel_shuffle": a 1x1 and a 3x3 convolution, then a 1x1 convolution to J x (2^u)^2 channels that a pixel
+    shuffle lays out as the 2^u x 2^u sub-pixels of each patch: where a joint sits inside its patch is a
+    channel the head reads directly, not something upsampling recovers from the neighbouring patches."""
 
     def __init__(self, c: RetargetConfig):
         super().__init__()
-        ch = c.heatmap_channels
+        ch, scale = c.heatmap_channels, 2**c.heatmap_upsample
+        if c.heatmap_head == "pixel_shuffle":
+            self.net = nn.Sequential(nn.Conv2d(c.width, ch, 1), nn.GELU(), nn.Conv2d(ch, ch, 3, padding=1),
+                                     nn.GELU(), nn.Conv2d(ch, c.heatmap_joints * scale**2, 1), nn.PixelShuffle(scale))
+            return
         layers: list[nn.Module] = [nn.Conv2d(c.width, ch, 1)]
         for _ in range(c.heatmap_upsample):
             layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1),
@@ -148,23 +156,8 @@ class RetargetHeatmapHead(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """features: [B,F,h*w,width] (RetargetTransformer's return_features); grid: (h, w) patch grid.
-        Returns [B,F,J,h*2^u,w*2^u] heatmaps."""
+        """features: [B,F,h*w,width] (RetargetTransformer's return_features); grid: (h, w) patch grid
+        (RetargetTransformer.grid). Returns [B,F,J,h*2^u,w*2^u] heatmaps."""
         b = features.shape[0]
         x = rearrange(features, "b f (h w) d -> (b f) d h w", h=grid[0], w=grid[1])
         return rearrange(self.net(x), "(b f) j h w -> b f j h w", b=b)
-
-
-class PixelShuffleHeatmapHead(nn.Module):
-    """RetargetHeatmapHead's alternative with the same input and output: a 1x1 and a 3x3 convolution on the
-    patch grid, then a 1x1 convolution to J x (2^u)^2 channels that a pixel shuffle lays out as the 2^u x 2^u
-    sub-pixels of each patch. Where a joint sits inside its patch is a channel the head reads directly,
-    not something nearest-neighbour upsampling has to recover from the neighbouring patches."""
-
-    def __init__(self, c: RetargetConfig):
-        super().__init__()
-        ch, scale = c.heatmap_channels, 2**c.heatmap_upsample
-        self.net = nn.Sequential(nn.Conv2d(c.width, ch, 1), nn.GELU(), nn.Conv2d(ch, ch, 3, padding=1), nn.GELU(),
-                                 nn.Conv2d(ch, c.heatmap_joints * scale**2, 1), nn.PixelShuffle(scale))
-
-    forward = RetargetHeatmapHead.forward

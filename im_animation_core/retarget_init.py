@@ -11,20 +11,18 @@ pairs). It needs a patch grid no larger than a head's channels minus one: a smal
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .frames import latent_frame_times
+from .layers import sinusoidal_frequencies
 from .retarget import RetargetTransformer
 
 
 def _time_channels(width: int, lo: float = 0.12, hi: float = 1.01) -> list[int]:
     """Channels of sinusoidal_embedding(t, width) whose frequency lies in [lo, hi] rad/frame: cos then sin."""
-    half = width // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
-    idx = [i for i in range(half) if lo <= freqs[i] <= hi]
-    return idx + [half + i for i in idx]
+    freqs = sinusoidal_frequencies(width)
+    idx = [i for i in range(len(freqs)) if lo <= freqs[i] <= hi]
+    return idx + [width // 2 + i for i in idx]
 
 
 @torch.no_grad()

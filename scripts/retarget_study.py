@@ -28,9 +28,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from im_animation_core.eval.retarget_eval import FOUND_CONFIDENCE, joint_scores, pool_joints  # noqa: E402
+from im_animation_core.eval.retarget_eval import (  # noqa: E402
+    FOUND_CONFIDENCE,
+    heatmap_joints,
+    joint_scores,
+    pool_joints,
+)
 from im_animation_core.frames import latent_frame_times  # noqa: E402
-from im_animation_core.heatmaps import heatmap_argmax  # noqa: E402
 from im_animation_core.retarget import RetargetConfig, RetargetTransformer  # noqa: E402
 from im_animation_core.retarget_init import local_attention_init_  # noqa: E402
 from im_animation_core.stage1 import heatmap_mse  # noqa: E402
@@ -77,36 +81,35 @@ def cache(args) -> None:
 
 # ---- training -----------------------------------------------------------------------------------------------
 def _predict(rt: RetargetTransformer, data: dict, idx: torch.Tensor) -> torch.Tensor:
+    """Retarget heatmaps [B,F,J,Hh,Wh] of the cached pairs ``idx``."""
     t = data["tokens"].shape[1]
     ref = data["ref"][idx]
     _, feats = rt(data["tokens"][idx].float(), torch.arange(t, dtype=torch.float32), ref, latent_frame_times(t),
                   return_features=True)
-    p = rt.config.patch_size
-    return rt.heatmap_head(feats, (ref.shape[-2] // p, ref.shape[-1] // p)).float()
+    return rt.heatmap_head(feats, rt.grid(ref)).float()
 
 
-def _loss(rt, data, idx, sigma) -> torch.Tensor:
-    pred = _predict(rt, data, idx)
+def _loss(pred: torch.Tensor, data: dict, idx: torch.Tensor, sigma: float) -> torch.Tensor:
     target, weight = latent_frame_heatmaps(data["joints"][idx], data["visible"][idx], (SIZE, SIZE),
                                            tuple(pred.shape[-2:]), sigma)
     return heatmap_mse(pred.flatten(0, 1), target.flatten(0, 1), weight.flatten(0, 1))
 
 
 @torch.no_grad()
-def evaluate(rt, data, sigma, count=128) -> dict[str, float]:
-    """Held-out sigma-1 heatmap loss (comparable across sigmas: it is the demo's training loss), PCK@0.05,
-    mean joint error (px) and leakage on the first ``count`` pairs."""
+def evaluate(rt, data, count=128) -> dict[str, float]:
+    """Held-out sigma-1 heatmap loss (the demo's training loss), PCK@0.05, mean joint error (px) and leakage
+    on the first ``count`` pairs."""
     rt.eval()
     idx = torch.arange(min(count, data["tokens"].shape[0]))
     pred = _predict(rt, data, idx)
-    b, f = pred.shape[:2]
-    xy, conf = heatmap_argmax(pred.flatten(0, 1), in_size=(SIZE, SIZE))
+    xy, conf = heatmap_joints(pred, (SIZE, SIZE))
     true, vis = pool_joints(data["joints"][idx].float(), data["visible"][idx].bool())
     drv, dvis = pool_joints(data["djoints"][idx].float(), data["dvisible"][idx].bool())
     flat = [v.flatten(0, 1) for v in (true, vis, drv, dvis)]
-    scores = joint_scores(xy, torch.ones_like(flat[1]), conf > FOUND_CONFIDENCE, *flat, SIZE)
+    scores = joint_scores(xy.flatten(0, 1), torch.ones_like(flat[1]), (conf > FOUND_CONFIDENCE).flatten(0, 1),
+                          *flat, SIZE)
     rt.train()
-    return {"loss": float(_loss(rt, data, idx, sigma)), **{k: round(float(v), 4) for k, v in scores.items()}}
+    return {"loss": float(_loss(pred, data, idx, 1.0)), **{k: round(float(v), 4) for k, v in scores.items()}}
 
 
 def train(args) -> None:
@@ -129,14 +132,14 @@ def train(args) -> None:
         for group in opt.param_groups:
             group["lr"] = args.lr * min(1.0, step / 50)
         idx = torch.randint(0, data["tokens"].shape[0], (args.batch_size,), generator=gen)
-        loss = _loss(rt, data, idx, args.sigma)
+        loss = _loss(_predict(rt, data, idx), data, idx, args.sigma)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(rt.parameters(), 1.0)
         opt.step()
         recent = (recent + [loss.item()])[-50:]
         if step % args.eval_every == 0 or step == args.steps:
-            row = {"step": step, "train_loss": sum(recent) / len(recent), **evaluate(rt, held, 1.0),
+            row = {"step": step, "train_loss": sum(recent) / len(recent), **evaluate(rt, held),
                    "seconds": round(time.time() - start)}
             print(json.dumps(row), flush=True)
             log.write(json.dumps(row) + "\n")

@@ -62,10 +62,13 @@ def retarget_joints(encoder, modules, vae, batch: dict) -> tuple[torch.Tensor, t
     t = driving.shape[1]
     _, feats = rt(tokens.float(), torch.arange(t, dtype=torch.float32), ref, latent_frame_times(t),
                   return_features=True)
-    p = rt.config.patch_size
-    heat = rt.heatmap_head(feats, (ref.shape[-2] // p, ref.shape[-1] // p)).float()
+    return heatmap_joints(rt.heatmap_head(feats, rt.grid(ref)).float(), tuple(driving.shape[2:4]))
+
+
+def heatmap_joints(heat: torch.Tensor, frame_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Retarget heatmaps [B,F,J,Hh,Wh] -> joints [B,F,J,2] in pixels of an HxW frame and confidence [B,F,J]."""
     b, f = heat.shape[:2]
-    xy, conf = heatmap_argmax(heat.flatten(0, 1), in_size=tuple(driving.shape[2:4]))
+    xy, conf = heatmap_argmax(heat.flatten(0, 1), in_size=frame_hw)
     return xy.view(b, f, -1, 2), conf.view(b, f, -1)
 
 

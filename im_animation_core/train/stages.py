@@ -130,9 +130,7 @@ class RetargetModel(nn.Module):
         motion, feats = rt(tokens.to(dtype), times, ref.to(dtype), latent_frame_times(t), return_features=True)
         if not c.heatmap_supervision:
             return motion, _zero().to(motion.device), aux
-        p = rt.config.patch_size
-        grid = (ref.shape[-2] // p, ref.shape[-1] // p)
-        pred = rt.heatmap_head(feats, grid).float()  # [B,F,J,Hh,Wh]
+        pred = rt.heatmap_head(feats, rt.grid(ref)).float()  # [B,F,J,Hh,Wh]
         target, weight = latent_frame_heatmaps(batch["target_joints"], batch["target_visible"],
                                                tuple(batch["target"].shape[2:4]), tuple(pred.shape[-2:]),
                                                c.heatmap_sigma)

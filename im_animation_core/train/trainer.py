@@ -269,10 +269,7 @@ class Trainer:
         count = getattr(self.stage, "data_init_pairs", 0)
         if not count:
             return
-        if self.dataset is None:
-            self.dataset = build_dataset(self.config.data)
-        if self.collate is None:
-            self.collate = collate_fn()
+        self._ensure_data()
         items = [self.dataset[i] for i in range(min(count, len(self.dataset)))]
         self.stage.data_init(_to_device(self.collate(items), self.device))
 
@@ -281,12 +278,16 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _loader(self, start: int, end: int) -> DataLoader:
-        c = self.config
+    def _ensure_data(self) -> None:
+        """Build the dataset and collate function from the config unless they were passed in."""
         if self.dataset is None:
-            self.dataset = build_dataset(c.data)
+            self.dataset = build_dataset(self.config.data)
         if self.collate is None:
             self.collate = collate_fn()
+
+    def _loader(self, start: int, end: int) -> DataLoader:
+        c = self.config
+        self._ensure_data()
         augment = None
         if c.data.augment:
             if self.augment is None:
