@@ -1,15 +1,17 @@
 """make ablations: the paper's Stage-2 ablations (Tables 2, 5, 6) on the demo's synthetic data, 3 seeds each.
 
 Every variant starts from the same Stage-1 outputs and trains Stage 2 (configs/demo/stage2.json) for the
-same number of steps and batch size with seeds 0, 1, 2; only the switch under test differs:
+same number of steps and batch size with seeds 0, 1, 2; only the switch under test differs. The motion
+encoder is frozen in every variant (as in configs/demo/stage2.json): trained jointly with the retargeter
+at the predict-the-mean plateau, its codebook collapses (`first_recipe`, docs/training.md).
 
     full             the paper's modules: 1D motion tokenizer + mask-token retargeting + heatmap supervision
     conv_encoder     a conv motion encoder instead of the 1D tokenizer (Table 5 / Table 2 exp. A), from the
                      conv Stage-1 run (configs/demo/stage1_conv.json)
     self_attention   retargeting by self-attention without mask tokens (Table 6 / Table 2 exp. C)
-    full_local       not a paper ablation but a training-recipe check: `full` with the retargeter recipe of
-                     scripts/retarget_study.py (pixel-shuffle heatmap head, modules.retarget_init "local",
-                     heatmap sigma 2); run it with --variants full_local
+    first_recipe     the first demo's Stage 2: the tokenizer trained jointly (the paper's Stage 2), upsample
+                     heatmap head, sigma 1, random init. Its codebook collapses; kept because its seed-0 run
+                     feeds the DiT warm-up (configs/demo/stage3_prior.json). Run it with --variants first_recipe
 
 Not here: Table 2 exp. D (no heatmap supervision). Without the heatmap loss Stage 2 has no loss at all (the
 trainer refuses it); the ablation is a Stage-3 run with heatmap_supervision false per seed, which this CPU
@@ -33,10 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, list[str]] = {
     "full": [],
     "conv_encoder": ["motion_encoder=conv", "tokenizer.path=",
-                     "conv_encoder.path=runs/demo/stage1_conv/conv_motion_encoder.safetensors"],
+                     "conv_encoder.path=runs/demo/stage1_conv/conv_motion_encoder.safetensors",
+                     "conv_encoder.trainable=false"],
     "self_attention": ["retarget=self_attention"],
-    "full_local": ["modules.retarget.heatmap_head=pixel_shuffle", "modules.retarget.heatmap_channels=256",
-                   "modules.retarget_init=local", "heatmap_sigma=2"],
+    "first_recipe": ["tokenizer.trainable=true", "heatmap_sigma=1", "modules.retarget.heatmap_head=upsample",
+                     "modules.retarget.heatmap_channels=32", "modules.retarget_init=default"],
 }
 DEFAULT_VARIANTS = ("full", "conv_encoder", "self_attention")  # the paper's
 

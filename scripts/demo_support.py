@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from im_animation_core.data import SyntheticPairs
-from im_animation_core.eval.metrics import psnr, ssim
+from im_animation_core.eval.metrics import motion_correlation, psnr, ssim
 from im_animation_core.eval.strip import contact_sheet, side_by_side
 
 # The demo clip: held-out pair DEMO_INDEX of seed DEMO_SEED (identity and motion never seen in training). A
@@ -80,8 +80,9 @@ def write_strip(out: Path, item: dict, result: torch.Tensor, random_weights: boo
 
 
 def image_metrics(item: dict, result: torch.Tensor) -> dict:
-    """PSNR / SSIM against the ground-truth clip of the result and of two references: the identity image
-    held still (no motion at all) and the driving clip itself (the motion on the wrong body)."""
+    """PSNR / SSIM / motion correlation against the ground-truth clip of the result and of two references:
+    the identity image held still (no motion at all) and the driving clip itself (the motion on the wrong
+    body)."""
     target = item["target"].float()
     n = min(result.shape[0], target.shape[0])
     notes = []
@@ -98,7 +99,8 @@ def image_metrics(item: dict, result: torch.Tensor) -> dict:
             "driving clip (motion on the driver's body)": item["driving"][:n]}
     return {"frames_compared": n, "result_frames": int(result.shape[0]), "ground_truth_frames": int(target.shape[0]),
             "notes": notes,
-            "rows": {name: {"psnr": psnr(x.float(), gt), "ssim": ssim(x.float(), gt)} for name, x in rows.items()}}
+            "rows": {name: {"psnr": psnr(x.float(), gt), "ssim": ssim(x.float(), gt),
+                            "motion_corr": motion_correlation(x.float(), gt)} for name, x in rows.items()}}
 
 
 def load_trained(tokenizer: Path, modules: Path, vae: Path):
@@ -145,8 +147,10 @@ def markdown_tables(metrics: dict) -> str:
              f"{metrics['clip']['motion']}), {img['frames_compared']} frames of "
              f"{metrics['clip']['size']}x{metrics['clip']['size']}; weights: {metrics['weights']}", ""]
     lines += [f"Note: {n}" for n in img["notes"]] + ([""] if img["notes"] else [])
-    lines += ["| vs ground truth | PSNR (dB) | SSIM |", "|---|---|---|"]
-    lines += [f"| {name} | {_f(m['psnr'], 2)} | {_f(m['ssim'], 3)} |" for name, m in img["rows"].items()]
+    lines += ["| vs ground truth | PSNR (dB) | SSIM | motion correlation |", "|---|---|---|---|"]
+    lines += [f"| {name} | {_f(m['psnr'], 2)} | {_f(m['ssim'], 3)} | {_f(m['motion_corr'], 3)} |"
+              for name, m in img["rows"].items()]
+    lines.append("(motion correlation: of each clip's changes over time with the ground truth's; 0 = still)")
     lines.append("")
     if metrics["joints"] is None:
         lines.append(f"Joint metrics: {metrics['joints_note']}")

@@ -5,15 +5,17 @@ im_animation_core/synthetic/sampling.py), the retargeter places the identity's j
 the truth is the same motion rendered on the identity's body. Printed: PCK@0.05, mean joint error in
 pixels and identity leakage (0 = the identity's proportions, 1 = the driver's), for the trained model and
 two references: copying the driver's joints (what a pose-transfer without retargeting does) and holding
-the identity's rest pose (no motion at all). Also, when present, each run under --runs (one folder per
-variant and seed, each with stage-2 outputs) as mean and spread over seeds, variants and seeds in natural
-name order, with each seed's values.
+the identity's rest pose (no motion at all); and, as a control, the trained model given another pair's
+driving clip (a retargeter that follows the driver does much worse there). Also, when present, each run
+under --runs (one folder per variant and seed, each with stage-2 outputs) as mean and spread over seeds,
+variants and seeds in natural name order, with each seed's values.
 
 Then (--video N, default 8; 0 skips it) the cross-reenactment video metrics through the real ComfyUI
 pipeline: one server (base .eval/) with the trained demo models of make demo runs
 workflows/im_animation_demo.json on held-out pairs 0..N-1 of seed eval_support.EVAL_VIDEO_SEED, and PSNR /
-SSIM of its output against the ground truth are printed as mean ± stdev, with the same two references as
-make demo (the identity image held still, the driving clip). Skipped, saying so, without the trained models.
+SSIM and motion correlation of its output against the ground truth are printed as mean ± stdev, with the
+same two references as make demo (the identity image held still, the driving clip). Skipped, saying so,
+without the trained models.
 
 --write PATH also saves everything printed as Markdown under a header (command, date, machine, held-out sets).
 
@@ -39,7 +41,7 @@ import demo  # noqa: E402
 import eval_support as es  # noqa: E402
 
 from im_animation_core.data import SyntheticPairs, collate_pairs  # noqa: E402
-from im_animation_core.eval.retarget_eval import evaluate_retargeting, reference_scores  # noqa: E402
+from im_animation_core.eval.retarget_eval import OtherDriver, evaluate_retargeting, reference_scores  # noqa: E402
 from im_animation_core.wan.vae import load_wan_vae  # noqa: E402
 
 HELDOUT_SEED = 2026
@@ -129,6 +131,8 @@ def main() -> int:
         encoder, modules = load_run(stage2)
         name = "demo models in models/" if committed else stage2.name
         out(row(f"IM-Animation retargeting ({name})", evaluate_retargeting(encoder, modules, vae, data, args.count)))
+        out(row("the same, each pair given another pair's driving clip (control: no better if it ignores the "
+                "driver)", evaluate_retargeting(encoder, modules, vae, OtherDriver(data, args.count), args.count)))
     else:
         out(f"| IM-Animation retargeting | not trained: no {'demo models in models/' if committed else stage2} "
             "| | | | |")

@@ -135,13 +135,18 @@ def video_table(results: dict, weights: str) -> list[str]:
              f"frames compared; weights: {weights}.", ""]
     notes = sorted({note for p in pairs for note in p["image"]["notes"]})
     lines += [f"Note: {note}" for note in notes] + ([""] if notes else [])
-    lines += [f"| vs ground truth, mean ± stdev over {n} pairs | PSNR (dB) | SSIM |", "|---|---|---|"]
+    lines += [f"| vs ground truth, mean ± stdev over {n} pairs | PSNR (dB) | SSIM | motion correlation |",
+              "|---|---|---|---|"]
     for key, label in VIDEO_ROWS.items():
-        p, p_sd = mean_sd([x["image"]["rows"][key]["psnr"] for x in pairs])
-        s, s_sd = mean_sd([x["image"]["rows"][key]["ssim"] for x in pairs])
-        lines.append(f"| {label} | {p:.2f} ± {p_sd:.2f} | {s:.3f} ± {s_sd:.3f} |")
-    lines += ["", "Per pair (result): PSNR " + compact([x["image"]["rows"]["result"]["psnr"] for x in pairs], 2)
+        cells = [mean_sd([x["image"]["rows"][key][m] for x in pairs]) for m in ("psnr", "ssim", "motion_corr")]
+        lines.append(f"| {label} | " + " | ".join(f"{v:.{d}f} ± {sd:.{d}f}"
+                                                  for (v, sd), d in zip(cells, (2, 3, 3), strict=True)) + " |")
+    lines += ["", "Motion correlation: the Pearson correlation of each clip's deviation from its own temporal mean "
+              "with the ground truth's (`im_animation_core.eval.metrics.motion_correlation`): 1 = the same changes, "
+              "0 = none (the still image scores 0).",
+              "", "Per pair (result): PSNR " + compact([x["image"]["rows"]["result"]["psnr"] for x in pairs], 2)
               + "; SSIM " + compact([x["image"]["rows"]["result"]["ssim"] for x in pairs], 3)
+              + "; motion correlation " + compact([x["image"]["rows"]["result"]["motion_corr"] for x in pairs], 3)
               + "; motions " + " / ".join(x["motion"] for x in pairs)
               + f"; {statistics.mean(x['seconds'] for x in pairs):.0f} s per pair."]
     return lines

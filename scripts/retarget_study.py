@@ -1,11 +1,11 @@
 """The retargeter-plateau study: Stage-2 retargeting trained on cached inputs, to compare recipes quickly.
 
-Why. The demo's retargeter leaves the predict-the-mean heatmap plateau only slowly (docs/training.md): 200
-Stage-2 steps stay on it and 6000 Stage-3 steps reach PCK@0.05 0.41, below holding the identity's rest pose.
-Stage 2 with a frozen tokenizer spends most of a step re-encoding the same clips, so this study encodes the
-driving clips (frozen demo tokenizer) and the identity images (frozen demo VAE) once, then trains only the
-RetargetTransformer on them with the Stage-2 loss (heatmap MSE per latent frame, visibility-weighted), and
-scores it on held-out pairs with the same PCK / error / leakage scorer as `make eval`.
+Why. The first demo set's retargeter left the predict-the-mean heatmap plateau only slowly (docs/training.md;
+in session 4 that turned out to be a collapsed tokenizer, so the session-3 results of this study were measured
+on tokens without motion). Stage 2 with a frozen tokenizer spends most of a step re-encoding the same clips,
+so this study encodes the driving clips (frozen demo tokenizer) and the identity images (frozen demo VAE)
+once, then trains only the RetargetTransformer on them with the Stage-2 loss (heatmap MSE per latent frame,
+visibility-weighted), and scores it on held-out pairs with the same PCK / error / leakage scorer as `make eval`.
 
     python scripts/retarget_study.py cache                  # runs/retarget_study/{train,heldout}.pt, ~7 min
     python scripts/retarget_study.py train NAME [--head pixel_shuffle] [--init local] [--sigma 2] [--steps N]

@@ -31,6 +31,19 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, window: int = 7) -> float:
     return float(kornia.metrics.ssim(p, t, window).mean())
 
 
+def motion_correlation(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """pred, target: [T,H,W,3] float in [0,1], the same frames. Does pred move where and when target moves?
+
+    The Pearson correlation, over all frames and pixels, of each clip's deviation from its own temporal
+    mean: 1 = the same changes, 0 = unrelated ones or none (a still clip scores 0), negative = opposite.
+    PSNR cannot tell a still image from a blurred moving one; this can."""
+    a = pred.float() - pred.float().mean(0, keepdim=True)
+    b = target.float() - target.float().mean(0, keepdim=True)
+    if min(float(a.pow(2).mean()), float(b.pow(2).mean())) < 1e-10:  # still, to float rounding
+        return 0.0
+    return float((a * b).sum() / (a.norm() * b.norm()))
+
+
 def joint_accuracy(pred: torch.Tensor, true: torch.Tensor, visible: torch.Tensor, scale: torch.Tensor,
                    threshold: float = 0.05) -> dict[str, float]:
     """pred, true: [N,J,2] pixels; visible: [N,J] bool; scale: [N] pixels (the image's longer side).

@@ -86,3 +86,21 @@ def evaluate_retargeting(encoder, modules, vae, dataset, count: int, batch_size:
     drv, dv = torch.cat(drivers), torch.cat(dvis)
     size = max(dataset[0]["target"].shape[1:3])
     return joint_scores(pred, torch.ones_like(v), conf > FOUND_CONFIDENCE, true, v, drv, dv, size)
+
+
+DRIVER_KEYS = ("driving", "driving_joints", "driving_visible", "driving_face_boxes")
+
+
+class OtherDriver:
+    """The control of a retargeting benchmark: item i of ``dataset`` with the driving clip (frames, joints,
+    face boxes) of item (i+1) mod count, its identity and ground truth unchanged. A retargeter that follows
+    the driver scores far worse on it than on ``dataset``; one that ignores the driver (a collapsed motion
+    encoder, docs/training.md) scores the same."""
+
+    def __init__(self, dataset, count: int):
+        self.dataset, self.count = dataset, count
+
+    def __getitem__(self, i: int) -> dict:
+        item, other = dict(self.dataset[i]), self.dataset[(i + 1) % self.count]
+        item.update({k: other[k] for k in DRIVER_KEYS if k in other})
+        return item

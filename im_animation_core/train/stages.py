@@ -96,7 +96,7 @@ class Stage1Model(nn.Module):
                                        c.heatmap_sigma).to(pred.device)
         hm = heatmap_mse(pred, target, _weights(c, visible.float()))
         vq = aux.get("vq", _zero().to(pred.device))
-        out = {"loss": hm + c.tokenizer.vq_weight * vq, "heatmap": hm, "vq": vq}
+        out = {"loss": hm + c.tokenizer.vq_weight * vq, "heatmap": hm, "vq": vq, "token_spread": aux["token_spread"]}
         if self.teacher is not None and (not c.teacher_steps or int(self.steps_seen) < c.teacher_steps):
             with torch.no_grad():
                 taught, _, _ = self.teacher(rearrange(driving, "b t h w c -> (b t) h w c"))
@@ -141,7 +141,8 @@ class RetargetModel(nn.Module):
     def forward(self, batch: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
         _, loss, aux = self.retarget(batch)
         vq = aux.get("vq", _zero().to(loss.device))
-        return {"loss": loss + self.config.tokenizer.vq_weight * vq, "retarget": loss, "vq": vq}
+        return {"loss": loss + self.config.tokenizer.vq_weight * vq, "retarget": loss, "vq": vq,
+                "token_spread": aux["token_spread"]}
 
 
 class _PerSampleExpression:
@@ -215,7 +216,7 @@ class Stage3Model(RetargetModel):
         l_dit = F.mse_loss(out[:, :, REFERENCE_FRAMES:].float(), target[:, :, REFERENCE_FRAMES:])
         vq = aux.get("vq", _zero().to(x0.device))
         loss = l_dit + c.retarget_weight * l_retarget + c.tokenizer.vq_weight * vq
-        return {"loss": loss, "dit": l_dit, "retarget": l_retarget, "vq": vq}
+        return {"loss": loss, "dit": l_dit, "retarget": l_retarget, "vq": vq, "token_spread": aux["token_spread"]}
 
 
 # ---- stage objects ------------------------------------------------------------------------------------------

@@ -53,6 +53,9 @@ LATEST = "latest"
 STATE_FILE = "state.pt"
 WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
+# Below this token_spread (encoders.token_spread) the motion encoder says the same for every frame. A
+# healthy demo tokenizer sits near 0.17; the Stage-2 runs that collapsed its codebook fell to 5e-5.
+COLLAPSED_TOKEN_SPREAD = 1e-3
 
 
 class TrainingError(IMAnimationError):
@@ -256,6 +259,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda k: min(1.0, (k + 1) / warmup) if warmup else 1.0)
         self.step = 0
+        self._collapse_warned = False
         self.ddp: nn.Module = self.model
         if self.info.enabled:
             self.ddp = DistributedDataParallel(
@@ -480,7 +484,17 @@ class Trainer:
                       "sec_per_step": seconds / max(count, 1), "time": time.time()}
             with open(self._metrics_path(), "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+            self._warn_collapse(values.get("token_spread"))
         return values
+
+    def _warn_collapse(self, spread: float | None) -> None:
+        if spread is None or spread >= COLLAPSED_TOKEN_SPREAD or self._collapse_warned:
+            return
+        self._collapse_warned = True
+        log.warning("%s step %d: the motion tokens barely differ between frames (token_spread %.2g < %g): the "
+                    "motion encoder has collapsed and carries no motion. Start from a healthy Stage-1 encoder and "
+                    "keep it frozen (tokenizer.trainable false) or lower the learning rate.",
+                    self.stage_name, self.step, spread, COLLAPSED_TOKEN_SPREAD)
 
     def close(self) -> None:
         if self.info.initialised_here and dist.is_initialized():

@@ -3,6 +3,8 @@ loaded with the project's loaders, retarget exactly as the trained model did (pi
 inference path); the self-attention ablation and the Stage-2 augmentation."""
 
 import copy
+import json
+import logging
 
 import pytest
 import torch
@@ -14,9 +16,9 @@ from im_animation_core.retarget_init import local_attention_init_
 from im_animation_core.tokenizer import MotionTokenizer, encode_frames
 from im_animation_core.train import SelfAttentionRetarget, Trainer, config_from_dict, load_modules
 from im_animation_core.train.config import ConfigError
-from im_animation_core.train.encoders import encode_clips
+from im_animation_core.train.encoders import encode_clips, token_spread
 from im_animation_core.train.presets import tiny_config_dict, tiny_vae
-from im_animation_core.train.trainer import _StepBatches, _StepItems
+from im_animation_core.train.trainer import COLLAPSED_TOKEN_SPREAD, METRICS_FILE, _StepBatches, _StepItems
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -124,3 +126,33 @@ def test_local_retarget_init_is_fitted_on_the_first_training_pairs(tmp_path):
         trainer("local", width=64, heads=4, depth=1, out_channels=4, heatmap_channels=16)
     with pytest.raises(ConfigError, match="modules.retarget_init"):
         config_from_dict("stage2", tiny_config_dict("stage2", tmp_path / "x", modules={"retarget_init": "xavier"}))
+
+
+def test_token_spread_is_zero_only_when_every_frame_has_the_same_tokens():
+    same = torch.randn(1, 32, 12).expand(6, -1, -1)
+    assert float(token_spread(same)) == 0.0
+    assert float(token_spread(torch.randn(1, 32, 12))) == 0.0  # one frame: nothing to spread over
+    assert float(token_spread(torch.randn(6, 32, 12))) > 0.5
+
+
+@pytest.mark.parametrize("collapsed", [False, True])
+def test_a_collapsed_motion_encoder_is_logged_and_warned_about(tmp_path, caplog, collapsed):
+    """The Stage-2 demo run that trained the tokenizer collapsed its codebook (every frame the same tokens), and
+    nothing said so; the metrics log now carries token_spread and the trainer warns once when it is ~0."""
+    items = pairs()
+    # Collapsed: the tiny tokenizer from random (TiTok-style) weights maps every frame to one code, as the
+    # collapsed demo tokenizer did. Healthy: a fresh conv encoder, whose tokens differ between frames.
+    encoder = {} if collapsed else {"motion_encoder": "conv", "conv_encoder": {"image_size": 64,
+                                                                              "channels": [8, 16]}}
+    cfg = config_from_dict("stage2", tiny_config_dict(
+        "stage2", tmp_path / "s2", steps=2, log_every=1, save_every=100, data={"augment": False}, **encoder))
+    trainer = Trainer("stage2", cfg, dataset=items, vae=tiny_vae())
+    with caplog.at_level(logging.WARNING, logger="im_animation_core.train.trainer"):
+        trainer.train()
+    spreads = [json.loads(line)["token_spread"] for line in (tmp_path / "s2" / METRICS_FILE).read_text().splitlines()]
+    assert len(spreads) == 2
+    warned = [r for r in caplog.records if "collapsed" in r.getMessage()]
+    if collapsed:
+        assert max(spreads) < 1e-6 and len(warned) == 1 and "tokenizer.trainable false" in warned[0].getMessage()
+    else:
+        assert min(spreads) > COLLAPSED_TOKEN_SPREAD and not warned
