@@ -493,7 +493,8 @@ class Trainer:
         self._collapse_warned = True
         log.warning("%s step %d: the motion tokens barely differ between frames (token_spread %.2g < %g): the "
                     "motion encoder has collapsed and carries no motion. Start from a healthy Stage-1 encoder and "
-                    "keep it frozen (tokenizer.trainable false) or lower the learning rate.",
+                    "keep it frozen (tokenizer.trainable false; conv_encoder.trainable false for the conv encoder) "
+                    "or lower the learning rate.",
                     self.stage_name, self.step, spread, COLLAPSED_TOKEN_SPREAD)
 
     def close(self) -> None:
