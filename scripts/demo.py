@@ -94,12 +94,13 @@ def main() -> int:
                         "size": ds.DEMO_SIZE, "thickness_scale": ds.DEMO_THICKNESS_SCALE,
                         "motion": item["motion_kind"]},
                "weights": "trained (models/)" if trained else "RANDOM fixture weights: the numbers mean nothing",
-               "video": video.name, "image": ds.image_metrics(item, result), "joints": None}
+               "video": video.name, "joints": None}
     if trained:
         models = ds.load_trained(SOURCES["tokenizer"], SOURCES["modules"], SOURCES["vae"])
         metrics["joints"] = ds.joint_metrics(item, *models)
     else:
         metrics["joints_note"] = "not computed: they need the trained tokenizer, modules and VAE in models/"
+    metrics["image"] = ds.image_metrics(item, result, vae=models[2] if trained else None)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
 
     print(f"\ndemo workflow finished in {seconds:.0f} s\n")

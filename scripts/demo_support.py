@@ -79,10 +79,22 @@ def write_strip(out: Path, item: dict, result: torch.Tensor, random_weights: boo
     return paths
 
 
-def image_metrics(item: dict, result: torch.Tensor) -> dict:
-    """PSNR / SSIM / motion correlation against the ground-truth clip of the result and of two references:
-    the identity image held still (no motion at all) and the driving clip itself (the motion on the wrong
-    body)."""
+VAE_CEILING_ROW = "ground truth through the VAE (the best any DiT could do)"
+
+
+def vae_round_trip(vae, clip: torch.Tensor) -> torch.Tensor:
+    """clip [T,H,W,3] float in [0,1] -> the same after the VAE's encode and decode (mean latent), [0,1]. The
+    ceiling of every result decoded by that VAE: what it cannot represent no DiT can draw."""
+    from im_animation_core.wan.vae_train import clip_to_video, video_to_clip
+
+    with torch.no_grad():
+        return video_to_clip(vae.decode(vae.encode(clip_to_video(clip.float()))))[0]
+
+
+def image_metrics(item: dict, result: torch.Tensor, vae=None) -> dict:
+    """PSNR / SSIM / motion correlation against the ground-truth clip of the result and of references: the
+    identity image held still (no motion at all), the driving clip itself (the motion on the wrong body) and,
+    given the VAE (a core WanVAE with the workflow's weights), the ground truth through it (VAE_CEILING_ROW)."""
     target = item["target"].float()
     n = min(result.shape[0], target.shape[0])
     notes = []
@@ -97,6 +109,8 @@ def image_metrics(item: dict, result: torch.Tensor) -> dict:
     gt = target[:n]
     rows = {"result": result[:n], "identity image held still": item["identity"][None].expand_as(gt),
             "driving clip (motion on the driver's body)": item["driving"][:n]}
+    if vae is not None:
+        rows[VAE_CEILING_ROW] = vae_round_trip(vae, target)[:n]
     return {"frames_compared": n, "result_frames": int(result.shape[0]), "ground_truth_frames": int(target.shape[0]),
             "notes": notes,
             "rows": {name: {"psnr": psnr(x.float(), gt), "ssim": ssim(x.float(), gt),

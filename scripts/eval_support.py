@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 EVAL_VIDEO_SEED = 2027
 VIDEO_ROWS = {"result": "IM-Animation (demo workflow)",
               "identity image held still": "identity image held still",
-              "driving clip (motion on the driver's body)": "driving clip (motion on the driver's body)"}
+              "driving clip (motion on the driver's body)": "driving clip (motion on the driver's body)",
+              ds.VAE_CEILING_ROW: ds.VAE_CEILING_ROW}
 SKIP_NOTE = ("Cross-reenactment video metrics: SKIPPED: the trained demo models are not in models/ "
              "(make eval does not score random weights).")
 
@@ -98,8 +99,11 @@ def video_eval(server: ComfyServer, count: int) -> dict:
     """Run the demo workflow on held-out video pairs 0..count-1 with one server (models already in
     server.models; started and stopped here) and score each output against its ground truth. Raises when a
     pair's output is not new (ComfyUI served a cached result)."""
+    from im_animation_core.wan.vae import load_wan_vae
+
     data = video_pairs(count)
     items = [data[i] for i in range(count)]
+    vae = load_wan_vae(demo.SOURCES["vae"]).eval()
     mtime = write_inputs(server.base / "input", items[0], 0.0)  # LoadImage/LoadVideo validate the names
     pairs, seen, previous = [], set(), None
     with server:
@@ -118,7 +122,7 @@ def video_eval(server: ComfyServer, count: int) -> dict:
             previous = result
             kind = data.parameters(i)[2].kind
             pairs.append({"index": i, "motion": kind, "video": video.name, "seconds": time.time() - start,
-                          "image": ds.image_metrics(item, result)})
+                          "image": ds.image_metrics(item, result, vae)})
             print(f"  video pair {i + 1}/{count} ({kind}): {pairs[-1]['seconds']:.0f} s", file=sys.stderr,
                   flush=True)
     return {"count": count, "pairs": pairs}

@@ -275,6 +275,8 @@ class Stage3Config(Stage2Config):
     text_len: length of the empty (all-zero) text context used when a sample has no text embedding.
     expression_face_boxes: "data" (the dataset's face boxes) or "fallback" (the box Expression Encode uses
         without keypoints).
+    moving_weight: extra L_DiT weight where the target differs from the identity frame (targets.moving_weights):
+        0 = the paper's plain L_DiT. Not in the paper; the demo needs it (docs/training.md).
     """
 
     output_dir: str = "runs/stage3"
@@ -286,6 +288,7 @@ class Stage3Config(Stage2Config):
     shift: float = 0.0
     text_len: int = 512
     expression_face_boxes: str = "data"
+    moving_weight: float = 0.0
 
 
 CONFIG_CLASSES: dict[str, type[CommonConfig]] = {
@@ -445,3 +448,5 @@ def validate(stage: str, c: CommonConfig) -> None:
             raise ConfigError("config fields 'dit_lr' > 0, 'shift' >= 0, 'retarget_weight' >= 0 and "
                               "'text_len' >= 1 are required")
         _choice("expression_face_boxes", c.expression_face_boxes, ("data", "fallback"))
+        if c.moving_weight < 0:
+            raise ConfigError(f"config field 'moving_weight' is {c.moving_weight}; it must be >= 0 (0 = plain L_DiT)")

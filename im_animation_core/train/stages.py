@@ -45,7 +45,14 @@ from .build import (
 )
 from .config import ConfigError, Stage1Config, Stage2Config, Stage3Config
 from .encoders import ConvMotionEncoder, TokenizerEncoder, encode_clips
-from .targets import default_shift, latent_frame_heatmaps, noisy_latent, sample_noise, square_frame_heatmaps
+from .targets import (
+    default_shift,
+    latent_frame_heatmaps,
+    moving_weights,
+    noisy_latent,
+    sample_noise,
+    square_frame_heatmaps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -213,10 +220,19 @@ class Stage3Model(RetargetModel):
         out = self.dit(x_t.to(self.dit.dtype), timestep, context.to(x0.device), motion=motion.float(),
                        block_hooks=hooks)
         target = noise - x0
-        l_dit = F.mse_loss(out[:, :, REFERENCE_FRAMES:].float(), target[:, :, REFERENCE_FRAMES:])
+        err = (out[:, :, REFERENCE_FRAMES:].float() - target[:, :, REFERENCE_FRAMES:]).pow(2)
+        l_dit = err.mean()  # logged as the paper's L_DiT whatever the weighting, so runs stay comparable
+        out_losses = {"dit": l_dit}
+        if c.moving_weight > 0:
+            w = moving_weights(batch["target"], batch["identity"], tuple(x0.shape[-2:]), c.moving_weight).to(err)
+            # normalised by the mean weight, so only the balance between pixels changes, not the loss scale
+            fit = (err * w).mean() / w.expand_as(err).mean()
+            out_losses["dit_moving"] = fit
+        else:
+            fit = l_dit
         vq = aux.get("vq", _zero().to(x0.device))
-        loss = l_dit + c.retarget_weight * l_retarget + c.tokenizer.vq_weight * vq
-        return {"loss": loss, "dit": l_dit, "retarget": l_retarget, "vq": vq, "token_spread": aux["token_spread"]}
+        loss = fit + c.retarget_weight * l_retarget + c.tokenizer.vq_weight * vq
+        return {"loss": loss, **out_losses, "retarget": l_retarget, "vq": vq, "token_spread": aux["token_spread"]}
 
 
 # ---- stage objects ------------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..errors import IMAnimationError
 from .build import augment_fn, build_dataset, collate_fn
-from .config import CONFIG_CLASSES, CommonConfig, ConfigError, config_to_dict, diff_configs
+from .config import CONFIG_CLASSES, CommonConfig, ConfigError, config_from_dict, config_to_dict, diff_configs
 from .stages import STAGE_CLASSES, Stage
 from .targets import mix_seed
 
@@ -177,6 +177,15 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 # ---- checkpoints -----------------------------------------------------------------------------------------
+def _with_defaults(stage: str, saved: dict) -> dict:
+    """A checkpoint's config with the fields added since it was written set to their defaults (each new field's
+    default keeps the old behaviour), so it resumes; a config this code cannot read is compared as written."""
+    try:
+        return config_to_dict(config_from_dict(stage, saved))
+    except ConfigError:
+        return saved
+
+
 def _rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
@@ -354,7 +363,7 @@ class Trainer:
 
     def load_checkpoint(self, path: str | Path) -> int:
         ckpt = resolve_checkpoint(path)
-        saved_config = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
+        saved_config = _with_defaults(self.stage_name, json.loads((ckpt / "config.json").read_text(encoding="utf-8")))
         state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
         if state.get("stage") != self.stage_name:
             raise TrainingError(f"'{ckpt}' is a checkpoint of {state.get('stage')}, not of {self.stage_name}")

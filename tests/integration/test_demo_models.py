@@ -50,6 +50,22 @@ def test_demo_models_make_the_identitys_scene(demo_run):
     assert mean_err < 0.08, mean_err
 
 
+def test_the_committed_vae_keeps_the_demo_clips_motion(demo_run):
+    """The VAE-ceiling row of make demo / make eval: the ground truth through the committed VAE. Whatever the
+    DiT does, its result is decoded by this VAE, so this row bounds every result; on the demo clip it must keep
+    the motion (0.67 when measured) or no DiT could show the driver's moves."""
+    from im_animation_core.wan.vae import load_wan_vae
+
+    item, result = demo_run
+    metrics = ds.image_metrics(item, result, load_wan_vae(SOURCES["vae"]).eval())
+    rows = metrics["rows"]
+    ceiling = rows[ds.VAE_CEILING_ROW]
+    assert ceiling["motion_corr"] > 0.5, ceiling
+    assert ceiling["psnr"] > rows["identity image held still"]["psnr"] + 2.0, rows
+    assert set(rows) == {"result", "identity image held still", "driving clip (motion on the driver's body)",
+                         ds.VAE_CEILING_ROW}
+
+
 def test_the_committed_retargeter_follows_the_driver():
     """The first demo set's tokenizer had collapsed, so its retargeter ignored the driver and no metric said
     so. Here: the committed set's tokens differ between frames, and its joints are far closer to the truth

@@ -88,3 +88,18 @@ def test_non_finite_loss_stops_naming_the_step_and_samples(tmp_path, items):
     assert 1 <= int(m.group(1)) <= 2  # the first epoch (2 steps) contains sample 3
     assert not (tmp_path / "nan" / "motion_tokenizer.safetensors").exists()
 
+
+
+def test_a_checkpoint_from_before_a_config_field_existed_resumes_with_its_default(tmp_path, items):
+    vae = tiny_vae()
+    Trainer("stage3", stage3(tmp_path / "run", 2), dataset=items, vae=vae).train()
+    saved = resolve_checkpoint(tmp_path / "run") / "config.json"
+    old = json.loads(saved.read_text())
+    del old["moving_weight"]  # written before the field existed
+    saved.write_text(json.dumps(old))
+    assert Trainer("stage3", stage3(tmp_path / "run", 3), dataset=items, vae=vae).train(
+        resume=tmp_path / "run").step == 3
+    # The field's default is what such a checkpoint means: another value is still refused.
+    with pytest.raises(TrainingError, match=re.escape("moving_weight (checkpoint 0.0, now 5.0)")):
+        Trainer("stage3", stage3(tmp_path / "run", 4, moving_weight=5.0), dataset=items, vae=vae).train(
+            resume=tmp_path / "run")

@@ -10,9 +10,9 @@ from im_animation_core.data import SyntheticPairs, collate_pairs
 from im_animation_core.frames import pool_to_latent_frames
 from im_animation_core.modules import IMAnimationModules
 from im_animation_core.pipeline import encode_expression
-from im_animation_core.train import Trainer, config_from_dict
+from im_animation_core.train import ConfigError, Trainer, config_from_dict
 from im_animation_core.train.presets import tiny_config_dict, tiny_vae
-from im_animation_core.train.targets import noisy_latent, sample_noise
+from im_animation_core.train.targets import moving_weights, noisy_latent, sample_noise
 from im_animation_core.wan import WanDiTConfig, load_wan_dit, load_wan_state_dict, save_wan_state_dict
 from im_animation_core.wan.latent_format import latent_format_for
 
@@ -116,3 +116,41 @@ def test_stage3_from_a_dit_file_widened_export_and_no_heatmap_supervision(tmp_pa
     widened = load_wan_dit(tmp_path / "w" / "wan_dit.safetensors")  # split back into base + motion patch
     assert widened.config.in_dim == 16 and widened.motion_channels == 4
     torch.testing.assert_close(widened.motion_patch.weight, trainer.model.ima.motion_patch.weight)
+
+
+def test_moving_weights_mark_where_the_clip_changes_from_the_identity():
+    identity = torch.full((1, 64, 64, 3), 0.5)
+    clip = identity[:, None].repeat(1, 9, 1, 1, 1)  # 9 frames -> latent frames {0}, {1-4}, {5-8}
+    clip[:, 2, 8:16, 40:48] = 1.0  # a limb passes latent pixel (1, 5) in latent frame 1
+    clip[:, 5:9, 48:64, 0:8] = 0.0  # and sits over latent pixels (6..7, 0) in latent frame 2, darker
+    w = moving_weights(clip, identity, (8, 8), 10.0)
+    assert w.shape == (1, 1, 3, 8, 8)
+    assert torch.equal(w[0, 0, 0], torch.ones(8, 8))  # frame 0 is the identity image itself
+    assert w.max() == 11.0 and w.min() == 1.0
+    assert w[0, 0, 1, 1, 5] == 11.0 and w[0, 0, 2, 6, 0] == w[0, 0, 2, 7, 0] == 11.0  # both changes are 0.5
+    moved = torch.zeros(3, 8, 8, dtype=torch.bool)
+    moved[1, 1, 5] = moved[2, 6:8, 0] = True
+    assert torch.equal(w[0, 0][~moved], torch.ones(int((~moved).sum())))
+    # Half the change under half a block: half the weight.
+    clip[:, 2, 8:16, 40:44] = 0.5
+    assert moving_weights(clip, identity, (8, 8), 10.0)[0, 0, 1, 1, 5] == 6.0
+    # A still clip: every weight is 1, no division by zero.
+    assert torch.equal(moving_weights(identity[:, None].repeat(1, 5, 1, 1, 1), identity, (8, 8), 10.0),
+                       torch.ones(1, 1, 2, 8, 8))
+
+
+def test_moving_weight_reweights_the_fit_but_logs_the_plain_l_dit(tmp_path, items):
+    batch = collate_pairs(items)
+    runs = {}
+    for weight in (0.0, 10.0):
+        cfg = config_from_dict("stage3", tiny_config_dict("stage3", tmp_path / f"w{weight}", steps=1,
+                                                          moving_weight=weight))
+        runs[weight] = Trainer("stage3", cfg, dataset=items, vae=tiny_vae()).evaluate(batch, seed_step=3)
+    plain, weighted = runs[0.0], runs[10.0]
+    assert "dit_moving" not in plain and "dit_moving" in weighted
+    assert weighted["dit"] == pytest.approx(plain["dit"], rel=1e-6)  # same model, noise and L_DiT
+    assert weighted["dit_moving"] != pytest.approx(plain["dit"], rel=1e-3)
+    # The weighted fit is what is optimised: the other loss terms are the same in both runs.
+    assert weighted["loss"] - plain["loss"] == pytest.approx(weighted["dit_moving"] - plain["dit"], rel=1e-4)
+    with pytest.raises(ConfigError, match="moving_weight"):
+        config_from_dict("stage3", tiny_config_dict("stage3", tmp_path / "bad", moving_weight=-1.0))
