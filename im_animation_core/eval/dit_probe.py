@@ -20,11 +20,11 @@ from collections.abc import Callable
 
 import torch
 
-from ..train.targets import moving_weights, noisy_latent
+from ..train.stages import REFERENCE_FRAMES
+from ..train.targets import denoised_from_output, moving_weights
 from .metrics import motion_correlation
 
 MOVING_THRESHOLD = 0.3
-REFERENCE_FRAMES = 1  # the identity latent leads the DiT's frames (Stage3Model.forward)
 
 
 @torch.no_grad()
@@ -41,7 +41,8 @@ def probe_dit_motion(model, batch: dict, decode: Callable[[torch.Tensor], torch.
         raise ValueError("probe_dit_motion needs at least 2 pairs: each pair borrows the next one's driver")
     own, _, _ = model.retarget(batch)
     other, _, _ = model.retarget({**batch, "driving": batch["driving"].roll(1, 0)})
-    x0 = model.latent_format.process_in(torch.cat([batch["identity_latent"], batch["target_latent"]], 2)).float()
+    motions = {"own": model.with_reference(own).float(), "other": model.with_reference(other).float()}
+    x0 = model.clean_latents(batch)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(x0)
     moving = moving_weights(batch["target"], batch["identity"], tuple(x0.shape[-2:]), 1.0) > 1 + MOVING_THRESHOLD
     moving = moving.expand(-1, x0.shape[1], -1, -1, -1)
@@ -49,16 +50,15 @@ def probe_dit_motion(model, batch: dict, decode: Callable[[torch.Tensor], torch.
     rows = []
     for sigma in sigmas:
         s = torch.full((n,), float(sigma), device=x0.device)
-        x_t = noisy_latent(x0, noise, s)
+        x_t, timestep = model.noised_input(x0, noise, s)
         row = {"sigma": float(sigma)}
-        for name, motion in (("own", own), ("other", other)):
-            motion = torch.cat([torch.zeros_like(motion[:, :, :REFERENCE_FRAMES]), motion], dim=2).float()
-            v = model.dit(x_t.to(model.dit.dtype), s * 1000.0, context, motion=motion).float()
+        for name, motion in motions.items():
+            v = model.dit(x_t.to(model.dit.dtype), timestep, context, motion=motion).float()
             err = (v - (noise - x0))[:, :, REFERENCE_FRAMES:].pow(2)
             row[f"loss_{name}"] = float(err.mean())
             row[f"moving_{name}"] = float(err[moving].mean()) if moving.any() else float("nan")
             if decode is not None:
-                latents = model.latent_format.process_out((x_t - sigma * v)[:, :, REFERENCE_FRAMES:])
+                latents = model.latent_format.process_out(denoised_from_output(x_t, v, s)[:, :, REFERENCE_FRAMES:])
                 row[f"corr_{name}"] = sum(motion_correlation(decode(latents[i:i + 1]), batch["target"][i].float())
                                           for i in range(n)) / n
         rows.append(row)

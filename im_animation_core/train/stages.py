@@ -193,21 +193,38 @@ class Stage3Model(RetargetModel):
             out.append(pool_to_latent_frames(enc(crops.to(p.dtype))))
         return out
 
-    def forward(self, batch: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
-        c = self.config
-        motion, l_retarget, aux = self.retarget(batch)
-        x0 = self.latent_format.process_in(torch.cat([batch["identity_latent"], batch["target_latent"]], dim=2))
-        x0 = x0.float()
-        b, _, frames = x0.shape[:3]
-        sigma, noise = sample_noise(seed, batch_indices(batch), tuple(x0.shape[1:]), self.shift)
-        sigma, noise = sigma.to(x0.device), noise.to(x0.device)
+    def clean_latents(self, batch: dict[str, Any]) -> torch.Tensor:
+        """x0 of the DiT: the identity latent then the target's, processed, float [B,C,1+F,h,w]."""
+        return self.latent_format.process_in(
+            torch.cat([batch["identity_latent"], batch["target_latent"]], dim=2)).float()
+
+    @staticmethod
+    def noised_input(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_t, timestep) as ComfyUI's sampler gives them: sigma [B] -> timestep [B], or [B,1+F] with 0 on the
+        clean reference frame of 48-channel (Wan2.2) latents."""
         x_t = noisy_latent(x0, noise, sigma)
         timestep = sigma * 1000.0
         if x0.shape[1] == 48:  # Wan2.2: clean reference frame, per-frame timestep 0 there (noise_mask 0)
+            b, frames = x0.shape[0], x0.shape[2]
             x_t = torch.cat([x0[:, :, :REFERENCE_FRAMES], x_t[:, :, REFERENCE_FRAMES:]], dim=2)
             timestep = torch.cat([torch.zeros(b, REFERENCE_FRAMES, device=x0.device),
                                   timestep[:, None].expand(b, frames - REFERENCE_FRAMES)], dim=1)
-        motion = torch.cat([torch.zeros_like(motion[:, :, :REFERENCE_FRAMES]), motion], dim=2)
+        return x_t, timestep
+
+    @staticmethod
+    def with_reference(motion: torch.Tensor) -> torch.Tensor:
+        """Retargeted motion [B,C_r,F,h,w] -> [B,C_r,1+F,h,w]: zero motion on the reference frame."""
+        return torch.cat([torch.zeros_like(motion[:, :, :REFERENCE_FRAMES]), motion], dim=2)
+
+    def forward(self, batch: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
+        c = self.config
+        motion, l_retarget, aux = self.retarget(batch)
+        x0 = self.clean_latents(batch)
+        b = x0.shape[0]
+        sigma, noise = sample_noise(seed, batch_indices(batch), tuple(x0.shape[1:]), self.shift)
+        sigma, noise = sigma.to(x0.device), noise.to(x0.device)
+        x_t, timestep = self.noised_input(x0, noise, sigma)
+        motion = self.with_reference(motion)
         hooks = {}
         indices = self.ima.dit.expression_block_indices
         if indices:

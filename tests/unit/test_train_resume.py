@@ -89,7 +89,6 @@ def test_non_finite_loss_stops_naming_the_step_and_samples(tmp_path, items):
     assert not (tmp_path / "nan" / "motion_tokenizer.safetensors").exists()
 
 
-
 def test_a_checkpoint_from_before_a_config_field_existed_resumes_with_its_default(tmp_path, items):
     vae = tiny_vae()
     Trainer("stage3", stage3(tmp_path / "run", 2), dataset=items, vae=vae).train()
