@@ -1,4 +1,4 @@
-"""Control injection into a Wan DiT: the widened patch embedding.
+"""Control injection into a Wan DiT: the widened patch embedding, and the motion's reference frame.
 
 The retargeted motion is stacked with the noisy latent along channels (paper section 3.3). Instead of
 one widened convolution, the motion channels go through their own convolution whose result is added to
@@ -11,6 +11,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+REFERENCE_FRAMES = 1  # latent frames before the clip: the identity latent (the TI2V first frame)
+
+
+def motion_with_reference(motion: torch.Tensor) -> torch.Tensor:
+    """Retargeted motion [B,C_r,F,h,w] -> [B,C_r,REFERENCE_FRAMES+F,h,w]: zero motion on the reference frame,
+    whose latent is the identity image, so that motion and latent frames line up (training and sampling)."""
+    return torch.cat([torch.zeros_like(motion[:, :, :REFERENCE_FRAMES]), motion], dim=2)
 
 
 class MotionPatchEmbedding(nn.Module):

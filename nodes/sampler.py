@@ -10,12 +10,11 @@ import torch
 from comfy_api.latest import io
 
 from ..im_animation_core.frames import TEMPORAL_STRIDE, latent_frame_count
+from ..im_animation_core.injection import REFERENCE_FRAMES, motion_with_reference
 from ..im_animation_core.windows import blend_into, plan_windows
 from . import types
 from .errors import user_errors
 from .wan_patch import patch_wan, wan_diffusion_model
-
-REFERENCE_FRAMES = 1  # the identity latent, prepended as a clean TI2V first frame and dropped afterwards
 
 
 def empty_conditioning(dm) -> list:
@@ -101,8 +100,7 @@ class IMAnimationSampler(io.ComfyNode):
             latent[:, :, REFERENCE_FRAMES:fixed] = result[:, :, win.start:win.start + win.context]
             mask[:, :, :fixed] = 0.0
             latent = latent_format.process_out(latent) * mask + latent * (1.0 - mask)
-            motion = rm.motion[:, :, win.start:win.stop]
-            motion = torch.cat([torch.zeros_like(motion[:, :, :REFERENCE_FRAMES]), motion], dim=2)
+            motion = motion_with_reference(rm.motion[:, :, win.start:win.stop])
             patched = patch_wan(node, model, rm.modules, motion.shape[1],
                                 None if tokens is None else tokens[win.start:win.stop], REFERENCE_FRAMES)
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..train.stages import REFERENCE_FRAMES
+from ..injection import REFERENCE_FRAMES, motion_with_reference
 from ..train.targets import denoised_from_output, moving_weights
 from .metrics import motion_correlation
 
@@ -41,7 +41,7 @@ def probe_dit_motion(model, batch: dict, decode: Callable[[torch.Tensor], torch.
         raise ValueError("probe_dit_motion needs at least 2 pairs: each pair borrows the next one's driver")
     own, _, _ = model.retarget(batch)
     other, _, _ = model.retarget({**batch, "driving": batch["driving"].roll(1, 0)})
-    motions = {"own": model.with_reference(own).float(), "other": model.with_reference(other).float()}
+    motions = {"own": motion_with_reference(own).float(), "other": motion_with_reference(other).float()}
     x0 = model.clean_latents(batch)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(x0)
     moving = moving_weights(batch["target"], batch["identity"], tuple(x0.shape[-2:]), 1.0) > 1 + MOVING_THRESHOLD

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..expression import crop_faces, fallback_face_boxes
 from ..frames import latent_frame_count, latent_frame_times, pool_to_latent_frames
+from ..injection import REFERENCE_FRAMES, motion_with_reference
 from ..modules import IMAnimationModules
 from ..retarget_init import local_attention_init_
 from ..stage1 import HeatmapHead, heatmap_mse
@@ -61,7 +62,6 @@ CONV_ENCODER_FILE = "conv_motion_encoder.safetensors"
 HEATMAP_HEAD_FILE = "heatmap_head.safetensors"
 MODULES_FILE = "im_animation_modules.safetensors"
 DIT_FILE = "wan_dit.safetensors"
-REFERENCE_FRAMES = 1  # the identity latent prepended as latent frame 0 (nodes/sampler.py)
 DATA_INIT_PAIRS = 16  # training pairs a data-fitted init (modules.retarget_init "local") looks at
 
 
@@ -211,11 +211,6 @@ class Stage3Model(RetargetModel):
                                   timestep[:, None].expand(b, frames - REFERENCE_FRAMES)], dim=1)
         return x_t, timestep
 
-    @staticmethod
-    def with_reference(motion: torch.Tensor) -> torch.Tensor:
-        """Retargeted motion [B,C_r,F,h,w] -> [B,C_r,1+F,h,w]: zero motion on the reference frame."""
-        return torch.cat([torch.zeros_like(motion[:, :, :REFERENCE_FRAMES]), motion], dim=2)
-
     def forward(self, batch: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
         c = self.config
         motion, l_retarget, aux = self.retarget(batch)
@@ -224,7 +219,7 @@ class Stage3Model(RetargetModel):
         sigma, noise = sample_noise(seed, batch_indices(batch), tuple(x0.shape[1:]), self.shift)
         sigma, noise = sigma.to(x0.device), noise.to(x0.device)
         x_t, timestep = self.noised_input(x0, noise, sigma)
-        motion = self.with_reference(motion)
+        motion = motion_with_reference(motion)
         hooks = {}
         indices = self.ima.dit.expression_block_indices
         if indices:
