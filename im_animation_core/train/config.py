@@ -277,6 +277,9 @@ class Stage3Config(Stage2Config):
         without keypoints).
     moving_weight: extra L_DiT weight where the target differs from the identity frame (targets.moving_weights):
         0 = the paper's plain L_DiT. Not in the paper; the demo needs it (docs/training.md).
+    dit_draws: (sigma, noise) draws per clip in L_DiT, averaged. The motion encoder, retargeter and VAE run once
+        per clip and cost most of a step on small DiTs, so further draws give the DiT a larger batch for little
+        time. 1 = the usual one draw. Not in the paper.
     """
 
     output_dir: str = "runs/stage3"
@@ -289,6 +292,7 @@ class Stage3Config(Stage2Config):
     text_len: int = 512
     expression_face_boxes: str = "data"
     moving_weight: float = 0.0
+    dit_draws: int = 1
 
 
 CONFIG_CLASSES: dict[str, type[CommonConfig]] = {
@@ -450,3 +454,5 @@ def validate(stage: str, c: CommonConfig) -> None:
         _choice("expression_face_boxes", c.expression_face_boxes, ("data", "fallback"))
         if c.moving_weight < 0:
             raise ConfigError(f"config field 'moving_weight' is {c.moving_weight}; it must be >= 0 (0 = plain L_DiT)")
+        if c.dit_draws < 1:
+            raise ConfigError(f"config field 'dit_draws' is {c.dit_draws}; it must be >= 1 (noise draws per clip)")

@@ -214,21 +214,25 @@ class Stage3Model(RetargetModel):
     def forward(self, batch: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
         c = self.config
         motion, l_retarget, aux = self.retarget(batch)
-        x0 = self.clean_latents(batch)
+        draws = c.dit_draws
+        # every per-clip input is tiled draw-major, as sample_noise orders its draws
+        x0 = self.clean_latents(batch).repeat(draws, 1, 1, 1, 1)
         b = x0.shape[0]
-        sigma, noise = sample_noise(seed, batch_indices(batch), tuple(x0.shape[1:]), self.shift)
+        sigma, noise = sample_noise(seed, batch_indices(batch), tuple(x0.shape[1:]), self.shift, draws)
         sigma, noise = sigma.to(x0.device), noise.to(x0.device)
         x_t, timestep = self.noised_input(x0, noise, sigma)
-        motion = motion_with_reference(motion)
+        motion = motion_with_reference(motion).repeat(draws, 1, 1, 1, 1)
         hooks = {}
         indices = self.ima.dit.expression_block_indices
         if indices:
-            tokens = self.expression_tokens(batch)
+            tokens = self.expression_tokens(batch) * draws
             hooks = {i: _PerSampleExpression(block, tokens)
                      for i, block in zip(indices, self.ima.expression_blocks, strict=True)}
         context = batch.get("text_context")
         if context is None:
             context = torch.zeros(b, c.text_len, self.dit.config.text_dim, device=x0.device)
+        else:
+            context = context.repeat(draws, 1, 1)
         out = self.dit(x_t.to(self.dit.dtype), timestep, context.to(x0.device), motion=motion.float(),
                        block_hooks=hooks)
         target = noise - x0
@@ -236,7 +240,8 @@ class Stage3Model(RetargetModel):
         l_dit = err.mean()  # logged as the paper's L_DiT whatever the weighting, so runs stay comparable
         out_losses = {"dit": l_dit}
         if c.moving_weight > 0:
-            w = moving_weights(batch["target"], batch["identity"], tuple(x0.shape[-2:]), c.moving_weight).to(err)
+            w = moving_weights(batch["target"], batch["identity"], tuple(x0.shape[-2:]), c.moving_weight)
+            w = w.repeat(draws, 1, 1, 1, 1).to(err)
             # normalised by the mean weight, so only the balance between pixels changes, not the loss scale
             fit = (err * w).mean() / w.expand_as(err).mean()
             out_losses["dit_moving"] = fit

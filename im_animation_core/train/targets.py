@@ -87,16 +87,18 @@ def mix_seed(*parts: int) -> int:
     return x & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def sample_noise(seed: int, indices: list[int], shape: tuple[int, ...], shift: float
+def sample_noise(seed: int, indices: list[int], shape: tuple[int, ...], shift: float, draws: int = 1
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample flow-matching draws: (sigma [B], noise [B,*shape]) float32 on the CPU, sample b's from a
-    generator seeded by (seed, indices[b]). A sample gets the same draws whatever batch or process it is in,
-    so a run on N processes computes what one process with the N-times batch computes."""
+    """Per-sample flow-matching draws: (sigma [D*B], noise [D*B,*shape]) float32 on the CPU, ordered draw-major
+    (row d*B + b is draw d of sample b), draw d of sample b from a generator seeded by (seed, indices[b]) for
+    d = 0 and (seed, indices[b], d) after. A sample gets the same draws whatever batch or process it is in, so
+    a run on N processes computes what one process with the N-times batch computes."""
     sigmas, noises = [], []
-    for index in indices:
-        g = torch.Generator().manual_seed(mix_seed(seed, index))
-        sigmas.append(sample_sigmas(1, shift, g))
-        noises.append(torch.randn(shape, generator=g))
+    for d in range(draws):
+        for index in indices:
+            g = torch.Generator().manual_seed(mix_seed(seed, index) if d == 0 else mix_seed(seed, index, d))
+            sigmas.append(sample_sigmas(1, shift, g))
+            noises.append(torch.randn(shape, generator=g))
     return torch.cat(sigmas), torch.stack(noises)
 
 

@@ -99,6 +99,35 @@ def test_dit_inputs_mirror_comfyuis_sampler(tmp_path, items, channels):
         torch.testing.assert_close(tokens[i], ref)
 
 
+def test_dit_draws_tile_each_clip_with_fresh_noise(tmp_path, items):
+    """dit_draws 3: the DiT batch is 3 draw-major copies of the clips; draw 0 is exactly the 1-draw step, the
+    others have their own sigma and noise; motion and expression tokens follow their clip."""
+    seen = {}
+    for draws in (1, 3):
+        cfg = config_from_dict("stage3", tiny_config_dict("stage3", tmp_path / f"d{draws}", dit_draws=draws,
+                                                          moving_weight=2.0))
+        trainer = Trainer("stage3", cfg, dataset=items, vae=tiny_vae())
+        batch = trainer.stage.prepare(collate_pairs(items))
+        seen[draws], handle = capture_dit_inputs(trainer.model)
+        with torch.no_grad():
+            seen[draws]["losses"] = trainer.model(batch, seed=77)
+        handle.remove()
+    one, three = seen[1], seen[3]
+    assert three["x"].shape[0] == 6 and one["x"].shape[0] == 2
+    torch.testing.assert_close(three["x"][:2], one["x"])
+    torch.testing.assert_close(three["t"][:2], one["t"])
+    for d in (1, 2):
+        rows = slice(2 * d, 2 * d + 2)
+        assert torch.equal(three["motion"][rows], three["motion"][:2])
+        assert not torch.allclose(three["x"][rows], three["x"][:2])
+        assert not torch.equal(three["t"][rows], three["t"][:2])
+    tokens = three["hooks"][5].tokens
+    assert len(tokens) == 6 and all(torch.equal(tokens[i], tokens[i % 2]) for i in range(6))
+    assert three["losses"]["dit"] != one["losses"]["dit"]  # averaged over more draws
+    with pytest.raises(ConfigError, match="dit_draws"):
+        config_from_dict("stage3", tiny_config_dict("stage3", tmp_path / "bad", dit_draws=0))
+
+
 def test_stage3_from_a_dit_file_widened_export_and_no_heatmap_supervision(tmp_path, items):
     base = tmp_path / "base.safetensors"
     torch.manual_seed(0)
