@@ -36,12 +36,17 @@ def test_the_demo_stages_read_what_the_stage_before_wrote():
     assert s3["dit"]["path"] == f"{prior['output_dir']}/wan_dit.safetensors"
     # A trainable tokenizer collapsed in the first demo's Stage 2 (docs/training.md): both stages freeze it.
     assert s2["tokenizer"]["trainable"] is False and s3["tokenizer"]["trainable"] is False
-    # The continuation reads Stage 3's exports, keeps the tokenizer frozen and is the set package_demo copies.
+    # The continuation reads Stage 3's exports and keeps the tokenizer frozen.
     more = json.loads((DEMO / "stage3_more.json").read_text())
     assert more["dit"]["path"] == f"{s3['output_dir']}/wan_dit.safetensors"
     assert more["modules"]["path"] == f"{s3['output_dir']}/im_animation_modules.safetensors"
     assert more["tokenizer"] == s3["tokenizer"] and more["moving_weight"] > 0
-    assert f'default="{more["output_dir"]}"' in (REPO / "scripts" / "package_demo.py").read_text()
+    # Its continuation with 8 noise draws per clip reads its exports and is the set package_demo copies.
+    draws = json.loads((DEMO / "stage3_draws.json").read_text())
+    assert draws["dit"]["path"] == f"{more['output_dir']}/wan_dit.safetensors"
+    assert draws["modules"]["path"] == f"{more['output_dir']}/im_animation_modules.safetensors"
+    assert draws["tokenizer"] == more["tokenizer"] and draws["dit_draws"] > 1
+    assert f'default="{draws["output_dir"]}"' in (REPO / "scripts" / "package_demo.py").read_text()
 
 
 def test_every_ablation_variant_is_a_valid_stage2_config_with_a_frozen_encoder_but_the_first_recipe():
