@@ -32,7 +32,8 @@ from im_animation_core.data import collate_pairs  # noqa: E402
 from im_animation_core.eval.dit_probe import probe_dit_motion  # noqa: E402
 from im_animation_core.train.build import build_vae  # noqa: E402
 from im_animation_core.train.config import config_from_dict  # noqa: E402
-from im_animation_core.train.stages import Stage3  # noqa: E402
+from im_animation_core.train.stages import DIT_FILE, MODULES_FILE, Stage3  # noqa: E402
+from im_animation_core.train.trainer import WEIGHTS_FILE  # noqa: E402
 from im_animation_core.wan.vae import load_wan_vae  # noqa: E402
 from im_animation_core.wan.vae_train import video_to_clip  # noqa: E402
 
@@ -43,10 +44,10 @@ def load_stage3(run: Path, scratch: str) -> Stage3:
         sys.exit(f"dit_probe: '{run}' has no config.json; give a Stage-3 output folder or one of its checkpoints")
     cfg = json.loads((run / "config.json").read_text())
     cfg["output_dir"] = scratch
-    checkpoint = run / "model.safetensors"
+    checkpoint = run / WEIGHTS_FILE
     if not checkpoint.is_file():
-        cfg["dit"]["path"] = str(run / "wan_dit.safetensors")
-        cfg["modules"]["path"] = str(run / "im_animation_modules.safetensors")
+        cfg["dit"]["path"] = str(run / DIT_FILE)
+        cfg["modules"]["path"] = str(run / MODULES_FILE)
     config = config_from_dict("stage3", cfg)
     stage = Stage3(config, build_vae(config.vae, torch.device("cpu")))
     if checkpoint.is_file():
