@@ -6,7 +6,8 @@ File format (safetensors), version 1:
     expression_blocks.{i}.*    ExpressionBlock i, run after DiT block 6*(i+1)-1
     motion_patch.{weight,bias} the motion channels of the DiT patch embedding [dim,C_r,1,2,2]
 metadata: format = "im-animation-modules", format_version = "1", and JSON configs "retarget",
-"expression", "dit" ({"dim", "heads", "depth", "latent_channels"}) naming the sizes.
+"expression", "dit" ({"dim", "heads", "depth", "latent_channels", "clean_reference"}) naming the sizes
+and how the DiT was trained to see the reference frame (files without "clean_reference": see DiTSpec).
 """
 
 from __future__ import annotations
@@ -32,12 +33,26 @@ EXPRESSION_EVERY = 6  # one expression block after every 6 DiT blocks (paper, su
 
 @dataclass
 class DiTSpec:
-    """The sizes of the Wan DiT the modules were made for."""
+    """The sizes of the Wan DiT the modules were made for, and how it was trained to see the reference frame.
+
+    clean_reference: True when the DiT saw the reference (identity) latent frame clean with timestep 0, as
+    Wan2.2 TI2V does; False when it saw it noised at the current sigma (KSampler's inpainting on a
+    Wan2.1-family model). None (files written before the field existed) means what those runs did: clean for
+    48-channel latents only."""
 
     dim: int
     heads: int
     depth: int
     latent_channels: int
+    clean_reference: bool | None = None
+
+    def __post_init__(self):
+        if self.clean_reference is None:
+            self.clean_reference = self.latent_channels == 48
+
+    def sizes(self) -> dict[str, int]:
+        """The fields that fix tensor shapes (what must agree between stages)."""
+        return {"dim": self.dim, "heads": self.heads, "depth": self.depth, "latent_channels": self.latent_channels}
 
     @property
     def expression_block_indices(self) -> list[int]:

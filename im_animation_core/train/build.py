@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-from dataclasses import asdict
 from types import SimpleNamespace
 from typing import Any
 
@@ -141,9 +140,9 @@ def build_modules(config: Stage2Config, encoder: nn.Module, spec: DiTSpec, patch
     m = config.modules
     if m.path:
         modules = load_modules(m.path)
-        if asdict(modules.dit) != asdict(spec):
-            raise ConfigError(f"modules.path '{m.path}' was made for the DiT {asdict(modules.dit)} but this run's DiT "
-                              f"is {asdict(spec)}: use the same DiT sizes in every stage")
+        if modules.dit.sizes() != spec.sizes():
+            raise ConfigError(f"modules.path '{m.path}' was made for the DiT {modules.dit.sizes()} but this run's DiT "
+                              f"is {spec.sizes()}: use the same DiT sizes in every stage")
         rc = modules.retarget.config
         if (rc.motion_tokens, rc.motion_dim) != (encoder.num_tokens, encoder.token_dim):
             raise ConfigError(f"modules.path '{m.path}' takes [{rc.motion_tokens},{rc.motion_dim}] motion tokens but "

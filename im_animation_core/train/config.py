@@ -42,6 +42,8 @@ class ConfigError(IMAnimationError):
 class OptimConfig:
     """AdamW. lr: learning rate of every trained module (Stage 3: of the modules other than the DiT).
     warmup_steps: linear warm-up from 0 (0 = constant lr, as the paper states no schedule).
+    decay_steps: linear decay to 0 over the run's last decay_steps steps (0 = none, the paper's constant lr);
+        it ends at the run's ``steps``, so a resume that changes ``steps`` moves it.
     grad_clip: max global gradient norm (0 = off; not stated by the paper, 1.0 is the usual DiT value)."""
 
     lr: float = 1e-4
@@ -49,6 +51,7 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.01
     warmup_steps: int = 0
+    decay_steps: int = 0
     grad_clip: float = 1.0
 
 
@@ -280,6 +283,11 @@ class Stage3Config(Stage2Config):
     dit_draws: (sigma, noise) draws per clip in L_DiT, averaged. The motion encoder, retargeter and VAE run once
         per clip and cost most of a step on small DiTs, so further draws give the DiT a larger batch for little
         time. 1 = the usual one draw. Not in the paper.
+    reference: how the DiT sees the reference (identity) latent frame: "clean" with timestep 0 (Wan2.2 TI2V,
+        the paper's model; 48-channel models always), "noised" at the current sigma (KSampler's inpainting on a
+        Wan2.1-family model), or "auto": what the modules file in modules.path was trained with, else clean for
+        48-channel latents and noised for 16. Written to the exported modules file, so that the sampler node
+        gives the DiT what it was trained on.
     """
 
     output_dir: str = "runs/stage3"
@@ -293,6 +301,7 @@ class Stage3Config(Stage2Config):
     expression_face_boxes: str = "data"
     moving_weight: float = 0.0
     dit_draws: int = 1
+    reference: str = "auto"
 
 
 CONFIG_CLASSES: dict[str, type[CommonConfig]] = {
@@ -431,9 +440,9 @@ def validate(stage: str, c: CommonConfig) -> None:
     _choice("mixed_precision", c.mixed_precision, PRECISIONS)
     _choice("tokenizer.save_dtype", c.tokenizer.save_dtype, DTYPES)
     _choice("device", c.device.split(":")[0], ("auto", "cpu", "cuda"))
-    if c.optim.lr <= 0 or c.optim.warmup_steps < 0 or c.optim.grad_clip < 0:
-        raise ConfigError("config fields 'optim.lr' > 0, 'optim.warmup_steps' >= 0 and 'optim.grad_clip' >= 0 "
-                          "are required")
+    if c.optim.lr <= 0 or c.optim.warmup_steps < 0 or c.optim.decay_steps < 0 or c.optim.grad_clip < 0:
+        raise ConfigError("config fields 'optim.lr' > 0, 'optim.warmup_steps' >= 0, 'optim.decay_steps' >= 0 and "
+                          "'optim.grad_clip' >= 0 are required")
     if c.heatmap_sigma <= 0:
         raise ConfigError("config field 'heatmap_sigma' must be > 0")
     if stage in ("stage1", "stage2") and not c.heatmap_supervision:
@@ -456,3 +465,4 @@ def validate(stage: str, c: CommonConfig) -> None:
             raise ConfigError(f"config field 'moving_weight' is {c.moving_weight}; it must be >= 0 (0 = plain L_DiT)")
         if c.dit_draws < 1:
             raise ConfigError(f"config field 'dit_draws' is {c.dit_draws}; it must be >= 1 (noise draws per clip)")
+        _choice("reference", c.reference, ("auto", "clean", "noised"))

@@ -8,9 +8,10 @@ Every loss mirrors inference (nodes/sampler.py and pipeline.py):
 - Stage 3 feeds the DiT [identity latent, target clip latents] (process_in of the VAE means, the identity as
   latent frame 0), the retargeted motion with zeros for the reference frame, expression tokens averaged per
   latent frame for every frame but the reference one, and an all-zero text context [B,512,text_dim] unless a
-  sample brings text embeddings. A 48-channel (Wan2.2) model sees the reference frame clean with timestep 0
-  (ComfyUI's WAN22 with noise_mask 0 there); a 16-channel (Wan2.1-family) model sees it noised at the same
-  sigma with the same noise (what KSampler's inpainting gives a WAN21 model). The loss skips that frame.
+  sample brings text embeddings. With a clean reference (always for 48-channel Wan2.2 models) the DiT sees
+  the reference frame clean with timestep 0 (ComfyUI's WAN22 with noise_mask 0 there; the sampler node patches
+  a WAN21 model to do the same); with a noised one, noised at the same sigma with the same noise (what
+  KSampler's inpainting gives a WAN21 model). Stage3Config.reference picks. The loss skips that frame.
 """
 
 from __future__ import annotations
@@ -198,13 +199,17 @@ class Stage3Model(RetargetModel):
         return self.latent_format.process_in(
             torch.cat([batch["identity_latent"], batch["target_latent"]], dim=2)).float()
 
-    @staticmethod
-    def noised_input(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def clean_reference(self) -> bool:
+        return bool(self.ima.dit.clean_reference)
+
+    def noised_input(self, x0: torch.Tensor, noise: torch.Tensor,
+                     sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_t, timestep) as ComfyUI's sampler gives them: sigma [B] -> timestep [B], or [B,1+F] with 0 on the
-        clean reference frame of 48-channel (Wan2.2) latents."""
+        reference frame when it is clean (DiTSpec.clean_reference)."""
         x_t = noisy_latent(x0, noise, sigma)
         timestep = sigma * 1000.0
-        if x0.shape[1] == 48:  # Wan2.2: clean reference frame, per-frame timestep 0 there (noise_mask 0)
+        if self.clean_reference:  # as WAN22 with noise_mask 0 there: clean frame, per-frame timestep 0
             b, frames = x0.shape[0], x0.shape[2]
             x_t = torch.cat([x0[:, :, :REFERENCE_FRAMES], x_t[:, :, REFERENCE_FRAMES:]], dim=2)
             timestep = torch.cat([torch.zeros(b, REFERENCE_FRAMES, device=x0.device),
@@ -416,7 +421,21 @@ class Stage3(Stage2):
         self.model = Stage3Model(self.model.encoder, self.model.ima, self._dit, config,
                                  self.model.encoder_trainable, self.latent_format, self.shift)
         self._dit.requires_grad_(config.dit.trainable)
-        log.info("stage3: flow shift %.1f (%d-channel latents)", self.shift, self.spec.latent_channels)
+        self._set_reference(config)
+        log.info("stage3: flow shift %.1f (%d-channel latents), %s reference frame", self.shift,
+                 self.spec.latent_channels, "clean" if self.spec.clean_reference else "noised")
+
+    def _set_reference(self, config: Stage3Config) -> None:
+        """Resolve config.reference into the modules' DiTSpec (exported with them, read by the sampler node)."""
+        spec = self.model.ima.dit
+        if config.reference == "noised" and spec.latent_channels == 48:
+            raise ConfigError("config field 'reference' is 'noised', but ComfyUI's Wan2.2 (48-channel) model always "
+                              "gets a clean reference frame: use 'clean' or 'auto'")
+        if config.reference != "auto":
+            spec.clean_reference = config.reference == "clean"
+        elif not config.modules.path:
+            spec.clean_reference = spec.latent_channels == 48
+        self.spec.clean_reference = spec.clean_reference
 
     def _make_model(self, encoder, modules, trainable) -> nn.Module:
         dit = self._dit

@@ -232,6 +232,14 @@ class TrainResult:
     last_losses: dict[str, float]
 
 
+def lr_factor(k: int, warmup_steps: int, decay_steps: int, steps: int) -> float:
+    """The learning-rate multiplier of optimiser step k (0-based): linear warm-up over the first warmup_steps,
+    linear decay to 0 over the last decay_steps of ``steps``, 1 between."""
+    warm = min(1.0, (k + 1) / warmup_steps) if warmup_steps else 1.0
+    decay = min(1.0, max(0.0, (steps - k) / decay_steps)) if decay_steps else 1.0
+    return warm * decay
+
+
 class Trainer:
     """Runs one stage. ``dataset`` / ``vae`` / ``collate`` replace what the config would build (tests,
     notebooks); ``augment`` replaces the dataset package's ``augment_pair``."""
@@ -264,9 +272,8 @@ class Trainer:
         o = config.optim
         self.optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
                                            weight_decay=o.weight_decay)
-        warmup = o.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda k: min(1.0, (k + 1) / warmup) if warmup else 1.0)
+            self.optimizer, lambda k: lr_factor(k, o.warmup_steps, o.decay_steps, config.steps))
         self.step = 0
         self._collapse_warned = False
         self.ddp: nn.Module = self.model

@@ -74,7 +74,8 @@ def test_trained_adapters_do_change_the_result(comfy, tmp_path):
     assert (ours - stock).abs().max() > 1e-3
 
 
-def test_long_clip_runs_in_windows_with_one_progress_bar(comfy, tmp_path):
+@pytest.mark.parametrize("clean", [False, True])  # with a clean reference the carried frames go in clean too
+def test_long_clip_runs_in_windows_with_one_progress_bar(comfy, tmp_path, clean):
     sd_mod, _ = comfy
     utils = importlib.import_module("comfy.utils")
     path = tmp_path / "dit.safetensors"
@@ -82,8 +83,12 @@ def test_long_clip_runs_in_windows_with_one_progress_bar(comfy, tmp_path):
     model = sd_mod.load_diffusion_model(str(path))
     core = pack("im_animation_core")
     modules = tiny_modules(seed=2)
+    modules.dit.clean_reference = clean
     patcher = pack("nodes.devices").patcher_for(modules.eval())
     length, h, w = 33, 4, 4  # 9 latent frames; windows of 5 latent frames sharing 2
+    timesteps = []
+    dm = model.get_model_object("diffusion_model")
+    handle = dm.register_forward_pre_hook(lambda _, args: timesteps.append(args[1].clone()))
     rm = core.pipeline.RetargetedMotion(motion=torch.randn(1, 8, 9, h, w), identity_latent=torch.randn(1, 16, 1, h, w),
                                         length=length, width=32, height=32, fps=24.0, modules=patcher)
     expression = core.pipeline.ExpressionFeatures(tokens=torch.randn(length, 4, 32), modules=patcher)
@@ -95,7 +100,12 @@ def test_long_clip_runs_in_windows_with_one_progress_bar(comfy, tmp_path):
             overlap_frames=8, expression=expression).result[0]["samples"]
     finally:
         utils.set_progress_bar_global_hook(None)
+        handle.remove()
     assert out.shape == (1, 16, 9, h, w) and torch.isfinite(out).all()
+    if clean:  # window 1: the identity frame kept; windows 2 and 3: it and the carried frame (the rest cross-fade)
+        assert [int((t[0] == 0).sum()) for t in timesteps] == [1, 1, 2, 2, 2, 2]
+    else:
+        assert all(t.shape == (1,) for t in timesteps)
     windows = core.windows.plan_windows(9, 5, 2)
     assert len(windows) == 3
     assert {t for _, t in updates} == {2 * len(windows)}  # one bar over all windows
@@ -169,3 +179,42 @@ def test_exported_widened_dit_loads_in_the_stock_loader_and_matches_the_split_fo
     split = sample(sd_mod.load_diffusion_model(str(base_path)), rm, None).result[0]["samples"]
     merged = sample(wide, rm, None).result[0]["samples"]
     torch.testing.assert_close(merged, split, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("clean", [True, False])
+def test_wan21_model_sees_the_reference_frame_as_the_modules_were_trained(comfy, tmp_path, clean):
+    """Modules trained with a clean reference frame (Stage3Config.reference "clean") make the sampler give a
+    16-channel (WAN21) model the identity latent clean with timestep 0 at every step, what the trainer's
+    Stage3Model.noised_input gives the DiT; modules trained with a noised one leave KSampler's inpainting as is
+    (the reference noised to the step's sigma, one timestep per sample)."""
+    sd_mod, _ = comfy
+    path = tmp_path / "dit.safetensors"
+    save_file(tiny_wan_dit_state_dict(seed=1), str(path))
+    model = sd_mod.load_diffusion_model(str(path))
+    core = pack("im_animation_core")
+    modules = tiny_modules(seed=2)
+    modules.dit.clean_reference = clean
+    patcher = pack("nodes.devices").patcher_for(modules.eval())
+    g = torch.Generator().manual_seed(0)
+    identity = torch.randn(1, 16, 1, 4, 4, generator=g)
+    rm = core.pipeline.RetargetedMotion(motion=torch.randn(1, 8, 2, 4, 4, generator=g), identity_latent=identity,
+                                        length=5, width=32, height=32, fps=24.0, modules=patcher)
+    seen = []
+    dm = model.get_model_object("diffusion_model")
+    handle = dm.register_forward_pre_hook(lambda _, args: seen.append((args[0].clone(), args[1].clone())))
+    try:
+        out = pack("nodes.sampler").IMAnimationSampler.execute(model, rm, seed=0, steps=3, cfg=1.0,
+                                                               sampler_name="euler", scheduler="simple")
+    finally:
+        handle.remove()
+    assert torch.isfinite(out.result[0]["samples"]).all()
+    assert len(seen) == 3
+    reference = model.get_model_object("latent_format").process_in(identity)[:, :, 0]
+    for x, t in seen:
+        if clean:
+            torch.testing.assert_close(x[:, :16, 0], reference, rtol=0, atol=1e-6)
+            assert t.shape == (1, 3) and t[0, 0] == 0 and t[0, 1] == t[0, 2] > 0
+        else:
+            assert t.shape == (1,)
+    if not clean:  # the first step is at sigma 1: nothing of the clean reference is left
+        assert (seen[0][0][:, :16, 0] - reference).abs().max() > 0.1

@@ -111,6 +111,15 @@ def test_expression_block_indices_follow_the_paper():
     assert DiTSpec(128, 1, 6, 16).expression_block_indices == [5]
 
 
+def test_modules_files_without_a_reference_mode_read_as_their_runs_were_trained():
+    """Files written before DiTSpec.clean_reference: 48-channel runs had a clean reference frame, 16-channel ones
+    a noised one."""
+    assert DiTSpec(**{"dim": 64, "heads": 2, "depth": 6, "latent_channels": 48}).clean_reference is True
+    assert DiTSpec(**{"dim": 64, "heads": 2, "depth": 6, "latent_channels": 16}).clean_reference is False
+    assert DiTSpec(64, 2, 6, 16, clean_reference=True).clean_reference is True
+    assert DiTSpec(64, 2, 6, 16, clean_reference=True).sizes() == DiTSpec(64, 2, 6, 16).sizes()
+
+
 def test_modules_file_round_trip(tmp_path):
     modules = small_modules()
     path = tmp_path / "m.safetensors"

@@ -65,10 +65,12 @@ def capture_dit_inputs(model):
     return seen, model.dit.register_forward_pre_hook(hook, with_kwargs=True)
 
 
-@pytest.mark.parametrize("channels", [48, 16])
-def test_dit_inputs_mirror_comfyuis_sampler(tmp_path, items, channels):
+@pytest.mark.parametrize("channels, reference", [(48, "auto"), (16, "auto"), (16, "clean")])
+def test_dit_inputs_mirror_comfyuis_sampler(tmp_path, items, channels, reference):
+    """48 channels: WAN22 + noise_mask 0; 16 channels: KSampler's inpainting on WAN21, or with reference "clean"
+    what the sampler node's object patches make of it (tests/integration/test_injection_property.py)."""
     dit = {"in_dim": channels, "out_dim": channels}
-    cfg = config_from_dict("stage3", tiny_config_dict("stage3", tmp_path / "x", dit=dit))
+    cfg = config_from_dict("stage3", tiny_config_dict("stage3", tmp_path / "x", dit=dit, reference=reference))
     trainer = Trainer("stage3", cfg, dataset=items, vae=tiny_vae(channels))
     model = trainer.model
     assert trainer.stage.shift == (5.0 if channels == 48 else 8.0)
@@ -82,7 +84,9 @@ def test_dit_inputs_mirror_comfyuis_sampler(tmp_path, items, channels):
     sigma, noise = sample_noise(1234, [0, 1], tuple(x0.shape[1:]), trainer.stage.shift)
     assert seen["x"].shape == (2, channels, 3, 8, 8)  # identity latent + 2 latent frames of a 5-frame clip
     torch.testing.assert_close(seen["x"][:, :, 1:], noisy_latent(x0, noise, sigma)[:, :, 1:])
-    if channels == 48:  # WAN22 + noise_mask 0: the reference frame is clean, its timestep 0
+    clean = channels == 48 or reference == "clean"
+    assert trainer.stage.model.ima.dit.clean_reference is clean  # what the exported modules file records
+    if clean:  # the reference frame is clean, its timestep 0
         assert torch.equal(seen["x"][:, :, 0], x0[:, :, 0])
         assert seen["t"].shape == (2, 3)
         assert torch.equal(seen["t"][:, 0], torch.zeros(2))
@@ -126,6 +130,23 @@ def test_dit_draws_tile_each_clip_with_fresh_noise(tmp_path, items):
     assert three["losses"]["dit"] != one["losses"]["dit"]  # averaged over more draws
     with pytest.raises(ConfigError, match="dit_draws"):
         config_from_dict("stage3", tiny_config_dict("stage3", tmp_path / "bad", dit_draws=0))
+
+
+def test_reference_mode_is_exported_with_the_modules_and_carried_on_by_auto(tmp_path, items):
+    cfg = config_from_dict("stage3", tiny_config_dict("stage3", tmp_path / "clean", steps=1, reference="clean"))
+    Trainer("stage3", cfg, dataset=items, vae=tiny_vae()).train()
+    exported = tmp_path / "clean" / "im_animation_modules.safetensors"
+    assert IMAnimationModules.from_file(str(exported)).dit.clean_reference is True  # what the sampler node reads
+    # "auto" continues what the starting modules file was trained with; an explicit mode overrides it
+    for reference, clean in (("auto", True), ("noised", False)):
+        cfg = config_from_dict("stage3", tiny_config_dict("stage3", tmp_path / reference, steps=1, reference=reference,
+                                                          modules={"path": str(exported)}))
+        assert Trainer("stage3", cfg, dataset=items, vae=tiny_vae()).model.ima.dit.clean_reference is clean
+    with pytest.raises(ConfigError, match="reference"):
+        config_from_dict("stage3", tiny_config_dict("stage3", tmp_path / "bad", reference="sharp"))
+    wan22 = tiny_config_dict("stage3", tmp_path / "w22", reference="noised", dit={"in_dim": 48, "out_dim": 48})
+    with pytest.raises(ConfigError, match="always gets a clean reference frame"):
+        Trainer("stage3", config_from_dict("stage3", wan22), dataset=items, vae=tiny_vae(48))
 
 
 def test_stage3_from_a_dit_file_widened_export_and_no_heatmap_supervision(tmp_path, items):
