@@ -1,6 +1,6 @@
 """Copy the trained demo model set from runs/ into models/ under the names the demo workflow loads.
 
-    python scripts/package_demo.py [--stage3 runs/demo/stage3_draws] [--vae FILE (default: the 17-frame decoder run)]
+    python scripts/package_demo.py [--stage3 runs/demo/stage3_clean] [--vae FILE (default: the 17-frame decoder run)]
 
 Prints each file's size and SHA-256 (recorded in docs/training.md) and fails when the set is over 60 MB.
 """
@@ -26,7 +26,7 @@ def sha256(path: Path) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--stage3", default="runs/demo/stage3_draws")
+    ap.add_argument("--stage3", default="runs/demo/stage3_clean")
     ap.add_argument("--vae", default="runs/demo/vae_decoder17/ima_demo_wan21_vae.safetensors")
     args = ap.parse_args()
     stage3 = REPO / args.stage3

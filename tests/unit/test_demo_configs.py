@@ -46,7 +46,13 @@ def test_the_demo_stages_read_what_the_stage_before_wrote():
     assert draws["dit"]["path"] == f"{more['output_dir']}/wan_dit.safetensors"
     assert draws["modules"]["path"] == f"{more['output_dir']}/im_animation_modules.safetensors"
     assert draws["tokenizer"] == more["tokenizer"] and draws["dit_draws"] > 1
-    assert f'default="{draws["output_dir"]}"' in (REPO / "scripts" / "package_demo.py").read_text()
+    # Its continuation with a clean reference frame and a decaying rate is the set package_demo copies.
+    clean = json.loads((DEMO / "stage3_clean.json").read_text())
+    assert clean["dit"]["path"] == f"{draws['output_dir']}/wan_dit.safetensors"
+    assert clean["modules"]["path"] == f"{draws['output_dir']}/im_animation_modules.safetensors"
+    assert clean["tokenizer"] == draws["tokenizer"] and clean["reference"] == "clean"
+    assert 0 < clean["optim"]["decay_steps"] <= clean["steps"]
+    assert f'default="{clean["output_dir"]}"' in (REPO / "scripts" / "package_demo.py").read_text()
 
 
 def test_every_ablation_variant_is_a_valid_stage2_config_with_a_frozen_encoder_but_the_first_recipe():
