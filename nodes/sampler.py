@@ -102,7 +102,7 @@ class IMAnimationSampler(io.ComfyNode):
             latent = latent_format.process_out(latent) * mask + latent * (1.0 - mask)
             motion = motion_with_reference(rm.motion[:, :, win.start:win.stop])
             patched = patch_wan(node, model, rm.modules, motion.shape[1],
-                                None if tokens is None else tokens[win.start:win.stop], REFERENCE_FRAMES, fixed)
+                                None if tokens is None else tokens[win.start:win.stop], REFERENCE_FRAMES, mask)
 
             def callback(step, x0, x, total, offset=i * steps):
                 preview = previewer.decode_latent_to_preview_image("JPEG", x0) if previewer else None

@@ -26,22 +26,20 @@ class ExpressionPatch:
         return out
 
 
-class KeptFramesTimestep:
-    """``process_timestep`` object patch: per-frame timesteps [B,F], 0 on the first ``kept_frames`` latent frames
-    (the clean reference and carried frames the noise mask keeps), as ComfyUI's WAN22 computes them for TI2V."""
+class TI2VReferencePatch:
+    """Object patches that give a Wan2.1-family model the frames its noise mask keeps as ComfyUI's WAN22 gives
+    them to a Wan2.2 TI2V model: clean, with per-frame timestep 0. They call WAN22's own methods; WAN21 gets
+    no denoise_mask among its model inputs, so the window's mask [1,1,F,h,w] is held here."""
 
-    def __init__(self, kept_frames: int):
-        self.kept_frames = kept_frames
+    def __init__(self, noise_mask: torch.Tensor):
+        self.noise_mask = noise_mask
 
-    def __call__(self, timestep: torch.Tensor, x: torch.Tensor, **kwargs) -> torch.Tensor:
-        frames = torch.ones(x.shape[2], device=timestep.device, dtype=timestep.dtype)
-        frames[: self.kept_frames] = 0.0
-        return timestep.reshape(-1, 1) * frames
+    def process_timestep(self, timestep: torch.Tensor, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        return comfy.model_base.WAN22.process_timestep(None, timestep, x, denoise_mask=self.noise_mask.to(timestep))
 
-
-def clean_latent_inpaint(latent_image: torch.Tensor, **kwargs) -> torch.Tensor:
-    """``scale_latent_inpaint`` object patch: the kept frames enter the DiT clean, not noised to the current sigma."""
-    return latent_image
+    @staticmethod
+    def scale_latent_inpaint(**kwargs) -> torch.Tensor:
+        return comfy.model_base.WAN22.scale_latent_inpaint(None, **kwargs)
 
 
 def wan_diffusion_model(node: str, model) -> comfy.ldm.wan.model.WanModel:
@@ -67,14 +65,14 @@ def check_compatible(node: str, dm, latent_channels: int, modules: IMAnimationMo
 
 
 def patch_wan(node: str, model, modules_patcher, motion_channels: int, expression: torch.Tensor | None,
-              skip_frames: int, kept_frames: int):
+              skip_frames: int, noise_mask: torch.Tensor):
     """Return a clone of ``model`` that takes [latent, motion] channels and runs the expression blocks.
 
     A base DiT gets a split patch embedding (object patch); a DiT exported with the widened patch
     embedding already has the motion channels and keeps its own weights. When the modules were trained with
     a clean reference frame (DiTSpec.clean_reference) and the model is not a Wan2.2 TI2V model (whose WAN22
-    class does it already), the first ``kept_frames`` latent frames, those the noise mask keeps, go in clean
-    with timestep 0: the Wan2.1-family model then sees what it saw in training."""
+    class does it already), the latent frames ``noise_mask`` [1,1,F,h,w] keeps (0) go in clean with timestep 0:
+    the Wan2.1-family model then sees what it saw in training."""
     dm = wan_diffusion_model(node, model)
     latent_channels = model.get_model_object("latent_format").latent_channels
     modules: IMAnimationModules = modules_patcher.model
@@ -91,8 +89,9 @@ def patch_wan(node: str, model, modules_patcher, motion_channels: int, expressio
                          f"{latent_channels} (base model) or {latent_channels + motion_channels} (exported "
                          "IM-Animation DiT). Use the matching model file.")
     if modules.dit.clean_reference and not isinstance(model.model, comfy.model_base.WAN22):
-        patched.add_object_patch("process_timestep", KeptFramesTimestep(kept_frames))
-        patched.add_object_patch("scale_latent_inpaint", clean_latent_inpaint)
+        reference = TI2VReferencePatch(noise_mask)
+        patched.add_object_patch("process_timestep", reference.process_timestep)
+        patched.add_object_patch("scale_latent_inpaint", reference.scale_latent_inpaint)
     if expression is not None:
         for block, index in zip(modules.expression_blocks, modules.dit.expression_block_indices, strict=True):
             patched.set_model_patch_replace(ExpressionPatch(block, expression, skip_frames), "dit", "double_block",

@@ -423,19 +423,17 @@ class Stage3(Stage2):
         self._dit.requires_grad_(config.dit.trainable)
         self._set_reference(config)
         log.info("stage3: flow shift %.1f (%d-channel latents), %s reference frame", self.shift,
-                 self.spec.latent_channels, "clean" if self.spec.clean_reference else "noised")
+                 self.spec.latent_channels, "clean" if self.model.clean_reference else "noised")
 
     def _set_reference(self, config: Stage3Config) -> None:
-        """Resolve config.reference into the modules' DiTSpec (exported with them, read by the sampler node)."""
+        """Resolve config.reference into the modules' DiTSpec (exported with them, read by the sampler node).
+        "auto" keeps it: the starting modules file's mode, or for fresh modules DiTSpec's per-channel default."""
         spec = self.model.ima.dit
         if config.reference == "noised" and spec.latent_channels == 48:
             raise ConfigError("config field 'reference' is 'noised', but ComfyUI's Wan2.2 (48-channel) model always "
                               "gets a clean reference frame: use 'clean' or 'auto'")
         if config.reference != "auto":
             spec.clean_reference = config.reference == "clean"
-        elif not config.modules.path:
-            spec.clean_reference = spec.latent_channels == 48
-        self.spec.clean_reference = spec.clean_reference
 
     def _make_model(self, encoder, modules, trainable) -> nn.Module:
         dit = self._dit

@@ -48,7 +48,9 @@ def test_patched_wan22_5b_structure_and_parameter_counts(comfy):
     model = comfy.model_patcher.ModelPatcher(base, load_device=dev, offload_device=dev)
     modules_patcher = comfy.model_patcher.ModelPatcher(modules, load_device=dev, offload_device=dev)
     tokens = torch.zeros(21, modules.expression_encoder.config.tokens, modules.expression_encoder.config.width)
-    patched = pack("nodes.wan_patch").patch_wan("test", model, modules_patcher, 16, tokens, 1, 1)
+    noise_mask = torch.ones(1, 1, 22, 1, 1)
+    noise_mask[:, :, 0] = 0.0
+    patched = pack("nodes.wan_patch").patch_wan("test", model, modules_patcher, 16, tokens, 1, noise_mask)
 
     embed = patched.object_patches["diffusion_model.patch_embedding"]
     assert type(embed).__name__ == "MotionPatchEmbedding"
@@ -58,6 +60,7 @@ def test_patched_wan22_5b_structure_and_parameter_counts(comfy):
     assert sorted(i for _, i in replaced) == [5, 11, 17, 23, 29]
     assert patched.get_additional_models_with_key("im_animation") == [modules_patcher]
     assert model.object_patches == {}  # the stock MODEL itself is untouched
+    assert "process_timestep" not in patched.object_patches  # WAN22 keeps its own clean-reference handling
 
     dit = count(base.diffusion_model)
     parts = {name: count(getattr(modules, name)) for name in
