@@ -1,7 +1,8 @@
 """make ablations: the paper's Stage-2 ablations (Tables 2, 5, 6) on the demo's synthetic data, 3 seeds each.
 
-Every variant starts from the same Stage-1 outputs and trains Stage 2 (configs/demo/stage2.json) for the
-same number of steps and batch size with seeds 0, 1, 2; only the switch under test differs. The motion
+Every variant starts from the same Stage-1 outputs and trains Stage 2 (configs/demo/stage2.json) with seeds
+0, 1, 2 and, by default, the demo Stage 2's own budget (that config's steps and batch size: 1500 x 8); only the
+switch under test differs. The motion
 encoder is frozen in every variant (as in configs/demo/stage2.json): trained jointly with the retargeter
 at the predict-the-mean plateau, its codebook collapses (`first_recipe`, docs/training.md).
 
@@ -11,7 +12,7 @@ at the predict-the-mean plateau, its codebook collapses (`first_recipe`, docs/tr
     self_attention   retargeting by self-attention without mask tokens (Table 6 / Table 2 exp. C)
     first_recipe     the first demo's Stage 2: the tokenizer trained jointly (the paper's Stage 2), upsample
                      heatmap head, sigma 1, random init. Its codebook collapses; kept because its seed-0 run
-                     feeds the DiT warm-up (configs/demo/stage3_prior.json). Run it with --variants first_recipe
+                     feeds the DiT warm-up (configs/demo/stage3_prior.json). Run it as below (its own budget)
 
 Not here: Table 2 exp. D (no heatmap supervision). Without the heatmap loss Stage 2 has no loss at all (the
 trainer refuses it); the ablation is a Stage-3 run with heatmap_supervision false per seed, which this CPU
@@ -19,7 +20,10 @@ cannot afford three times (see docs/results.md).
 
 Outputs: runs/ablations/<variant>/seed<k>/ (what scripts/eval.py --runs reads).
 
-    python scripts/ablations.py [--steps 200] [--batch-size 4] [--variants full,conv_encoder,...] [--seeds 0,1,2]
+    python scripts/ablations.py [--steps N] [--batch-size B] [--variants full,conv_encoder,...] [--seeds 0,1,2]
+
+The first demo's Stage 2 had its own, shorter budget: python scripts/ablations.py --variants first_recipe
+--seeds 0 --steps 200 --batch-size 4
 """
 
 from __future__ import annotations
@@ -46,8 +50,8 @@ DEFAULT_VARIANTS = ("full", "conv_encoder", "self_attention")  # the paper's
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--steps", type=int, help="default: configs/demo/stage2.json's")
+    ap.add_argument("--batch-size", type=int, help="default: configs/demo/stage2.json's")
     ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--out", default="runs/ablations")
@@ -61,8 +65,12 @@ def main() -> int:
             if (REPO / out / "outputs.json").exists():
                 print(f"{out}: done already, skipped")
                 continue
-            sets = [f"output_dir={out}", f"seed={seed}", f"data.seed={100 + seed}", f"steps={args.steps}",
-                    f"batch_size={args.batch_size}", "save_every=100000", *VARIANTS[variant]]
+            sets = [f"output_dir={out}", f"seed={seed}", f"data.seed={100 + seed}", "save_every=100000",
+                    *VARIANTS[variant]]
+            if args.steps is not None:
+                sets.append(f"steps={args.steps}")
+            if args.batch_size is not None:
+                sets.append(f"batch_size={args.batch_size}")
             cmd = [sys.executable, "-m", "im_animation_core.train", "stage2", "--config", "configs/demo/stage2.json"]
             for s in sets:
                 cmd += ["--set", s]

@@ -14,6 +14,7 @@ from PIL import Image
 from im_animation_core.data import SyntheticPairs
 from im_animation_core.eval.metrics import motion_correlation, psnr, ssim
 from im_animation_core.eval.strip import contact_sheet, side_by_side
+from im_animation_core.eval.vae_gate import vae_round_trip
 
 # The demo clip: held-out pair DEMO_INDEX of seed DEMO_SEED (identity and motion never seen in training). A
 # dance, a thin pink driver and a broad, thick-limbed blue identity: the body shapes differ plainly.
@@ -80,15 +81,6 @@ def write_strip(out: Path, item: dict, result: torch.Tensor, random_weights: boo
 
 
 VAE_CEILING_ROW = "ground truth through the VAE (the best any DiT could do)"
-
-
-def vae_round_trip(vae, clip: torch.Tensor) -> torch.Tensor:
-    """clip [T,H,W,3] float in [0,1] -> the same after the VAE's encode and decode (mean latent), [0,1]. The
-    ceiling of every result decoded by that VAE: what it cannot represent no DiT can draw."""
-    from im_animation_core.wan.vae_train import clip_to_video, video_to_clip
-
-    with torch.no_grad():
-        return video_to_clip(vae.decode(vae.encode(clip_to_video(clip.float()))))[0]
 
 
 def image_metrics(item: dict, result: torch.Tensor, vae=None) -> dict:

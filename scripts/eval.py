@@ -84,7 +84,7 @@ def evaluate_ablations(runs: Path, vae, data, count: int) -> dict[str, dict[str,
     return out
 
 
-def ablation_row(name: str, per_seed: list[dict]) -> str:
+def ablation_row(name: str, per_seed: list[dict], budget: str) -> str:
     """A variant's row of the main table: mean ± stdev over its seeds."""
     def stats(k):  # leakage is NaN for a seed whose predicted joints give no limb ratios
         finite = [m[k] for m in per_seed if math.isfinite(m[k])]
@@ -93,7 +93,7 @@ def ablation_row(name: str, per_seed: list[dict]) -> str:
     agg, spread = {}, {}
     for k in per_seed[0]:
         agg[k], spread[k] = stats(k)
-    return (f"| {name} ({len(per_seed)} seeds) | {agg['pck']:.3f} ± {spread['pck']:.3f} | "
+    return (f"| {name} ({len(per_seed)} seeds, {budget}) | {agg['pck']:.3f} ± {spread['pck']:.3f} | "
             f"{agg['mean_error_px']:.2f} ± {spread['mean_error_px']:.2f} | {agg['leakage']:.3f} ± "
             f"{spread['leakage']:.3f} | {agg['d_identity']:.3f} | {agg['d_driver']:.3f} |")
 
@@ -139,7 +139,7 @@ def main() -> int:
     runs = Path(args.runs)
     ablations = evaluate_ablations(runs, vae, data, args.count)
     for name, seeds in ablations.items():
-        out(ablation_row(name, list(seeds.values())))
+        out(ablation_row(name, list(seeds.values()), es.training_budget(runs / name)))
     if ablations:
         out(f"\nAblations ({runs}/<variant>/<seed>): mean ± stdev over seeds above; each seed's value here.\n")
         for line in es.ablation_seed_table(ablations):

@@ -8,6 +8,7 @@ scripts/demo_support.py (inputs, PSNR / SSIM against the ground truth and the tw
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import re
@@ -65,6 +66,19 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
 def compact(values: list[float], digits: int) -> str:
     """'0.412 / 0.398 / 0.420'"""
     return " / ".join(f"{v:.{digits}f}" for v in values)
+
+
+def training_budget(variant: Path) -> str:
+    """What a variant's seeds were trained for, from each run's config.json and outputs.json, e.g.
+    "1500 steps of batch 8" (seeds that differ are all listed), so that rows of different budgets never pass
+    for a like-for-like comparison."""
+    budgets = []
+    for run in sorted(variant.iterdir(), key=natural_key):
+        if (run / "outputs.json").exists():
+            step = json.loads((run / "outputs.json").read_text())["step"]
+            batch = json.loads((run / "config.json").read_text())["batch_size"]
+            budgets.append(f"{step} steps of batch {batch}")
+    return " / ".join(dict.fromkeys(budgets))
 
 
 def ablation_seed_table(variants: dict[str, dict[str, dict]]) -> list[str]:

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..synthetic import Identity, Motion, render_rest, render_sample, sample_identity, sample_motion
-from ..synthetic.sampling import SPLITS
+from ..synthetic.sampling import SPLITS, with_min_contrast
 
 PAIR_KEYS = (
     "driving", "driving_joints", "driving_visible", "driving_face_boxes",
@@ -51,6 +51,9 @@ class SyntheticPairs(Dataset):
         The 64-pixel demo configs use 1.75, so that limbs are 2-5 pixels wide instead of 1-2: thin
         limbs vanish under the 8x spatial compression of a small VAE. Split membership is decided on the
         sampled (unscaled) values, so train and held-out stay disjoint.
+    min_contrast: every drawn identity's shirt, trousers, skin and hair are recoloured (hue kept) to differ in
+        luma from the background by at least this much (0: the generator's own colours; see
+        synthetic.sampling.with_min_contrast). The 128-pixel demo domain uses it so that limbs survive the VAE.
 
     Item i (float32 frames in [0,1], joints in pixels, integer = pixel centre, keypoints.JOINT_NAMES layout):
         driving [T,H,W,3]: motion m on identity A; driving_joints [T,62,2]; driving_visible [T,62] bool;
@@ -63,9 +66,11 @@ class SyntheticPairs(Dataset):
     """
 
     def __init__(self, split: str = "train", num_samples: int = 1000, frames: int = 16, size=64, seed: int = 0,
-                 same_identity: bool = False, thickness_scale: float = 1.0):
+                 same_identity: bool = False, thickness_scale: float = 1.0, min_contrast: float = 0.0):
         if not thickness_scale > 0:
             raise ValueError(f"thickness_scale must be > 0, got {thickness_scale!r}")
+        if not 0 <= min_contrast <= 0.5:
+            raise ValueError(f"min_contrast must be in [0, 0.5] (a luma difference), got {min_contrast!r}")
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if num_samples < 0 or frames < 1:
@@ -74,6 +79,7 @@ class SyntheticPairs(Dataset):
         self.size = as_size(size)
         self.seed, self.same_identity = int(seed), bool(same_identity)
         self.thickness_scale = float(thickness_scale)
+        self.min_contrast = float(min_contrast)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -83,11 +89,12 @@ class SyntheticPairs(Dataset):
         if not 0 <= index < self.num_samples:
             raise IndexError(f"index {index} out of range for {self.num_samples} samples")
         g = item_generator("pairs", self.seed, self.split, int(self.same_identity), index)
-        a = self._thicken(sample_identity(g, self.split))
-        b = a if self.same_identity else self._thicken(sample_identity(g, self.split))
+        a = self._styled(sample_identity(g, self.split))
+        b = a if self.same_identity else self._styled(sample_identity(g, self.split))
         return a, b, sample_motion(g, self.split)
 
-    def _thicken(self, identity: Identity) -> Identity:
+    def _styled(self, identity: Identity) -> Identity:
+        identity = with_min_contrast(identity, self.min_contrast)
         if self.thickness_scale == 1.0:
             return identity
         s = self.thickness_scale

@@ -24,6 +24,7 @@ Motion: period [10, 40] frames, amplitude (the kind's main amplitude as a fracti
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import math
 
 import torch
@@ -223,3 +224,39 @@ def split_of(values: dict[str, float]) -> str | None:
         if all(in_split(k, v, split) for k, v in values.items()):
             return split
     return None
+
+
+def luminance(rgb: tuple) -> float:
+    """Rec. 601 luma of an RGB colour in [0, 1]."""
+    r, g, b = rgb
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def _away_from(rgb: tuple, background: float, min_contrast: float) -> tuple:
+    """rgb moved, hue kept, until its luma differs from ``background`` by at least ``min_contrast``: darkened
+    (scaled towards black) on a light background, lightened (blended towards white) on a dark one."""
+    lum = luminance(rgb)
+    if abs(lum - background) >= min_contrast:
+        return tuple(rgb)
+    if background >= 0.5:
+        goal = max(background - min_contrast, 0.0)
+        return tuple(c * goal / max(lum, 1e-6) for c in rgb)
+    goal = min(background + min_contrast, 1.0)
+    t = (goal - lum) / max(1.0 - lum, 1e-6)
+    return tuple(c + t * (1.0 - c) for c in rgb)
+
+
+def with_min_contrast(identity: Identity, min_contrast: float) -> Identity:
+    """``identity`` with its shirt, trousers, skin and hair recoloured (hue kept, so the shirt_hue split is
+    unchanged) so that each differs in luma by at least ``min_contrast`` from the background (both ends of a
+    gradient). Limbs of a colour close to the background's vanish in a small VAE's latents."""
+    if min_contrast <= 0:
+        return identity
+    ends = [identity.background] + ([identity.background2] if identity.background2 is not None else [])
+    lums = [luminance(c) for c in ends]
+    # the side of the background the colours move away from: its lighter end on a light one, else its darker
+    bg = max(lums) if sum(lums) / len(lums) >= 0.5 else min(lums)
+    recolour = {name: _away_from(getattr(identity, name), bg, min_contrast)
+                for name in ("body_color", "head_color", "hair_color")}
+    recolour["leg_color"] = _away_from(identity.legs_color, bg, min_contrast)
+    return dataclasses.replace(identity, **recolour)

@@ -1,5 +1,8 @@
 """python -m im_animation_core.train vae|stage1|stage2|stage3 --config cfg.json [--resume DIR] [--set KEY=VALUE ...]
 
+python -m im_animation_core.train cache --config stage3.json [--for stage2|stage3] [--set ...]: build the clip
+cache (train.cache) that the config's data.cache names, for that stage's config (default stage3).
+
 Multi-GPU: torchrun --nproc_per_node N -m im_animation_core.train stage3 --config cfg.json
 """
 
@@ -46,14 +49,29 @@ def _run_vae(args) -> int:
     return 0
 
 
+def _run_cache(args) -> int:
+    from .cache import build_cache
+
+    if args.resume:
+        raise ConfigError("the cache command resumes by itself (rerun it); --resume is for the stages")
+    with open(args.config, encoding="utf-8") as f:
+        data = _apply_sets(json.load(f), args.set)
+    stage = args.for_stage
+    index = build_cache(stage, config_from_dict(stage, data), args.config, log_fn=print)
+    print(json.dumps({"stage": "cache", "for": stage, "folder": data["data"]["cache"], "clips": index["clips"]}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m im_animation_core.train",
                                      description="Train one IM-Animation stage (paper section 3.4).")
-    parser.add_argument("stage", choices=("vae",) + STAGES)
+    parser.add_argument("stage", choices=("vae", "cache") + STAGES)
     parser.add_argument("--config", required=True, help="JSON config (fields in im_animation_core/train/config.py)")
     parser.add_argument("--resume", default=None, help="a run's output directory or one of its checkpoints")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set seed=1 --set optim.lr=1e-3 (repeatable)")
+    parser.add_argument("--for", dest="for_stage", choices=("stage2", "stage3"), default="stage3",
+                        help="cache: the stage whose config --config is (default stage3)")
     args = parser.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
@@ -61,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.stage == "vae":
             return _run_vae(args)
+        if args.stage == "cache":
+            return _run_cache(args)
         if args.set:
             with open(args.config, encoding="utf-8") as f:
                 data = json.load(f)

@@ -29,7 +29,7 @@ DTYPES = ("float32", "float16", "bfloat16")
 # Fields that may change between a checkpoint and the run resuming it (they do not change the result of a
 # step): the step budget, logging / checkpoint cadence, where outputs go, loader workers, the device.
 RESUMABLE_CHANGES = frozenset({
-    "steps", "output_dir", "log_every", "save_every", "keep_checkpoints", "progress", "data.num_workers",
+    "steps", "output_dir", "log_every", "save_every", "keep_checkpoints", "progress", "data.num_workers", "data.cache",
     "device", "cpu_threads",
 })
 
@@ -68,6 +68,9 @@ class DataConfig:
         on by default in Stage 2 only, as in the paper); augment_options: data.AugmentConfig fields.
     num_workers: DataLoader worker processes. options: further keyword arguments for the dataset class
         (e.g. VideoFolder's stride, fit).
+    cache: a clip cache folder (train.cache; Stages 2 and 3): when set, the stage trains from the clips cached
+        there (built by ``python -m im_animation_core.train cache --config`` the same config) instead of
+        rendering / decoding and encoding each clip at every step. The same losses, a much shorter step.
     """
 
     kind: str = "synthetic"
@@ -82,6 +85,7 @@ class DataConfig:
     augment_options: dict = field(default_factory=dict)
     num_workers: int = 0
     options: dict = field(default_factory=dict)
+    cache: str = ""
 
 
 @dataclass(kw_only=True)

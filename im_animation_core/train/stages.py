@@ -46,11 +46,11 @@ from .build import (
     dit_spec,
 )
 from .config import ConfigError, Stage1Config, Stage2Config, Stage3Config
-from .encoders import ConvMotionEncoder, TokenizerEncoder, encode_clips
+from .encoders import ConvMotionEncoder, TokenizerEncoder, encode_clips, token_spread
 from .targets import (
     default_shift,
     latent_frame_heatmaps,
-    moving_weights,
+    moving_map,
     noisy_latent,
     sample_noise,
     square_frame_heatmaps,
@@ -74,7 +74,24 @@ def batch_indices(batch: dict[str, Any]) -> list[int]:
     """The dataset indices of a batch's samples ("index", set by the trainer), else 0..B-1."""
     if "index" in batch:
         return [int(i) for i in batch["index"]]
-    return list(range(batch["driving"].shape[0]))
+    return list(range(batch["identity_latent" if "driving" not in batch else "driving"].shape[0]))
+
+
+def frame_hw(batch: dict[str, Any]) -> tuple[int, int]:
+    """(H, W) of the batch's pixel frames: from the target clip, or a cached batch's ``frame_size`` [B,2]."""
+    if "target" in batch:
+        return tuple(batch["target"].shape[2:4])
+    return tuple(int(v) for v in batch["frame_size"][0])
+
+
+def driver_tokens(encoder: nn.Module, batch: dict[str, Any], trainable: bool
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(tokens [B,T,L,C], aux) of the driving clips, or of a cached batch's ``tokens`` (a frozen encoder's,
+    train.cache), with the same aux (token_spread over the batch's frames)."""
+    if "tokens" not in batch:
+        return encode_clips(encoder, batch["driving"], trainable)
+    tokens = batch["tokens"]
+    return tokens, {"token_spread": token_spread(tokens.flatten(0, 1))}
 
 
 def _weights(config, visible_weight: torch.Tensor) -> torch.Tensor | None:
@@ -128,9 +145,8 @@ class RetargetModel(nn.Module):
         """(retargeted motion [B,C_r,F,h,w], L_retarget, encoder losses) for a batch whose
         ``identity_latent`` [B,C,1,h,w] (raw VAE mean) is set."""
         c = self.config
-        driving = batch["driving"]
-        t = driving.shape[1]
-        tokens, aux = encode_clips(self.encoder, driving, self.encoder_trainable)
+        tokens, aux = driver_tokens(self.encoder, batch, self.encoder_trainable)
+        t = tokens.shape[1]
         ref = batch["identity_latent"][:, :, 0]
         rt = self.ima.retarget
         dtype = rt.motion_in.weight.dtype
@@ -139,9 +155,8 @@ class RetargetModel(nn.Module):
         if not c.heatmap_supervision:
             return motion, _zero().to(motion.device), aux
         pred = rt.heatmap_head(feats, rt.grid(ref)).float()  # [B,F,J,Hh,Wh]
-        target, weight = latent_frame_heatmaps(batch["target_joints"], batch["target_visible"],
-                                               tuple(batch["target"].shape[2:4]), tuple(pred.shape[-2:]),
-                                               c.heatmap_sigma)
+        target, weight = latent_frame_heatmaps(batch["target_joints"], batch["target_visible"], frame_hw(batch),
+                                               tuple(pred.shape[-2:]), c.heatmap_sigma)
         loss = heatmap_mse(pred.flatten(0, 1), target.to(pred.device).flatten(0, 1),
                            _weights(c, weight.flatten(0, 1).to(pred.device)))
         return motion, loss, aux
@@ -177,11 +192,12 @@ class Stage3Model(RetargetModel):
         self.latent_format, self.shift = latent_format, shift
         dit.attach_motion_patch(modules.motion_patch)
 
-    def expression_tokens(self, batch: dict[str, Any]) -> list[torch.Tensor]:
-        """Per sample [F,K,W] expression tokens averaged over each latent frame (pipeline.encode_expression +
-        ExpressionFeatures.for_length), with gradient to the expression encoder."""
-        enc = self.ima.expression_encoder
-        p = enc.proj.weight
+    def face_crops(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The driving clips' face crops [B,T,3,S,S] that the expression encoder reads (S: its crop size), or a
+        cached batch's ``face_crops``."""
+        if "face_crops" in batch:
+            return batch["face_crops"]
+        size = self.ima.expression_encoder.config.crop_size
         driving = batch["driving"]
         b, t, h, w = driving.shape[:4]
         out = []
@@ -190,9 +206,22 @@ class Stage3Model(RetargetModel):
                 boxes = fallback_face_boxes(t, h, w)
             else:
                 boxes = batch["driving_face_boxes"][i].float()
-            crops = crop_faces(driving[i].to(p.device), boxes.to(p.device), enc.config.crop_size)
-            out.append(pool_to_latent_frames(enc(crops.to(p.dtype))))
-        return out
+            out.append(crop_faces(driving[i], boxes.to(driving.device), size))
+        return torch.stack(out)
+
+    def expression_tokens(self, batch: dict[str, Any]) -> list[torch.Tensor]:
+        """Per sample [F,K,W] expression tokens averaged over each latent frame (pipeline.encode_expression +
+        ExpressionFeatures.for_length), with gradient to the expression encoder."""
+        enc = self.ima.expression_encoder
+        p = enc.proj.weight
+        return [pool_to_latent_frames(enc(crops.to(p.device, p.dtype))) for crops in self.face_crops(batch)]
+
+    @staticmethod
+    def moving(batch: dict[str, Any], latent_hw: tuple[int, int]) -> torch.Tensor:
+        """targets.moving_map of the batch [B,F,h,w], or a cached batch's ``moving``."""
+        if "moving" in batch:
+            return batch["moving"]
+        return moving_map(batch["target"], batch["identity"], latent_hw)
 
     def clean_latents(self, batch: dict[str, Any]) -> torch.Tensor:
         """x0 of the DiT: the identity latent then the target's, processed, float [B,C,1+F,h,w]."""
@@ -245,7 +274,7 @@ class Stage3Model(RetargetModel):
         l_dit = err.mean()  # logged as the paper's L_DiT whatever the weighting, so runs stay comparable
         out_losses = {"dit": l_dit}
         if c.moving_weight > 0:
-            w = moving_weights(batch["target"], batch["identity"], tuple(x0.shape[-2:]), c.moving_weight)
+            w = 1.0 + c.moving_weight * self.moving(batch, tuple(x0.shape[-2:]))[:, None].float()
             w = w.repeat(draws, 1, 1, 1, 1).to(err)
             # normalised by the mean weight, so only the balance between pixels changes, not the loss scale
             fit = (err * w).mean() / w.expand_as(err).mean()
@@ -357,7 +386,7 @@ class Stage2(Stage):
     def data_init(self, batch: dict[str, Any]) -> None:
         """modules.retarget_init "local" on a collated batch of the first training pairs."""
         batch = self.prepare(batch)
-        tokens, _ = encode_clips(self.model.encoder, batch["driving"], trainable=False)
+        tokens, _ = driver_tokens(self.model.encoder, batch, trainable=False)
         try:
             local_attention_init_(self.model.ima.retarget, tokens, batch["identity_latent"][:, :, 0])
         except ValueError as e:
@@ -393,10 +422,27 @@ class Stage2(Stage):
                               f"patch {p}: use frame sizes that are multiples of {p} x the VAE's compression")
 
     def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The batch with the frozen VAE's latents added (a cached batch has them already)."""
         batch = dict(batch)
-        batch["identity_latent"] = _encode_video(self.vae, batch["identity"][:, None], self.device)
+        if "identity_latent" not in batch:
+            batch["identity_latent"] = _encode_video(self.vae, batch["identity"][:, None], self.device)
         self._check_latent(batch["identity_latent"], "identity image", 1)
         return batch
+
+    @torch.no_grad()
+    def cached_fields(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """What train.cache stores of a live collated batch: everything a step reads that no trainable weight
+        changes, per sample (leading axis B). Stage 2: the identity latent, the frozen encoder's tokens, the
+        target joints and the frame size."""
+        if self.model.encoder_trainable:
+            raise ConfigError("a clip cache holds the motion encoder's tokens, so the encoder must be frozen "
+                              "(tokenizer.trainable / conv_encoder.trainable false)")
+        batch = self.prepare(batch)
+        tokens, _ = encode_clips(self.model.encoder, batch["driving"], trainable=False)
+        b = tokens.shape[0]
+        return {"identity_latent": batch["identity_latent"], "tokens": tokens,
+                "target_joints": batch["target_joints"].float(), "target_visible": batch["target_visible"].bool(),
+                "frame_size": torch.tensor([frame_hw(batch)] * b, dtype=torch.int64)}
 
     def export(self, out_dir: Path) -> dict[str, str]:
         files = _export_encoder(self.model.encoder, self.config, out_dir)
@@ -463,11 +509,25 @@ class Stage3(Stage2):
 
     def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
         batch = super().prepare(batch)
-        batch["target_latent"] = _encode_video(self.vae, batch["target"], self.device)
-        self._check_latent(batch["target_latent"], "target clip", batch["target"].shape[1])
+        if "target_latent" not in batch:
+            batch["target_latent"] = _encode_video(self.vae, batch["target"], self.device)
+        self._check_latent(batch["target_latent"], "target clip", batch["target_joints"].shape[1])
         if batch["target_latent"].shape[-2:] != batch["identity_latent"].shape[-2:]:
             raise ConfigError("the identity image and the target clip have different sizes; they must match")
         return batch
+
+    @torch.no_grad()
+    def cached_fields(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Stage 2's cached fields plus the target latents, the driving face crops (when the modules have
+        expression blocks) and the moving map (when moving_weight is on)."""
+        out = super().cached_fields(batch)
+        batch = self.prepare(batch)
+        out["target_latent"] = batch["target_latent"]
+        if self.model.ima.dit.expression_block_indices:
+            out["face_crops"] = self.model.face_crops(batch)
+        if self.config.moving_weight > 0:
+            out["moving"] = moving_map(batch["target"], batch["identity"], tuple(batch["target_latent"].shape[-2:]))
+        return out
 
     def export(self, out_dir: Path) -> dict[str, str]:
         files = super().export(out_dir)

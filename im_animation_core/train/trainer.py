@@ -300,6 +300,10 @@ class Trainer:
 
     def _ensure_data(self) -> None:
         """Build the dataset and collate function from the config unless they were passed in."""
+        if self.dataset is None and self.config.data.cache:
+            from .cache import CachedClips, cache_key
+
+            self.dataset = CachedClips(self.config.data.cache, cache_key(self.config))
         if self.dataset is None:
             self.dataset = build_dataset(self.config.data)
         if self.collate is None:

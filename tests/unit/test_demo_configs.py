@@ -15,11 +15,15 @@ DEMO = REPO / "configs" / "demo"
 STAGE_CONFIGS = sorted(p for p in DEMO.glob("stage*.json"))
 
 
-def ablation_variants() -> dict[str, list[str]]:
+def ablation_runner():
     spec = importlib.util.spec_from_file_location("ablations", REPO / "scripts" / "ablations.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.VARIANTS
+    return module
+
+
+def ablation_variants() -> dict[str, list[str]]:
+    return ablation_runner().VARIANTS
 
 
 @pytest.mark.parametrize("path", STAGE_CONFIGS, ids=lambda p: p.name)
@@ -63,3 +67,20 @@ def test_every_ablation_variant_is_a_valid_stage2_config_with_a_frozen_encoder_b
         c = config_from_dict("stage2", data)
         frozen = not (c.conv_encoder.trainable if c.motion_encoder == "conv" else c.tokenizer.trainable)
         assert frozen == (name != "first_recipe"), name
+
+
+@pytest.mark.parametrize("argv, budget", [([], None), (["--steps", "200", "--batch-size", "4"], (200, 4))])
+def test_the_ablation_runs_get_the_demo_stage2_budget_unless_told_otherwise(monkeypatch, tmp_path, argv, budget):
+    runner = ablation_runner()
+    commands = []
+    monkeypatch.setattr(runner.subprocess, "run", lambda cmd, **_: commands.append(cmd) or
+                        type("Done", (), {"returncode": 0})())
+    monkeypatch.setattr("sys.argv", ["ablations.py", "--out", str(tmp_path), "--seeds", "0", *argv])
+    assert runner.main() == 0
+    stage2 = json.loads((DEMO / "stage2.json").read_text())
+    expected = budget or (stage2["steps"], stage2["batch_size"])
+    assert len(commands) == 3  # the paper's three variants
+    for cmd in commands:
+        sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
+        c = config_from_dict("stage2", _apply_sets(json.loads((DEMO / "stage2.json").read_text()), sets))
+        assert (c.steps, c.batch_size) == expected

@@ -260,3 +260,33 @@ def test_render_speed():
         fps[size] = 32 / best
     print(f"\nsynthetic render speed (1 thread): 64x64 {fps[64]:.0f} frames/s, 128x128 {fps[128]:.0f} frames/s")
     assert fps[64] > 100
+
+
+def test_min_contrast_recolours_the_body_away_from_the_background_keeping_hue_and_split():
+    import colorsys
+
+    from im_animation_core.data import SyntheticPairs
+    from im_animation_core.synthetic.sampling import identity_split_values, luminance, split_of
+
+    plain = SyntheticPairs("heldout", 40, frames=1, size=64, seed=5)
+    vivid = SyntheticPairs("heldout", 40, frames=1, size=64, seed=5, min_contrast=0.3)
+    moved = 0
+    for i in range(40):
+        a, b = plain.parameters(i)[1], vivid.parameters(i)[1]
+        ends = [b.background] + ([b.background2] if b.background2 is not None else [])
+        for name in ("body_color", "head_color", "hair_color", "legs_color"):
+            before, after = getattr(a, name), getattr(b, name)
+            gaps = [abs(luminance(after) - luminance(e)) for e in ends]
+            # at least 0.3 from the gradient's nearer end of its own side, and never close to the other end
+            assert max(gaps) >= 0.3 - 1e-9 and min(gaps) >= 0.3 - 0.26, (i, name, gaps)
+            if max(before) - min(before) > 0.05:  # hue defined: kept
+                h0, h1 = colorsys.rgb_to_hsv(*before)[0], colorsys.rgb_to_hsv(*after)[0]
+                assert min(abs(h0 - h1), 1 - abs(h0 - h1)) < 1e-6, (i, name)
+            moved += before != after
+        assert split_of(identity_split_values(b)) == "heldout"
+    assert moved > 10  # the option did something
+    # on a solid background the contrast is exact
+    solid = [vivid.parameters(i)[1] for i in range(40) if vivid.parameters(i)[1].background2 is None]
+    assert solid and all(abs(luminance(x.body_color) - luminance(x.background)) >= 0.3 - 1e-9 for x in solid)
+    with pytest.raises(ValueError, match="min_contrast"):
+        SyntheticPairs("train", 1, min_contrast=0.8)

@@ -1,0 +1,213 @@
+"""A clip cache for Stages 2 and 3: what no trainable weight changes, computed once per clip.
+
+A Stage-3 step on live data renders (or decodes) each clip, runs the frozen VAE on the target clip and the
+identity image and the frozen motion encoder on the driving clip, crops the driver's faces, and only then
+trains. ``build_cache`` runs that preparation once per clip (``Stage.cached_fields``) and writes the results;
+``CachedClips`` serves them to the trainer, whose stages skip each part whose result the batch already holds.
+The losses are those of live training on the same clips (tests/unit/test_train_cache.py).
+
+Layout of the folder (``data.cache``):
+    index.json            {"format", "version", "key", "clips", "shard_size", "shards": [{"file", "first",
+                          "count"}], "complete"}: rewritten (temporary file, then rename) after every shard
+    shard_XXXXXX.safetensors   ``count`` clips from ``first`` on, each field stacked along axis 0; written under
+                          a temporary name and renamed, so a shard that exists is whole
+
+The key: everything that decides a cached value (the data config but its loader and cache fields, SHA-256 of
+the VAE and motion-encoder files, the face-crop size and box source, whether the moving map is stored). A
+folder built for another key is refused, naming the field that differs. Building is deterministic (clip i
+is dataset item i) and resumable: a rerun keeps the shards listed in the index and continues after them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch.utils.data import Dataset
+
+from ..errors import IMAnimationError
+from .config import ConfigError, Stage2Config, Stage3Config, flatten
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = "im-animation-clip-cache"
+CACHE_VERSION = 1
+INDEX_FILE = "index.json"
+SHARD_SIZE = 32
+# DataConfig fields that do not change a clip's content (how clips are loaded, where the cache is).
+_DATA_FIELDS_NOT_IN_KEY = ("num_workers", "cache")
+
+
+class CacheError(IMAnimationError):
+    """A cache folder that cannot serve this config (another key, unfinished, unreadable)."""
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_key(config: Stage2Config) -> dict[str, Any]:
+    """The fields that decide what a cache built for ``config`` holds (see module doc)."""
+    d = config.data
+    if d.augment:
+        raise ConfigError("config field 'data.augment' is on: augmentation draws new crops and colours at every "
+                          "step, so its clips cannot be cached; turn it off or drop data.cache")
+    data = {k: v for k, v in asdict(d).items() if k not in _DATA_FIELDS_NOT_IN_KEY}
+    if config.motion_encoder == "conv":
+        encoder = {"kind": "conv", "file": file_sha256(config.conv_encoder.path) if config.conv_encoder.path else ""}
+    else:
+        encoder = {"kind": "tokenizer", "file": file_sha256(config.tokenizer.path) if config.tokenizer.path else ""}
+    if not encoder["file"]:
+        raise ConfigError("a clip cache needs the motion encoder from a file (tokenizer.path, or conv_encoder.path): "
+                          "a freshly drawn encoder's tokens would not match between runs")
+    if not config.vae.path:
+        raise ConfigError("a clip cache needs the VAE from a file (vae.path)")
+    key = {"stage": "stage3" if isinstance(config, Stage3Config) else "stage2", "data": data,
+           "vae": {"file": file_sha256(config.vae.path), "factory": config.vae.factory}, "motion_encoder": encoder}
+    if isinstance(config, Stage3Config):
+        key["face_boxes"] = config.expression_face_boxes
+        key["moving_map"] = config.moving_weight > 0
+    return key
+
+
+def key_differences(built: dict, wanted: dict) -> list[str]:
+    """'field (cache X, config Y)' for each flattened key field that differs."""
+    a, b = flatten(built), flatten(wanted)
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if a.get(k, "absent") != b.get(k, "absent"):
+            out.append(f"{k} (cache {json.dumps(a.get(k, 'absent'))}, config {json.dumps(b.get(k, 'absent'))})")
+    return out
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_index(folder: Path) -> dict | None:
+    path = folder / INDEX_FILE
+    if not path.is_file():
+        return None
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise CacheError(f"clip cache '{folder}': {INDEX_FILE} cannot be read ({e}); delete the folder and rebuild "
+                         "it") from e
+    if index.get("format") != CACHE_FORMAT or index.get("version") != CACHE_VERSION:
+        raise CacheError(f"'{folder}' is not a clip cache of this version ({INDEX_FILE} says format "
+                         f"{index.get('format')!r}, version {index.get('version')!r}); rebuild it")
+    return index
+
+
+def check_key(folder: Path, index: dict, key: dict, config_path: str = "the config") -> None:
+    diff = key_differences(index["key"], key)
+    if diff:
+        raise CacheError(f"clip cache '{folder}' was built for another config; differing field(s): "
+                         f"{'; '.join(diff[:5])}. Rebuild it for this config (python -m im_animation_core.train "
+                         f"cache --config {config_path}) in a new folder, or set data.cache to the matching one")
+
+
+def build_cache(stage_name: str, config: Stage2Config, config_path: str = "the config", log_fn=None) -> dict:
+    """Build (or finish) the cache of ``config`` in ``config.data.cache``; returns the index."""
+    from .build import build_dataset, collate_fn
+    from .stages import STAGE_CLASSES
+
+    say = log_fn or log.info
+    if not config.data.cache:
+        raise ConfigError("config field 'data.cache' is empty: name the folder to build the clip cache in")
+    folder = Path(config.data.cache)
+    key = cache_key(config)
+    index = read_index(folder)
+    if index is not None:
+        check_key(folder, index, key, config_path)
+        if index["complete"]:
+            say(f"cache {folder}: complete already ({index['clips']} clips)")
+            return index
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        index = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "key": key, "clips": 0, "shard_size": SHARD_SIZE,
+                 "shards": [], "complete": False}
+        _write_json(folder / INDEX_FILE, index)
+    if config.cpu_threads > 0:
+        torch.set_num_threads(config.cpu_threads)
+    torch.manual_seed(config.seed)
+    stage = STAGE_CLASSES[stage_name](config)
+    stage.to(torch.device("cpu"))
+    dataset, collate = build_dataset(config.data), collate_fn()
+    total = len(dataset)
+    done = sum(s["count"] for s in index["shards"])
+    start = time.perf_counter()
+    while done < total:
+        count = min(index["shard_size"], total - done)
+        batch = collate([dataset[i] for i in range(done, done + count)])
+        fields = {k: v.contiguous().cpu() for k, v in stage.cached_fields(batch).items()}
+        name = f"shard_{len(index['shards']):06d}.safetensors"
+        tmp = folder / f".{name}.tmp"
+        save_file(fields, str(tmp), metadata={"first": str(done), "count": str(count)})
+        os.replace(tmp, folder / name)
+        index["shards"].append({"file": name, "first": done, "count": count})
+        done += count
+        index["clips"] = done
+        index["complete"] = done >= total
+        _write_json(folder / INDEX_FILE, index)
+        rate = (done - index["shards"][0]["first"]) / max(time.perf_counter() - start, 1e-9)
+        say(f"cache {folder}: {done}/{total} clips ({rate:.2f} clips/s)")
+    return index
+
+
+class CachedClips(Dataset):
+    """The clips of a complete cache folder built for ``key`` (cache_key of the training config). Item i:
+    the fields ``Stage.cached_fields`` stored for dataset item i (one clip, no batch axis)."""
+
+    def __init__(self, folder: str | Path, key: dict, config_path: str = "the config"):
+        self.folder = Path(folder)
+        index = read_index(self.folder)
+        if index is None:
+            raise CacheError(f"config field 'data.cache': no clip cache in '{self.folder}'; build it first "
+                             f"(python -m im_animation_core.train cache --config {config_path})")
+        check_key(self.folder, index, key, config_path)
+        if not index["complete"]:
+            raise CacheError(f"clip cache '{self.folder}' is unfinished ({index['clips']} of "
+                             f"{index['key']['data']['num_samples']} clips); rerun the cache command to finish it")
+        self.shards, self.clips, self.shard_size = index["shards"], index["clips"], index["shard_size"]
+        self._open: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return self.clips
+
+    def _shard(self, k: int):
+        if k not in self._open:
+            self._open[k] = safe_open(str(self.folder / self.shards[k]["file"]), framework="pt")
+        return self._open[k]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < self.clips:
+            raise IndexError(f"clip {index} out of range for a cache of {self.clips}")
+        k = index // self.shard_size  # every shard but the last holds shard_size clips
+        row = index - self.shards[k]["first"]
+        f = self._shard(k)
+        return {name: f.get_slice(name)[row] for name in f.keys()}
+
+    def __getstate__(self):  # DataLoader workers open their own handles
+        state = dict(self.__dict__)
+        state["_open"] = {}
+        return state
+
+
+__all__ = ["CACHE_FORMAT", "CacheError", "CachedClips", "INDEX_FILE", "build_cache", "cache_key", "check_key",
+           "read_index"]

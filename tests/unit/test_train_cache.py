@@ -1,0 +1,132 @@
+"""The clip cache (train.cache): training from it gives the losses of live training on the same clips; a cache of
+another config is refused naming the field; an interrupted build leaves no half shard and resumes; an
+unfinished cache is refused."""
+
+import json
+
+import pytest
+import torch
+
+from im_animation_core.data import SyntheticPairs, collate_pairs
+from im_animation_core.tokenizer.checkpoint import save_motion_tokenizer
+from im_animation_core.train import Trainer, config_from_dict
+from im_animation_core.train import cache as cache_mod
+from im_animation_core.train.build import build_encoder
+from im_animation_core.train.cache import CachedClips, CacheError, build_cache, cache_key
+from im_animation_core.train.presets import tiny_config_dict, write_tiny_vae
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A VAE file and a (random, frozen) tokenizer file, as a cache needs both from files."""
+    base = tmp_path_factory.mktemp("files")
+    vae = write_tiny_vae(base / "vae.safetensors")
+    cfg = config_from_dict("stage3", tiny_config_dict("stage3", base / "x"))
+    torch.manual_seed(0)
+    encoder, _ = build_encoder(cfg)
+    save_motion_tokenizer(encoder.tokenizer, base / "tok.safetensors", dtype=None)
+    return vae, base / "tok.safetensors"
+
+
+def stage3_dict(tmp_path, files, **over):
+    vae, tok = files
+    d = tiny_config_dict("stage3", tmp_path / "run", vae_path=vae, moving_weight=5.0, dit_draws=2,
+                         tokenizer={"path": str(tok), "trainable": False}, data={"num_samples": 6, "seed": 3})
+    d["data"]["cache"] = str(tmp_path / "cache")
+    for k, v in over.items():
+        d[k] = v
+    return d
+
+
+def test_cached_training_gives_the_live_losses(tmp_path, files):
+    cfg = config_from_dict("stage3", stage3_dict(tmp_path, files))
+    index = build_cache("stage3", cfg)
+    assert index["complete"] and index["clips"] == 6
+    cached = CachedClips(cfg.data.cache, cache_key(cfg))
+    assert {"tokens", "identity_latent", "target_latent", "face_crops", "moving", "target_joints"} <= set(cached[0])
+    live_dict = stage3_dict(tmp_path, files)
+    live_dict["data"]["cache"] = ""
+    live_dict["output_dir"] = str(tmp_path / "live")
+    live = Trainer("stage3", config_from_dict("stage3", live_dict))
+    from_cache = Trainer("stage3", cfg)  # the same seed: the same initial weights
+
+    pairs = SyntheticPairs("train", 6, 5, 64, 3)
+    live_batch = {**collate_pairs([pairs[i] for i in (4, 1)]), "index": torch.tensor([4, 1])}
+    cached_batch = {**collate_pairs([cached[i] for i in (4, 1)]), "index": torch.tensor([4, 1])}
+    a = live.evaluate(live_batch, seed_step=7)
+    b = from_cache.evaluate(cached_batch, seed_step=7)
+    for k in ("loss", "dit", "dit_moving", "retarget", "token_spread"):
+        assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), (k, a, b)
+
+    # four training steps each: the same logged losses. (Weights are not compared: the cache's encoders ran on
+    # batches of 32, the live ones on 2, so rounding differs, and Adam turns the rounding noise of near-zero
+    # gradients into full-size steps on a few weights.)
+    live.train()
+    from_cache.train()
+
+    def logged(run):
+        return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps_live = [r for r in logged(tmp_path / "live") if "loss" in r]
+    steps_cached = [r for r in logged(tmp_path / "run") if "loss" in r]
+    assert [r["step"] for r in steps_live] == [r["step"] for r in steps_cached] == [2, 4]
+    for x, y in zip(steps_live, steps_cached, strict=True):
+        for k in ("loss", "dit", "retarget"):
+            assert x[k] == pytest.approx(y[k], rel=1e-4), (k, x, y)
+
+
+def test_a_cache_of_another_config_is_refused_naming_the_field(tmp_path, files):
+    cfg = config_from_dict("stage3", stage3_dict(tmp_path, files))
+    build_cache("stage3", cfg)
+    other = stage3_dict(tmp_path, files)
+    other["data"]["seed"] = 4
+    with pytest.raises(CacheError, match=r"data\.seed \(cache 3, config 4\)"):
+        Trainer("stage3", config_from_dict("stage3", other)).train()
+    with pytest.raises(CacheError, match=r"data\.seed"):
+        build_cache("stage3", config_from_dict("stage3", other))
+
+
+def test_an_interrupted_build_leaves_whole_shards_and_resumes(tmp_path, files, monkeypatch):
+    cfg = config_from_dict("stage3", stage3_dict(tmp_path, files))
+    monkeypatch.setattr(cache_mod, "SHARD_SIZE", 2)
+    real_save = cache_mod.save_file
+    calls = []
+
+    def failing_save(tensors, path, metadata=None):  # the disk fills while the second shard is written
+        calls.append(path)
+        if len(calls) == 2:
+            with open(path, "wb") as f:
+                f.write(b"partial")
+            raise OSError(28, "No space left on device")
+        return real_save(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(cache_mod, "save_file", failing_save)
+    with pytest.raises(OSError):
+        build_cache("stage3", cfg)
+    folder = tmp_path / "cache"
+    assert sorted(p.name for p in folder.glob("shard_*")) == ["shard_000000.safetensors"]
+    with pytest.raises(CacheError, match="unfinished .2 of 6 clips"):
+        CachedClips(folder, cache_key(cfg))
+    monkeypatch.setattr(cache_mod, "save_file", real_save)
+    index = build_cache("stage3", cfg)
+    assert index["complete"] and [s["first"] for s in index["shards"]] == [0, 2, 4]
+    # the resumed cache holds what an uninterrupted build holds
+    fresh = stage3_dict(tmp_path, files)
+    fresh["data"]["cache"] = str(tmp_path / "cache2")
+    fresh_cfg = config_from_dict("stage3", fresh)
+    build_cache("stage3", fresh_cfg)
+    a, b = CachedClips(folder, cache_key(cfg)), CachedClips(tmp_path / "cache2", cache_key(fresh_cfg))
+    for i in range(6):
+        for k, v in a[i].items():
+            assert torch.equal(v, b[i][k]), (i, k)
+
+
+def test_a_missing_cache_and_a_trainable_tokenizer_get_clear_errors(tmp_path, files):
+    cfg = config_from_dict("stage3", stage3_dict(tmp_path, files))
+    with pytest.raises(CacheError, match="no clip cache in .*build it first"):
+        Trainer("stage3", cfg).train()
+    d = stage3_dict(tmp_path, files)
+    d["tokenizer"] = {**d["tokenizer"], "trainable": True}
+    with pytest.raises(Exception, match="encoder must be frozen"):
+        build_cache("stage3", config_from_dict("stage3", d))
