@@ -80,6 +80,11 @@ def cache_key(config: Stage2Config) -> dict[str, Any]:
     if isinstance(config, Stage3Config):
         key["face_boxes"] = config.expression_face_boxes
         key["moving_map"] = config.moving_weight > 0
+        if not config.retarget_trainable:  # its motion maps are cached: the retargeter's file decides them
+            if not config.modules.path:
+                raise ConfigError("retarget_trainable is false, so the cache holds the retargeter's motion maps: "
+                                  "give the retargeter from a file (modules.path)")
+            key["frozen_retargeter"] = file_sha256(config.modules.path)
     return key
 
 

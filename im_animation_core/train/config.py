@@ -292,6 +292,9 @@ class Stage3Config(Stage2Config):
         Wan2.1-family model), or "auto": what the modules file in modules.path was trained with, else clean for
         48-channel latents and noised for 16. Written to the exported modules file, so that the sampler node
         gives the DiT what it was trained on.
+    retarget_trainable: false freezes the retargeting transformer (and drops L_retarget, which then has nothing
+        to train): a DiT-first phase on a Stage-2 retargeter, whose motion maps a clip cache can then hold, so
+        that the step is almost all DiT. Not in the paper, which trains everything in Stage 3.
     """
 
     output_dir: str = "runs/stage3"
@@ -306,6 +309,7 @@ class Stage3Config(Stage2Config):
     moving_weight: float = 0.0
     dit_draws: int = 1
     reference: str = "auto"
+    retarget_trainable: bool = True
 
 
 CONFIG_CLASSES: dict[str, type[CommonConfig]] = {

@@ -245,9 +245,27 @@ class Stage3Model(RetargetModel):
                                   timestep[:, None].expand(b, frames - REFERENCE_FRAMES)], dim=1)
         return x_t, timestep
 
+    def frozen_retarget(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(retargeted motion [B,C_r,F,h,w], aux) of a frozen retargeter (retarget_trainable false): a cached
+        batch's ``retargeted_motion``, else computed without gradient or heatmaps."""
+        if "retargeted_motion" in batch:
+            tokens = batch["tokens"]
+            return batch["retargeted_motion"], {"token_spread": token_spread(tokens.flatten(0, 1))}
+        tokens, aux = driver_tokens(self.encoder, batch, self.encoder_trainable)
+        rt = self.ima.retarget
+        dtype = rt.motion_in.weight.dtype
+        t = tokens.shape[1]
+        with torch.no_grad():
+            motion = rt(tokens.to(dtype), torch.arange(t, dtype=torch.float32),
+                        batch["identity_latent"][:, :, 0].to(dtype), latent_frame_times(t))
+        return motion, aux
+
     def forward(self, batch: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
         c = self.config
-        motion, l_retarget, aux = self.retarget(batch)
+        if c.retarget_trainable:
+            motion, l_retarget, aux = self.retarget(batch)
+        else:
+            (motion, aux), l_retarget = self.frozen_retarget(batch), _zero()
         draws = c.dit_draws
         # every per-clip input is tiled draw-major, as sample_noise orders its draws
         x0 = self.clean_latents(batch).repeat(draws, 1, 1, 1, 1)
@@ -493,6 +511,8 @@ class Stage3(Stage2):
 
     def _freeze_unused(self, modules: IMAnimationModules) -> None:
         modules.requires_grad_(True)
+        if not self.config.retarget_trainable:
+            modules.retarget.requires_grad_(False)
         if self.config.retarget == "self_attention":
             modules.retarget.mask_token.requires_grad_(False)
         if not self.config.heatmap_supervision:
@@ -518,11 +538,14 @@ class Stage3(Stage2):
 
     @torch.no_grad()
     def cached_fields(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Stage 2's cached fields plus the target latents, the driving face crops (when the modules have
-        expression blocks) and the moving map (when moving_weight is on)."""
+        """Stage 2's cached fields plus the target latents, the frozen retargeter's motion (retarget_trainable
+        false), the driving face crops (when the modules have expression blocks) and the moving map (when
+        moving_weight is on)."""
         out = super().cached_fields(batch)
         batch = self.prepare(batch)
         out["target_latent"] = batch["target_latent"]
+        if not self.config.retarget_trainable:
+            out["retargeted_motion"] = self.model.frozen_retarget(batch)[0]
         if self.model.ima.dit.expression_block_indices:
             out["face_crops"] = self.model.face_crops(batch)
         if self.config.moving_weight > 0:

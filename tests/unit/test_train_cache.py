@@ -40,13 +40,19 @@ def stage3_dict(tmp_path, files, **over):
     return d
 
 
-def test_cached_training_gives_the_live_losses(tmp_path, files):
-    cfg = config_from_dict("stage3", stage3_dict(tmp_path, files))
+@pytest.mark.parametrize("retarget_trainable", [True, False])
+def test_cached_training_gives_the_live_losses(tmp_path, files, retarget_trainable):
+    over = {}
+    if not retarget_trainable:  # a DiT-first phase on a retargeter from a file: its motion maps are cached
+        Trainer("stage3", config_from_dict("stage3", stage3_dict(tmp_path, files))).stage.export(tmp_path)
+        over = {"retarget_trainable": False, "modules": {"path": str(tmp_path / "im_animation_modules.safetensors")}}
+    cfg = config_from_dict("stage3", stage3_dict(tmp_path, files, **over))
     index = build_cache("stage3", cfg)
     assert index["complete"] and index["clips"] == 6
     cached = CachedClips(cfg.data.cache, cache_key(cfg))
     assert {"tokens", "identity_latent", "target_latent", "face_crops", "moving", "target_joints"} <= set(cached[0])
-    live_dict = stage3_dict(tmp_path, files)
+    assert ("retargeted_motion" in cached[0]) != retarget_trainable
+    live_dict = stage3_dict(tmp_path, files, **over)
     live_dict["data"]["cache"] = ""
     live_dict["output_dir"] = str(tmp_path / "live")
     live = Trainer("stage3", config_from_dict("stage3", live_dict))
@@ -59,12 +65,16 @@ def test_cached_training_gives_the_live_losses(tmp_path, files):
     b = from_cache.evaluate(cached_batch, seed_step=7)
     for k in ("loss", "dit", "dit_moving", "retarget", "token_spread"):
         assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), (k, a, b)
+    assert (a["retarget"] > 0) == retarget_trainable
 
     # four training steps each: the same logged losses. (Weights are not compared: the cache's encoders ran on
     # batches of 32, the live ones on 2, so rounding differs, and Adam turns the rounding noise of near-zero
     # gradients into full-size steps on a few weights.)
+    before = {k: v.clone() for k, v in from_cache.model.ima.retarget.state_dict().items()}
     live.train()
     from_cache.train()
+    after = from_cache.model.ima.retarget.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items()) != retarget_trainable
 
     def logged(run):
         return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
