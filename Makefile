@@ -9,7 +9,7 @@ COMFYUI_PATH ?= $(if $(and $(wildcard ../../main.py),$(filter custom_nodes,$(not
 export COMFYUI_PATH
 STAMP := $(VENV)/.ima-setup-done
 
-.PHONY: setup test demo lint bench workflows images eval ablations
+.PHONY: setup test demo lint bench workflows images eval ablations train-demo
 
 setup: $(STAMP)
 
@@ -51,3 +51,6 @@ images: $(STAMP)
 
 ablations: $(STAMP)
 	$(PY) scripts/ablations.py $(ARGS)
+
+train-demo: $(STAMP)
+	$(PY) scripts/train_demo.py $(ARGS)

@@ -120,7 +120,10 @@ def read_index(folder: Path) -> dict | None:
 
 
 def check_key(folder: Path, index: dict, key: dict, config_path: str = "the config") -> None:
-    diff = key_differences(index["key"], key)
+    built = dict(index["key"])
+    if "frozen_retargeter" not in key:  # a frozen retargeter's motion maps are extra fields, unused here
+        built.pop("frozen_retargeter", None)
+    diff = key_differences(built, key)
     if diff:
         raise CacheError(f"clip cache '{folder}' was built for another config; differing field(s): "
                          f"{'; '.join(diff[:5])}. Rebuild it for this config (python -m im_animation_core.train "

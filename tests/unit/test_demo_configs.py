@@ -84,3 +84,37 @@ def test_the_ablation_runs_get_the_demo_stage2_budget_unless_told_otherwise(monk
         sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
         c = config_from_dict("stage2", _apply_sets(json.loads((DEMO / "stage2.json").read_text()), sets))
         assert (c.steps, c.batch_size) == expected
+
+
+DEMO128 = REPO / "configs" / "demo128"
+
+
+def train_demo():
+    spec = importlib.util.spec_from_file_location("train_demo", REPO / "scripts" / "train_demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_128_pixel_chain_reads_what_each_step_wrote_and_runs_every_config():
+    from im_animation_core.train.vae_stage import VAEStageConfig
+
+    vae = VAEStageConfig.from_dict(json.loads((DEMO128 / "vae.json").read_text()))
+    s1, s2, s3 = (load_config(s, DEMO128 / f"{n}.json") for s, n in
+                  (("stage1", "stage1"), ("stage2", "stage2"), ("stage3", "stage3_dit")))
+    tokenizer = f"{s1.output_dir}/motion_tokenizer.safetensors"
+    assert s2.tokenizer.path == tokenizer == s3.tokenizer.path
+    assert not s2.tokenizer.trainable and not s3.tokenizer.trainable
+    assert s2.vae.path == vae.output == s3.vae.path
+    assert s3.modules.path == f"{s2.output_dir}/im_animation_modules.safetensors"
+    # one domain: 128-pixel frames with thick, contrasting limbs everywhere
+    for d in (vae.data, s1.data, s2.data, s3.data):
+        assert d.size == 128 and d.options == {"thickness_scale": 2.0, "min_contrast": 0.3}
+    # the DiT-first phase trains from the clip cache, with the Stage-2 retargeter frozen
+    assert s3.data.cache and not s3.retarget_trainable
+    # the chain script runs every config of the folder, each once, in the order above
+    commands = [" ".join(cmd) for _, cmd, _ in train_demo().STEPS]
+    used = [p.name for p in sorted(DEMO128.glob("*.json")) if any(f"configs/demo128/{p.name}" in c for c in commands)]
+    assert used == sorted(p.name for p in DEMO128.glob("*.json"))
+    order = [next(i for i, c in enumerate(commands) if f"/{n}.json" in c) for n in ("vae", "stage1", "stage2")]
+    assert order == sorted(order)

@@ -140,3 +140,21 @@ def test_a_missing_cache_and_a_trainable_tokenizer_get_clear_errors(tmp_path, fi
     d["tokenizer"] = {**d["tokenizer"], "trainable": True}
     with pytest.raises(Exception, match="encoder must be frozen"):
         build_cache("stage3", config_from_dict("stage3", d))
+
+
+def test_a_joint_phase_reads_the_cache_of_its_frozen_retargeter_phase(tmp_path, files):
+    Trainer("stage3", config_from_dict("stage3", stage3_dict(tmp_path, files))).stage.export(tmp_path)
+    modules = {"path": str(tmp_path / "im_animation_modules.safetensors")}
+    frozen = config_from_dict("stage3", stage3_dict(tmp_path, files, retarget_trainable=False, modules=modules))
+    build_cache("stage3", frozen)
+    joint = config_from_dict("stage3", stage3_dict(tmp_path, files, modules=modules))
+    assert len(CachedClips(joint.data.cache, cache_key(joint))) == 6  # the motion maps are extra, unused
+    # the other way round the motion maps are missing: refused
+    plain = stage3_dict(tmp_path, files, modules=modules)
+    plain["data"]["cache"] = str(tmp_path / "plain_cache")
+    build_cache("stage3", config_from_dict("stage3", plain))
+    wants_maps = stage3_dict(tmp_path, files, retarget_trainable=False, modules=modules)
+    wants_maps["data"]["cache"] = plain["data"]["cache"]
+    wants_maps = config_from_dict("stage3", wants_maps)
+    with pytest.raises(CacheError, match="frozen_retargeter"):
+        CachedClips(wants_maps.data.cache, cache_key(wants_maps))

@@ -1,0 +1,87 @@
+"""make train-demo: the 128-pixel demo model set, trained from scratch in order with the seeds in its configs.
+
+Every step is one command of at most 90 minutes on the 2-core CPU machine (docs/training.md gives each one's
+time); a step whose output exists is skipped, so rerunning the script continues the chain. The VAE gate
+(scripts/vae_gate.py) runs before any DiT training and stops the chain when the VAE loses the motion (--force
+goes on anyway).
+
+    python scripts/train_demo.py [--list] [--only NAME[,NAME]] [--device cpu|cuda] [--force]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = "configs/demo128"
+TRAIN = [sys.executable, "-m", "im_animation_core.train"]
+
+# (name, command, the file whose presence means the step is done)
+STEPS = (
+    ("vae", TRAIN + ["vae", "--config", f"{CONFIGS}/vae.json"], "runs/demo128/vae/ima_demo128_wan21_vae.safetensors"),
+    ("vae_gate", [sys.executable, "scripts/vae_gate.py", "--config", f"{CONFIGS}/vae.json", "--pairs", "16",
+                  "--json", "runs/demo128/vae_gate.json"], "runs/demo128/vae_gate.json"),
+    ("stage1", TRAIN + ["stage1", "--config", f"{CONFIGS}/stage1.json"], "runs/demo128/stage1/outputs.json"),
+    ("stage2", TRAIN + ["stage2", "--config", f"{CONFIGS}/stage2.json"], "runs/demo128/stage2/outputs.json"),
+    ("cache", TRAIN + ["cache", "--config", f"{CONFIGS}/stage3_dit.json"], "runs/demo128/cache_dit/index.json"),
+    ("stage3_dit", TRAIN + ["stage3", "--config", f"{CONFIGS}/stage3_dit.json"],
+     "runs/demo128/stage3_dit/outputs.json"),
+)
+# the config field that picks the device, per step (the VAE trainer's sits under train)
+DEVICE_FIELD = {"vae": "train.device", "stage1": "device", "stage2": "device", "cache": "device",
+                "stage3_dit": "device"}
+
+
+def done(name: str, marker: str) -> bool:
+    path = REPO / marker
+    if not path.is_file():
+        return False
+    if name == "cache":
+        return bool(json.loads(path.read_text()).get("complete"))
+    if name == "vae":  # the trainer rewrites its file every save_every steps: done when it holds the last step
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            trained = json.loads((f.metadata() or {}).get("im_animation_vae_train", "{}")).get("steps")
+        return trained == json.loads((REPO / CONFIGS / "vae.json").read_text())["steps"]
+    return True
+
+
+def gate_passed() -> bool:
+    return bool(json.loads((REPO / "runs/demo128/vae_gate.json").read_text()).get("passes"))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--list", action="store_true", help="print the steps and whether each is done")
+    ap.add_argument("--only", help="run only these steps (comma-separated names)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--force", action="store_true", help="train the DiT even when the VAE gate is not met")
+    args = ap.parse_args()
+    only = set(args.only.split(",")) if args.only else None
+    for name, cmd, marker in STEPS:
+        state = "done" if done(name, marker) else "to do"
+        if args.list:
+            print(f"{name:12s} {state:6s} {' '.join(cmd[1:] if cmd[0] == sys.executable else cmd)}")
+            continue
+        if (only and name not in only) or state == "done":
+            continue
+        if name in ("cache", "stage3_dit") and not args.force and not gate_passed():
+            print("the VAE gate is not met (runs/demo128/vae_gate.json): the DiT would learn from latents that "
+                  "lose the motion. Improve the VAE, or pass --force", file=sys.stderr)
+            return 2
+        if name in DEVICE_FIELD and args.device != "cpu":
+            cmd = cmd + ["--set", f"{DEVICE_FIELD[name]}={args.device}"]
+        print(f"== {name}: {' '.join(cmd)}", flush=True)
+        if subprocess.run(cmd, cwd=REPO).returncode:
+            print(f"step {name} failed; fix it and rerun (finished steps are skipped)", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
