@@ -1,7 +1,7 @@
 # make test: the whole suite. make demo: run workflows/im_animation_demo.json headless in the real ComfyUI.
 # Both set themselves up on a fresh machine: .venv, the pinned torch pair, ComfyUI's and this pack's needs.
 # make eval: held-out metrics (scripts/eval.py); pass its options with ARGS, e.g.
-#   make eval ARGS="--video 8 --write docs/results.md"
+#   make eval ARGS="--pairs 8 --write docs/results.md"   or   make eval ARGS="--pairs 2 --seed 7 --json out/eval.json"
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # ComfyUI: $COMFYUI_PATH, else the ComfyUI this pack is installed in, else ../shared/ComfyUI.

@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 import demo  # noqa: E402
-import eval_support as es  # noqa: E402
+import eval_video as ev  # noqa: E402
 from safetensors.torch import load_model  # noqa: E402
 
 from im_animation_core.data import collate_pairs  # noqa: E402
@@ -65,11 +65,11 @@ def main() -> int:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as scratch:
         stage = load_stage3(args.run, scratch)
-    data = es.video_pairs(args.count)
+    data = ev.video_pairs(args.count)
     batch = stage.prepare(collate_pairs([data[i] for i in range(args.count)]))
     vae = load_wan_vae(args.vae).eval()
     rows = probe_dit_motion(stage.model, batch, lambda z: video_to_clip(vae.decode(z))[0])
-    print(f"{args.run}: {args.count} held-out video pairs (seed {es.EVAL_VIDEO_SEED}); own motion vs another "
+    print(f"{args.run}: {args.count} held-out video pairs (seed {ev.EVAL_VIDEO_SEED}); own motion vs another "
           "pair's driver retargeted onto the same identity\n")
     print("| sigma | L_DiT own / other | gap | moving pixels own / other | gap | x0 motion corr own / other |")
     print("|---|---|---|---|---|---|")

@@ -10,17 +10,23 @@ driving clip (a retargeter that follows the driver does much worse there). Also,
 under --runs (one folder per variant and seed, each with stage-2 outputs) as mean and spread over seeds,
 variants and seeds in natural name order, with each seed's values.
 
-Then (--video N, default 8; 0 skips it) the cross-reenactment video metrics through the real ComfyUI
-pipeline: one server (base .eval/) with the trained demo models of make demo runs
-workflows/im_animation_demo.json on held-out pairs 0..N-1 of seed eval_support.EVAL_VIDEO_SEED, and PSNR /
-SSIM and motion correlation of its output against the ground truth are printed as mean ± stdev, with the
-same two references as make demo (the identity image held still, the driving clip). Skipped, saying so,
-without the trained models.
+Then (--pairs N, alias --video; default 8; 0 skips it) the cross-reenactment video metrics through the real
+ComfyUI pipeline: one server (base .eval/) with the trained demo models of make demo runs
+workflows/im_animation_demo.json on held-out pairs 0..N-1 (N >= 2) of seed eval_video.EVAL_VIDEO_SEED, each
+pair three times (its own driving clip; another pair's, as a control; its identity image as a still driver),
+and PSNR / SSIM and motion correlation of the outputs are printed as mean ± std, with references (the identity
+image held still, the driving clip, the ground truth and the still clip through the VAE); scripts/eval_video.py
+says what each row is scored against. Skipped, saying so, without the trained models.
+
+--seed S draws both the video pairs and the retargeting pairs from generator seed S instead of their defaults
+(eval_video.EVAL_VIDEO_SEED and HELDOUT_SEED); every held-out split keeps identities and motions never seen
+in training, whatever the seed.
 
 --write PATH also saves everything printed as Markdown under a header (command, date, machine, held-out sets).
+--json PATH also writes the clips drawn and the video and retargeting rows as JSON (scripts/eval_json.py).
 
     python scripts/eval.py [--stage2 runs/demo/stage2] [--vae FILE] [--count 48] [--runs runs/ablations]
-                           [--video 8] [--write docs/results.md]
+                           [--pairs 8] [--seed S] [--write docs/results.md] [--json PATH]
 """
 
 from __future__ import annotations
@@ -38,13 +44,18 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 import demo  # noqa: E402
+import demo_support as ds  # noqa: E402
+import eval_json as ej  # noqa: E402
 import eval_support as es  # noqa: E402
+import eval_video as ev  # noqa: E402
 
 from im_animation_core.data import SyntheticPairs, collate_pairs  # noqa: E402
 from im_animation_core.eval.retarget_eval import OtherDriver, evaluate_retargeting, reference_scores  # noqa: E402
 from im_animation_core.wan.vae import load_wan_vae  # noqa: E402
 
 HELDOUT_SEED = 2026
+# Both driver_swap rows (video and retargeting) pair drivers the same way; the JSON says how.
+DRIVER_SWAP = "pair i is given the driving clip of pair (i+1) mod pairs"
 COMMITTED = demo.SOURCES  # the demo model set in models/ (keys dit, vae, tokenizer, modules)
 
 
@@ -98,41 +109,61 @@ def ablation_row(name: str, per_seed: list[dict], budget: str) -> str:
             f"{spread['leakage']:.3f} | {agg['d_identity']:.3f} | {agg['d_driver']:.3f} |")
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--stage2", default="committed",
                     help="a stage-2 or stage-3 output folder, or 'committed' (the demo models in models/)")
     ap.add_argument("--vae", default=str(COMMITTED["vae"]))
-    ap.add_argument("--count", type=int, default=48)
+    ap.add_argument("--count", type=int, default=48, help="held-out pairs for the retargeting metrics")
     ap.add_argument("--frames", type=int, default=9)
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--thickness-scale", type=float, default=es.ds.DEMO_THICKNESS_SCALE,
+    ap.add_argument("--thickness-scale", type=float, default=ds.DEMO_THICKNESS_SCALE,
                     help="SyntheticPairs thickness_scale of the held-out pairs (the demo models' training data)")
     ap.add_argument("--runs", default=str(REPO / "runs/ablations"))
-    ap.add_argument("--video", type=int, default=8, metavar="N",
-                    help="held-out pairs for the video metrics through ComfyUI (0: skip them)")
+    ap.add_argument("--pairs", "--video", dest="pairs", type=int, default=8, metavar="N",
+                    help="held-out pairs for the video metrics through ComfyUI (0: skip them; else at least 2, "
+                         "since the control gives each pair another pair's driver)")
+    ap.add_argument("--seed", type=int, metavar="S",
+                    help=f"generator seed of the video and the retargeting pairs (default: {ev.EVAL_VIDEO_SEED} "
+                         f"and {HELDOUT_SEED})")
     ap.add_argument("--write", metavar="PATH", help="also write everything printed to this Markdown file")
+    ap.add_argument("--json", metavar="PATH", help="also write the clips and the video and retargeting rows as JSON")
     args = ap.parse_args()
-    out = es.Report()
+    if args.pairs == 1 or args.pairs < 0:
+        ap.error(f"--pairs {args.pairs}: give 0 (no video metrics) or at least 2 (the control row gives each "
+                 "pair another pair's driving clip)")
+    args.video_seed = ev.EVAL_VIDEO_SEED if args.seed is None else args.seed
+    args.retarget_seed = HELDOUT_SEED if args.seed is None else args.seed
+    return args
+
+
+def retargeting(args, out: es.Report) -> dict[str, dict | None]:
+    """Print the retargeting table and the ablations; returns the rows of eval_json.RETARGET_ROWS (None for
+    the trained model's rows when there is none)."""
     torch.manual_seed(0)
-    data = SyntheticPairs("heldout", args.count, args.frames, args.size, HELDOUT_SEED,
+    data = SyntheticPairs("heldout", args.count, args.frames, args.size, args.retarget_seed,
                           thickness_scale=args.thickness_scale)
     vae = load_wan_vae(args.vae).eval()
     out("## Retargeting\n")
-    out(f"held-out pairs: {args.count}, {args.frames} frames of {args.size}x{args.size}; "
+    out(f"held-out pairs: {args.count} of seed {args.retarget_seed}, {args.frames} frames of {args.size}x{args.size}; "
         "PCK@0.05 of the frame side; leakage 0 = identity's proportions, 1 = driver's\n")
     out("| model | PCK@0.05 | mean error (px) | leakage | d_identity | d_driver |\n|---|---|---|---|---|---|")
-    for name, m in reference_scores(collate_pairs([data[i] for i in range(args.count)])).items():
+    references = reference_scores(collate_pairs([data[i] for i in range(args.count)]))
+    for name, m in references.items():
         out(row(name, m))
+    rows = {"copy_driver": references["copy driver joints"], "rest_pose": references["identity rest pose"],
+            "result": None, "driver_swap": None}
     stage2 = Path(args.stage2)
     committed = args.stage2 == "committed"
     have_committed = committed and all(COMMITTED[k].is_file() for k in ("tokenizer", "modules", "vae"))
     if have_committed or (stage2 / "outputs.json").exists():
         encoder, modules = load_run(stage2)
         name = "demo models in models/" if committed else stage2.name
-        out(row(f"IM-Animation retargeting ({name})", evaluate_retargeting(encoder, modules, vae, data, args.count)))
+        rows["result"] = evaluate_retargeting(encoder, modules, vae, data, args.count)
+        rows["driver_swap"] = evaluate_retargeting(encoder, modules, vae, OtherDriver(data, args.count), args.count)
+        out(row(f"IM-Animation retargeting ({name})", rows["result"]))
         out(row("the same, each pair given another pair's driving clip (control: no better if it ignores the "
-                "driver)", evaluate_retargeting(encoder, modules, vae, OtherDriver(data, args.count), args.count)))
+                "driver)", rows["driver_swap"]))
     else:
         out(f"| IM-Animation retargeting | not trained: no {'demo models in models/' if committed else stage2} "
             "| | | | |")
@@ -146,19 +177,46 @@ def main() -> int:
             out(line)
     else:
         out(f"\nAblations: none with stage-2 outputs under {runs}.")
-    if args.video > 0:
+    return rows
+
+
+def clips_entry(args) -> dict:
+    """The JSON "clips" entry: the video pairs and, under "retarget", the retargeting pairs."""
+    return {"size": ds.DEMO_SIZE, "frames": ds.DEMO_FRAMES, "pairs": args.pairs, "seed": args.video_seed,
+            "split": "heldout", "thickness_scale": ds.DEMO_THICKNESS_SCALE,
+            "driver_swap": DRIVER_SWAP,
+            "retarget": {"size": args.size, "frames": args.frames, "pairs": args.count, "seed": args.retarget_seed,
+                         "split": "heldout", "thickness_scale": args.thickness_scale, "driver_swap": DRIVER_SWAP}}
+
+
+def main() -> int:
+    args = parse_args()
+    out = es.Report()
+    retarget_rows = retargeting(args, out)
+    video = None
+    if args.pairs > 0:
         out("\n## Cross-reenactment video\n")
-        for line in es.video_section(args.video, REPO / ".eval"):
+        lines, video = ev.video_section(args.pairs, REPO / ".eval", args.video_seed)
+        for line in lines:
             out(line)
     if args.write:
-        video = (f"video: held-out pairs 0..{args.video - 1} of SyntheticPairs seed {es.EVAL_VIDEO_SEED}, "
-                 f"{es.ds.DEMO_FRAMES} frames of {es.ds.DEMO_SIZE}x{es.ds.DEMO_SIZE}, thickness_scale "
-                 f"{es.ds.DEMO_THICKNESS_SCALE}") if args.video > 0 else "video: not run (--video 0)"
+        clips = (f"video: held-out pairs 0..{args.pairs - 1} of SyntheticPairs seed {args.video_seed}, "
+                 f"{ds.DEMO_FRAMES} frames of {ds.DEMO_SIZE}x{ds.DEMO_SIZE}, thickness_scale "
+                 f"{ds.DEMO_THICKNESS_SCALE}") if args.pairs > 0 else "video: not run (--pairs 0)"
         es.write_report(Path(args.write), out, [
-            f"retargeting: held-out pairs 0..{args.count - 1} of SyntheticPairs seed {HELDOUT_SEED}, "
-            f"{args.frames} frames of {args.size}x{args.size}", video,
+            f"retargeting: held-out pairs 0..{args.count - 1} of SyntheticPairs seed {args.retarget_seed}, "
+            f"{args.frames} frames of {args.size}x{args.size}", clips,
             f"stage 2: {args.stage2}; ablations: {args.runs}; VAE: {args.vae}"])
         print(f"\nwrote {args.write}")
+    if args.json:
+        clips = clips_entry(args)
+        if video:
+            clips["motions"] = [p["motion"] for p in video["pairs"]]
+        elif args.pairs > 0:
+            clips["video_skipped"] = ev.SKIP_NOTE
+        per_pair = [p["rows"] for p in video["pairs"]] if video else None
+        ej.write(Path(args.json), ej.eval_json(clips, per_pair, retarget_rows))
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -1,0 +1,197 @@
+"""The video rows of scripts/eval.py: the demo workflow run through the real ComfyUI server on held-out pairs.
+
+Each pair (an identity and a driving clip, with the ground truth: the driver's motion on the identity's body)
+goes through workflows/im_animation_demo.json three times, one server for all:
+
+- result: with its own driving clip, scored against its ground truth;
+- driver_swap: with pair (i+1) mod N's driving clip, scored against pair i's own ground truth, so a model
+  that follows the driver loses motion correlation here (the control of the result row);
+- still_driver: with the identity image as every driving frame, scored against the identity held still: a
+  still driver should give sharp still frames.
+
+References, without the workflow: the identity image held still and the driving clip (against the ground
+truth), the ground truth through the VAE (vae_ceiling, the best any DiT decoding through it could do) and the
+still clip through the VAE (still_clip_vae, the same ceiling for still_driver).
+
+Reuses scripts/demo.py (model install, the workflow's prompt, reading its output) and scripts/demo_support.py
+(writing the inputs, reading videos, the scores)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import demo
+import demo_support as ds
+import eval_json as ej
+import torch
+from support.media import DRIVING_NAME, IDENTITY_NAME
+from support.server import ComfyServer
+
+from im_animation_core.data import SyntheticPairs
+from im_animation_core.eval.vae_gate import vae_round_trip
+
+REPO = Path(__file__).resolve().parents[1]
+# The default video pairs: held-out pairs 0..N-1 of this seed (the demo uses 2026, so none of them is the demo
+# clip), at the demo's clip size and body shapes.
+EVAL_VIDEO_SEED = 2027
+WORKFLOW_RUNS = ("result", "driver_swap", "still_driver")
+# The Markdown tables' rows (JSON key: label), by the reference they are scored against. driving_clip is
+# in the Markdown only: the JSON keeps to eval_json.VIDEO_ROWS.
+VS_GROUND_TRUTH = {"result": "IM-Animation (demo workflow)",
+                   "driver_swap": "the same, each pair given another pair's driving clip (control: a model "
+                                  "that follows the driver loses motion correlation here)",
+                   "identity_still": "identity image held still",
+                   "driving_clip": "driving clip (motion on the driver's body)",
+                   "vae_ceiling": ds.VAE_CEILING_ROW}
+VS_IDENTITY_STILL = {"still_driver": "IM-Animation with the identity image as a still driver",
+                     "still_clip_vae": "the identity held still through the VAE (the best a still driver could give)"}
+SKIP_NOTE = ("Cross-reenactment video metrics: SKIPPED: the trained demo models are not in models/ "
+             "(make eval does not score random weights).")
+
+
+def video_pairs(count: int, seed: int = EVAL_VIDEO_SEED) -> SyntheticPairs:
+    return SyntheticPairs("heldout", count, frames=ds.DEMO_FRAMES, size=ds.DEMO_SIZE, seed=seed,
+                          thickness_scale=ds.DEMO_THICKNESS_SCALE)
+
+
+def still_clip(item: dict) -> torch.Tensor:
+    """The identity image repeated for every frame of the pair's clip."""
+    return item["identity"][None].expand(item["driving"].shape[0], -1, -1, -1).contiguous()
+
+
+def workflow_inputs(items: list[dict], i: int) -> dict[str, dict]:
+    """The workflow's inputs (identity, driving) for each of WORKFLOW_RUNS of pair i."""
+    item = items[i]
+    return {"result": item,
+            "driver_swap": {"identity": item["identity"], "driving": items[(i + 1) % len(items)]["driving"]},
+            "still_driver": {"identity": item["identity"], "driving": still_clip(item)}}
+
+
+def pair_scores(item: dict, outputs: dict[str, torch.Tensor], vae) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """{row: {"psnr", "ssim", "motion_corr"}} of one pair for every row of VS_GROUND_TRUTH and
+    VS_IDENTITY_STILL, from the workflow's outputs per WORKFLOW_RUNS key; and notes on outputs that had to be
+    cut or resized to be compared."""
+    base = ds.image_metrics(item, outputs["result"], vae)
+    rows = {"result": base["rows"]["result"],
+            "identity_still": base["rows"]["identity image held still"],
+            "driving_clip": base["rows"]["driving clip (motion on the driver's body)"],
+            "vae_ceiling": base["rows"][ds.VAE_CEILING_ROW]}
+    notes = list(base["notes"])
+    target = item["target"].float()
+    still = still_clip(item).float()
+    for key, reference in (("driver_swap", target), ("still_driver", still)):
+        aligned, more = ds.align_to(outputs[key].float(), reference)
+        rows[key] = ds.clip_scores(aligned, reference[:aligned.shape[0]])
+        notes += [f"{key}: {note}" for note in more]
+    rows["still_clip_vae"] = ds.clip_scores(vae_round_trip(vae, still), still)
+    return rows, notes
+
+
+def write_inputs(input_dir: Path, item: dict, after: float) -> float:
+    """Write identity and driving clip as the workflow's identity PNG and driving mp4 (overwriting the last
+    run's). LoadImage re-hashes its file, but LoadVideo keys its cache on the file's mtime alone: make that
+    mtime later than `after` (the last run's) so that ComfyUI runs the whole graph again. Returns the new
+    mtime."""
+    ds.write_pair_inputs(input_dir, item, IDENTITY_NAME, DRIVING_NAME)
+    driving = input_dir / DRIVING_NAME
+    mtime = os.path.getmtime(driving)
+    if mtime < after + 1e-3:
+        mtime = after + 1e-3
+        os.utime(driving, (mtime, mtime))
+    return mtime
+
+
+def video_eval(server: ComfyServer, count: int, seed: int) -> dict:
+    """Run the demo workflow WORKFLOW_RUNS times on each of held-out video pairs 0..count-1 of ``seed`` with
+    one server (models already in server.models; started and stopped here) and score every row. Raises when
+    a run's output is not new (ComfyUI served a cached result)."""
+    from im_animation_core.wan.vae import load_wan_vae
+
+    data = video_pairs(count, seed)
+    items = [data[i] for i in range(count)]
+    vae = load_wan_vae(demo.SOURCES["vae"]).eval()
+    mtime = write_inputs(server.base / "input", items[0], 0.0)  # LoadImage/LoadVideo validate the names
+    pairs, seen, previous = [], set(), None
+    with server:
+        prompt = demo.demo_prompt(server)
+        for i, item in enumerate(items):
+            start = time.time()
+            outputs = {}
+            for key, inputs in workflow_inputs(items, i).items():
+                mtime = write_inputs(server.base / "input", inputs, mtime)
+                video = demo.run_prompt(server, prompt)
+                result, _ = ds.read_video(video)
+                if video.name in seen or (previous is not None and previous.shape == result.shape
+                                          and torch.equal(previous, result)):
+                    raise RuntimeError(f"pair {i} ({key}): ComfyUI returned the previous run's output "
+                                       f"({video.name}); the inputs did not invalidate its cache")
+                seen.add(video.name)
+                previous = outputs[key] = result
+            rows, notes = pair_scores(item, outputs, vae)
+            kind = data.parameters(i)[2].kind
+            pairs.append({"index": i, "motion": kind, "seconds": time.time() - start, "rows": rows,
+                          "notes": notes, "frames_compared": min(outputs["result"].shape[0], item["target"].shape[0])})
+            print(f"  video pair {i + 1}/{count} ({kind}, {len(WORKFLOW_RUNS)} workflow runs): "
+                  f"{pairs[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
+    return {"count": count, "seed": seed, "pairs": pairs}
+
+
+def _table(title: str, labels: dict[str, str], summaries: dict[str, dict]) -> list[str]:
+    lines = [f"| {title} | PSNR (dB) | SSIM | motion correlation |", "|---|---|---|---|"]
+    for key, label in labels.items():
+        cells = [f"{summaries[key][m]['mean']:.{d}f} ± {summaries[key][m]['std']:.{d}f}"
+                 for m, d in zip(ej.VIDEO_METRICS, (2, 3, 3), strict=True)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def per_pair_line(name: str, pairs: list[dict], row: str) -> str:
+    def values(m: str, digits: int) -> str:
+        return " / ".join(f"{p['rows'][row][m]:.{digits}f}" for p in pairs)
+
+    return f"Per pair ({name}): PSNR {values('psnr', 2)}; SSIM {values('ssim', 3)}; motion correlation " \
+           f"{values('motion_corr', 3)}"
+
+
+def video_table(results: dict, weights: str) -> list[str]:
+    """Markdown: mean ± std of every row over the pairs, in two tables by reference, and per-pair values."""
+    pairs, n, seed = results["pairs"], results["count"], results["seed"]
+    summaries = ej.row_summaries([p["rows"] for p in pairs], [*VS_GROUND_TRUTH, *VS_IDENTITY_STILL])
+    lines = [f"Cross-reenactment through the real ComfyUI pipeline (workflows/im_animation_demo.json, its seed "
+             f"fixed): held-out pairs 0..{n - 1} of seed {seed} ({ds.DEMO_FRAMES} frames of "
+             f"{ds.DEMO_SIZE}x{ds.DEMO_SIZE}, thickness_scale {ds.DEMO_THICKNESS_SCALE}); each clip against its "
+             f"ground truth (the driving motion rendered on the identity's body), {pairs[0]['frames_compared']} "
+             f"frames compared; weights: {weights}. The control gives pair i the driving clip of pair "
+             f"(i+1) mod {n} and scores it against pair i's own ground truth.", ""]
+    notes = sorted({note for p in pairs for note in p["notes"]})
+    lines += [f"Note: {note}" for note in notes] + ([""] if notes else [])
+    lines += _table(f"vs ground truth, mean ± std over {n} pairs", VS_GROUND_TRUTH, summaries)
+    lines += ["", "A still driver: the identity image as every driving frame; a model that keeps the identity "
+              "and follows the driver gives the identity image back, sharp and still. Scored against the "
+              "identity image held still, whose motion correlation with anything is 0 by definition: read "
+              "PSNR / SSIM here.", ""]
+    lines += _table(f"vs identity held still, mean ± std over {n} pairs", VS_IDENTITY_STILL, summaries)
+    lines += ["", "std: the population standard deviation over the pairs. Motion correlation: the Pearson "
+              "correlation of each clip's deviation from its own temporal mean with the ground truth's "
+              "(`im_animation_core.eval.metrics.motion_correlation`): 1 = the same changes, 0 = none (the "
+              "still image scores 0).", "",
+              per_pair_line("result", pairs, "result") + "; motions " + " / ".join(p["motion"] for p in pairs)
+              + f"; {sum(p['seconds'] for p in pairs) / n:.0f} s per pair ({len(WORKFLOW_RUNS)} workflow runs).",
+              "", per_pair_line("control, another pair's driver", pairs, "driver_swap") + "."]
+    return lines
+
+
+def video_section(count: int, base: Path, seed: int) -> tuple[list[str], dict | None]:
+    """The video metrics with the trained demo models on a fresh server under base: (Markdown lines, the
+    results of video_eval), or (the lines saying why they are skipped, None)."""
+    shutil.rmtree(base, ignore_errors=True)
+    server = ComfyServer(base=base)
+    if not demo.install_models(server.models):
+        missing = [str(p.relative_to(REPO)) for p in demo.SOURCES.values() if not p.is_file()]
+        return [SKIP_NOTE, f"(missing: {', '.join(missing)})"], None
+    results = video_eval(server, count, seed)
+    return video_table(results, "trained demo models (models/)"), results
