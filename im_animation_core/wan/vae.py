@@ -164,8 +164,9 @@ def check_wan21_vae(sd: Mapping) -> None:
         raise CheckpointError(f"not a Wan VAE state dict (no '{WAN_VAE_MARKER}' key): choose a Wan2.1-architecture "
                               "VAE file, not a DiT, text encoder or another VAE")
     if WAN22_VAE_MARKER in sd:
-        raise CheckpointError("the state dict is the Wan2.2 VAE (48 latent channels, x16 spatial); only the "
-                              "Wan2.1 VAE architecture (16 channels, x8 spatial) is implemented here")
+        raise CheckpointError("the state dict is the Wan2.2 VAE (48 latent channels, x16 spatial), not the Wan2.1 "
+                              "architecture (16 channels, x8 spatial): load it with "
+                              "im_animation_core.wan.vae22.load_wan22_vae")
     for key in ("decoder.head.0.gamma", "conv2.weight", "encoder.conv1.weight"):
         if key not in sd:
             raise CheckpointError(f"incomplete Wan VAE state dict: key '{key}' is missing")
@@ -245,18 +246,18 @@ class AttentionBlock(nn.Module):
 
 class Resample(nn.Module):
     """x2 spatial down/upsampling, optionally with causal x2 temporal down/upsampling (see module doc).
-    Upsampling also halves the channels."""
+    Upsampling halves the channels unless ``keep_width`` (the Wan2.2 VAE's decoder keeps them)."""
 
     MODES = ("upsample2d", "upsample3d", "downsample2d", "downsample3d")
 
-    def __init__(self, dim: int, mode: str):
+    def __init__(self, dim: int, mode: str, keep_width: bool = False):
         super().__init__()
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
         self.mode = mode
         if mode.startswith("upsample"):
             self.resample = nn.Sequential(nn.Upsample(scale_factor=(2.0, 2.0), mode="nearest-exact"),
-                                          nn.Conv2d(dim, dim // 2, 3, padding=1))
+                                          nn.Conv2d(dim, dim if keep_width else dim // 2, 3, padding=1))
             if mode == "upsample3d":
                 self.time_conv = CausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0))
         else:
