@@ -9,7 +9,8 @@ Compression 4x16x16: pixels [B,3,T,H,W] in [-1,1] are pixel-shuffled 2x2 into 12
 three x2 stages (the last two also x2 in time, causally) give latents [B,48,F,H/16,W/16] with
 T = 4(F-1)+1 (latent 0 = frame 0, latent i = frames 4i-3..4i). The decoder mirrors it; layers and the
 whole-clip treatment of time (ComfyUI runs in chunks with a feature cache; the results agree) are
-described in ``vae22_layers.py``.
+described in ``vae22_layers.py``. ``chunk`` > 0 runs chunk by chunk as ComfyUI does (``vae.streaming``),
+bounding the memory of long clips.
 
 Never imports ComfyUI.
 """
@@ -26,7 +27,7 @@ from torch import nn
 
 from ..errors import CheckpointError, InputError
 from ..safetensors_files import load_safetensors
-from .vae import WAN22_VAE_MARKER, WAN_VAE_MARKER, CausalConv3d, strip_vae_prefix
+from .vae import WAN22_VAE_MARKER, WAN_VAE_MARKER, CausalConv3d, streaming, strip_vae_prefix
 from .vae22_layers import Decoder22, Encoder22, patchify, unpatchify
 
 # What ComfyUI's stock loader builds for a Wan2.2 VAE, whatever the file's tensor shapes (facts section 7).
@@ -162,6 +163,7 @@ class Wan22VAE(nn.Module):
         self.conv2 = CausalConv3d(c.z_dim, c.z_dim, 1)
         self.decoder = Decoder22(dim=c.dec_dim, temporal_upsample=c.temporal_downsample[::-1], in_channels=c.z_dim,
                                  out_channels=c.pixel_channels, **common)
+        self.chunk = 0  # default of encode / decode's ``chunk``
 
     @classmethod
     def from_state_dict(cls, sd: Mapping[str, torch.Tensor], *, dtype: torch.dtype | None = None,
@@ -203,24 +205,51 @@ class Wan22VAE(nn.Module):
         keep = c.video_frames(c.latent_frames(t))
         return video[:, :, :keep] if keep != t else video
 
-    def encode_dist(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _chunk(self, chunk: int | None) -> int:
+        chunk = self.chunk if chunk is None else int(chunk)
+        if chunk < 0:
+            raise InputError(f"chunk must be >= 0 latent frames (0: the whole clip at once), got {chunk}")
+        return chunk
+
+    @staticmethod
+    def _streamed(module: nn.Module, x: torch.Tensor, first: int, size: int) -> torch.Tensor:
+        """``module`` over frames [0, first), then ``size`` frames at a time, without gradient (vae.streaming)."""
+        bounds = [0, min(first, x.shape[2])]
+        while bounds[-1] < x.shape[2]:
+            bounds.append(min(bounds[-1] + size, x.shape[2]))
+        with torch.no_grad(), streaming(module):
+            return torch.cat([module(x[:, :, a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=False)], dim=2)
+
+    def encode_dist(self, video: torch.Tensor, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, logvar), each [B,z_dim,F,H/16,W/16], of a clip [B,C,T,H,W] in [-1,1]; T = 4k+1 (extra
-        trailing frames are dropped, as ComfyUI does), F = k+1."""
-        video = self._check_video(video).to(self.dtype)
-        out = self.conv1(self.encoder(patchify(video, self.config.patch_size)))
-        mu, logvar = out.chunk(2, dim=1)
+        trailing frames are dropped, as ComfyUI does), F = k+1.
+
+        chunk (default ``self.chunk``): 0 runs the encoder over the whole clip at once (differentiable); n > 0
+        runs it on frame 0, then on 4n frames at a time, carrying each causal layer's past frames (ComfyUI
+        runs n = 1): the same result, without gradient, with the activation memory of one chunk."""
+        chunk = self._chunk(chunk)
+        x = patchify(self._check_video(video).to(self.dtype), self.config.patch_size)
+        if chunk:
+            x = self._streamed(self.encoder, x, 1, chunk * self.config.temporal_ratio)
+        else:
+            x = self.encoder(x)
+        mu, logvar = self.conv1(x).chunk(2, dim=1)
         return mu, logvar
 
-    def encode(self, video: torch.Tensor) -> torch.Tensor:
+    def encode(self, video: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
         """The latent mean (what ComfyUI's VAE Encode returns) of a clip [B,C,T,H,W] in [-1,1]."""
-        return self.encode_dist(video)[0]
+        return self.encode_dist(video, chunk)[0]
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Pixels [B,C,4(F-1)+1,16h,16w], nominally in [-1,1] (not clamped), of latents [B,z_dim,F,h,w]."""
+    def decode(self, z: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+        """Pixels [B,C,4(F-1)+1,16h,16w], nominally in [-1,1] (not clamped), of latents [B,z_dim,F,h,w].
+        chunk: as ``encode_dist``, in latent frames (ComfyUI decodes one at a time)."""
         c = self.config
         if z.ndim != 5 or z.shape[1] != c.z_dim or min(z.shape[2:]) < 1:
             raise InputError(f"latents must be [B,{c.z_dim},F,h,w] for this Wan2.2 VAE, got {tuple(z.shape)}")
-        return unpatchify(self.decoder(self.conv2(z.to(self.dtype))), c.patch_size)
+        chunk = self._chunk(chunk)
+        x = self.conv2(z.to(self.dtype))
+        x = self._streamed(self.decoder, x, chunk, chunk) if chunk else self.decoder(x)
+        return unpatchify(x, c.patch_size)
 
 
 def load_wan22_vae_state_dict(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -233,6 +262,15 @@ def load_wan22_vae_state_dict(path: str | Path, device: str | torch.device = "cp
     return sd
 
 
-def load_wan22_vae(path: str | Path, dtype: torch.dtype | None = None,
-                   device: str | torch.device = "cpu") -> Wan22VAE:
-    return Wan22VAE.from_state_dict(load_wan22_vae_state_dict(path, device=device), dtype=dtype, device=device)
+def load_wan22_vae(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
+                   chunk: int = 0) -> Wan22VAE:
+    """The Wan2.2 VAE of a .safetensors file; ``chunk`` becomes its default for encode / decode."""
+    vae = Wan22VAE.from_state_dict(load_wan22_vae_state_dict(path, device=device), dtype=dtype, device=device)
+    vae.chunk = vae._chunk(chunk)
+    return vae
+
+
+def load_wan22_vae_chunked(path: str | Path) -> Wan22VAE:
+    """``load_wan22_vae`` encoding and decoding one latent frame at a time, as ComfyUI does: for a trainer's
+    frozen VAE (config ``vae.factory``), whose memory then does not grow with the clip length."""
+    return load_wan22_vae(path, chunk=1)

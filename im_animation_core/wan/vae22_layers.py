@@ -77,12 +77,16 @@ class DupUp(nn.Module):
                              f"{t_factor}x{s_factor}x{s_factor} blocks")
         self.repeats = unfolded // in_dim
         self.t_factor, self.s_factor = t_factor, s_factor
+        self.stream: dict | None = None  # see ``vae.streaming``: only the first chunk drops frame 0's copies
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = repeat(x, "b c t h w -> b (c r) t h w", r=self.repeats)
         x = rearrange(x, "b (o pt ph pw) t h w -> b o (t pt) (h ph) (w pw)",
                       pt=self.t_factor, ph=self.s_factor, pw=self.s_factor)
-        return x[:, :, self.t_factor - 1:]
+        first = not self.stream
+        if self.stream is not None:
+            self.stream["started"] = True
+        return x[:, :, self.t_factor - 1:] if first else x
 
 
 class DownStage(nn.Module):

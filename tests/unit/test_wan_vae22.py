@@ -8,7 +8,7 @@ import torch
 from support.comfy_path import add_comfyui_to_path
 
 from im_animation_core.errors import CheckpointError, InputError
-from im_animation_core.wan.vae22 import Wan22VAE, Wan22VAEConfig, load_wan22_vae
+from im_animation_core.wan.vae22 import Wan22VAE, Wan22VAEConfig, load_wan22_vae, load_wan22_vae_chunked
 from im_animation_core.wan.vae22_layers import patchify, unpatchify
 
 DIM, DEC_DIM = 8, 16
@@ -137,6 +137,39 @@ def test_decode_matches_comfyui(pair, latent_frames):
     assert rel_err(got, want) < REL_TOL
 
 
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_chunked_encode_and_decode_equal_the_whole_clip_and_comfyui(pair, chunk):
+    """chunk > 0 runs frame 0, then 4*chunk frames (decode: chunk latents) at a time, carrying each causal
+    layer's past frames (vae.streaming): chunk 1 is ComfyUI's own chunking; 2 exercises multi-frame chunks."""
+    ref, mine = pair
+    x = torch.rand(1, 3, 13, 32, 32, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    z = torch.randn(1, 48, 4, 2, 2, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        whole_mu, whole_logvar = mine.encode_dist(x)
+        mu, logvar = mine.encode_dist(x, chunk=chunk)
+        want_mu = ref.encode(x)
+        whole, got, want = mine.decode(z), mine.decode(z, chunk=chunk), ref.decode(z)
+    assert mu.shape == whole_mu.shape == (1, 48, 4, 2, 2)
+    assert rel_err(mu, whole_mu) < 1e-5 and rel_err(logvar, whole_logvar) < 1e-5
+    assert rel_err(mu, want_mu) < REL_TOL
+    assert got.shape == whole.shape == (1, 3, 13, 32, 32)
+    assert rel_err(got, whole) < 1e-5 and rel_err(got, want) < REL_TOL
+    assert all(m.stream is None for m in mine.modules() if hasattr(m, "stream"))  # streaming state cleared
+
+
+def test_chunk_default_and_errors(pair):
+    _, mine = pair
+    x = torch.rand(1, 3, 5, 16, 16, generator=torch.Generator().manual_seed(7)) * 2 - 1
+    try:
+        mine.chunk = 1
+        with torch.no_grad():
+            assert rel_err(mine.encode(x), mine.encode(x, chunk=0)) < 1e-5
+    finally:
+        mine.chunk = 0
+    with pytest.raises(InputError, match="chunk"):
+        mine.encode(x, chunk=-1)
+
+
 def test_comfyui_saved_weights_load_here(comfy, tmp_path):
     """A state dict saved from ComfyUI's module as a .safetensors file loads with load_wan22_vae."""
     ref = comfy_vae22(comfy, seed=3)
@@ -148,6 +181,7 @@ def test_comfyui_saved_weights_load_here(comfy, tmp_path):
     with torch.no_grad():
         assert rel_err(mine.decode(z), ref.decode(z)) < REL_TOL
     assert load_wan22_vae(path, dtype=torch.bfloat16).dtype == torch.bfloat16
+    assert load_wan22_vae_chunked(path).chunk == 1
 
 
 def test_gradients_reach_every_parameter_and_checkpointing_agrees(pair):
