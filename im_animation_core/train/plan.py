@@ -261,7 +261,7 @@ def memory_plan(config: Stage3Config, options: PlanOptions) -> MemoryPlan:
     ckpt = dit.num_layers * act.checkpointed_input(n * bd, dit.dim) + act.wan_block(
         n * bd, dit.dim, dit.ffn_dim, dit.num_heads, text * bd)
     outer = act.dit_outer(n * bd, dit.dim, dit.head_dim)
-    ex = by_name["expression+motion_patch"].module[0].config
+    ex = by_name["expression+motion_patch"].module[0].config  # the expression encoder's sizes
     count = len(spec.expression_block_indices)
     expression = count * act.expression_block(n * bd, latent[0] * per_frame * bd, dit.dim, dit.num_heads,
                                               latent[0] * bd, ex.tokens, ex.width)

@@ -72,6 +72,20 @@ def test_checkpointing_and_batch(config, plans):
     assert double.static_bytes() == plan.static_bytes()
 
 
+def test_frozen_parts_and_cached_clips():
+    config = load_config("stage3", CONFIG)
+    config.tokenizer.trainable = False
+    config.retarget_trainable = False
+    config.data.cache = "runs/cache"
+    plan = memory_plan(config, PlanOptions(gpus=4))
+    params = {p.name: p.params for p in plan.parts}
+    assert plan.frozen_params == params["tokenizer"] + params["retarget"]
+    assert plan.static_bytes()["parameters"] == (4 * plan.trainable_params + 2 * plan.frozen_params) / 4
+    assert plan.static_bytes()["optimizer"] == 8 * plan.trainable_params / 4
+    assert set(plan.activations) == {"dit_blocks", "dit_outer", "expression_blocks"}  # frozen: no activations
+    assert plan.vae_params == 0  # the clip cache holds the latents
+
+
 def test_time_estimate(plans):
     plan = plans[16]
     # 30 DiT blocks of 19360 tokens dominate: about 10.35 TFLOP forward each, x4 with checkpointing
