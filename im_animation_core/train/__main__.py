@@ -3,6 +3,10 @@
 python -m im_animation_core.train cache --config stage3.json [--for stage2|stage3] [--set ...]: build the clip
 cache (train.cache) that the config's data.cache names, for that stage's config (default stage3).
 
+python -m im_animation_core.train plan --config stage3.json --gpus N [--gpu-memory 80] [--json]: per-rank
+memory (parameters, gradients, AdamW state, activations with and without per-block checkpointing) and time of
+a Stage-3 run sharded over N GPUs, from the models built on the meta device (train.plan).
+
 Multi-GPU: torchrun --nproc_per_node N -m im_animation_core.train stage3 --config cfg.json
 """
 
@@ -62,16 +66,46 @@ def _run_cache(args) -> int:
     return 0
 
 
+def _run_plan(args) -> int:
+    from .plan import PlanOptions, format_plan, memory_plan, plan_json
+
+    if args.resume:
+        raise ConfigError("the plan command reads a config only; --resume is for the stages")
+    if args.gpus is None:
+        raise ConfigError("plan needs --gpus N: the number of GPUs the run is sharded over (e.g. --gpus 16)")
+    with open(args.config, encoding="utf-8") as f:
+        data = _apply_sets(json.load(f), args.set)
+    options = PlanOptions(gpus=args.gpus, gpu_memory_gib=args.gpu_memory, frames=args.frames, height=args.height,
+                          width=args.width, reserve=args.reserve, peak_tflops=args.peak_tflops,
+                          utilization=args.utilization)
+    plan = memory_plan(config_from_dict("stage3", data), options)
+    print(plan_json(plan) if args.json else format_plan(plan, args.config))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m im_animation_core.train",
                                      description="Train one IM-Animation stage (paper section 3.4).")
-    parser.add_argument("stage", choices=("vae", "cache") + STAGES)
+    parser.add_argument("stage", choices=("vae", "cache", "plan") + STAGES)
     parser.add_argument("--config", required=True, help="JSON config (fields in im_animation_core/train/config.py)")
     parser.add_argument("--resume", default=None, help="a run's output directory or one of its checkpoints")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set seed=1 --set optim.lr=1e-3 (repeatable)")
     parser.add_argument("--for", dest="for_stage", choices=("stage2", "stage3"), default="stage3",
                         help="cache: the stage whose config --config is (default stage3)")
+    plan = parser.add_argument_group("plan (a Stage-3 config)")
+    plan.add_argument("--gpus", type=int, default=None, help="GPUs the run is sharded over")
+    plan.add_argument("--gpu-memory", type=float, default=80.0, help="memory of one GPU in GiB (default 80)")
+    plan.add_argument("--frames", type=int, default=81, help="clip frames, 4k+1 (default 81, the paper's)")
+    plan.add_argument("--height", type=int, default=704, help="frame height in pixels (default 704)")
+    plan.add_argument("--width", type=int, default=1280, help="frame width in pixels (default 1280)")
+    plan.add_argument("--reserve", type=float, default=0.10,
+                      help="share of GPU memory kept for the CUDA context, communication and fragmentation")
+    plan.add_argument("--peak-tflops", type=float, default=989.0,
+                      help="peak dense bf16 TFLOPS of one GPU for the time estimate (default 989, H100 SXM)")
+    plan.add_argument("--utilization", type=float, default=0.35,
+                      help="assumed share of the peak reached (default 0.35)")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     args = parser.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
@@ -81,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_vae(args)
         if args.stage == "cache":
             return _run_cache(args)
+        if args.stage == "plan":
+            return _run_plan(args)
         if args.set:
             with open(args.config, encoding="utf-8") as f:
                 data = json.load(f)

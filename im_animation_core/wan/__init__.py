@@ -14,3 +14,8 @@ from .vae import WanVAE, WanVAEConfig, load_wan_vae, save_wan_vae  # noqa: E402
 
 __all__ += ["Wan21LatentFormat", "Wan22LatentFormat", "WanVAE", "WanVAEConfig", "latent_format_for", "load_wan_vae",
             "save_wan_vae"]
+
+# The Wan2.2 VAE (48 channels, 4x16x16), the one Wan2.2 TI2V-5B works in.
+from .vae22 import Wan22VAE, Wan22VAEConfig, load_wan22_vae  # noqa: E402
+
+__all__ += ["Wan22VAE", "Wan22VAEConfig", "load_wan22_vae"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -164,8 +165,9 @@ def check_wan21_vae(sd: Mapping) -> None:
         raise CheckpointError(f"not a Wan VAE state dict (no '{WAN_VAE_MARKER}' key): choose a Wan2.1-architecture "
                               "VAE file, not a DiT, text encoder or another VAE")
     if WAN22_VAE_MARKER in sd:
-        raise CheckpointError("the state dict is the Wan2.2 VAE (48 latent channels, x16 spatial); only the "
-                              "Wan2.1 VAE architecture (16 channels, x8 spatial) is implemented here")
+        raise CheckpointError("the state dict is the Wan2.2 VAE (48 latent channels, x16 spatial), not the Wan2.1 "
+                              "architecture (16 channels, x8 spatial): load it with "
+                              "im_animation_core.wan.vae22.load_wan22_vae")
     for key in ("decoder.head.0.gamma", "conv2.weight", "encoder.conv1.weight"):
         if key not in sd:
             raise CheckpointError(f"incomplete Wan VAE state dict: key '{key}' is missing")
@@ -186,11 +188,39 @@ class CausalConv3d(nn.Conv3d):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0)
         pt, ph, pw = _triple(padding)
         self.causal_padding = (pw, pw, ph, ph, 2 * pt, 0)
+        self.stream: dict | None = None  # see ``streaming``
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        past_frames = self.causal_padding[4]
+        if self.stream is not None and past_frames:
+            # the previous chunk's last input frames stand in for the zero padding (zeros before the first)
+            past = self.stream.get("past")
+            if past is None:
+                past = x.new_zeros(*x.shape[:2], past_frames, *x.shape[3:])
+            x = torch.cat([past, x], dim=2)
+            self.stream["past"] = x[:, :, -past_frames:]
+            return super().forward(F.pad(x, self.causal_padding[:4]))
         if any(self.causal_padding):
             x = F.pad(x, self.causal_padding)
         return super().forward(x)
+
+
+@contextmanager
+def streaming(module: nn.Module):
+    """Run ``module`` chunk by chunk of frames, in order, inside this block: every layer that looks back in time
+    (``CausalConv3d``, ``Resample``, the Wan2.2 ``DupUp``) carries what it needs from the previous chunk, so the
+    concatenated outputs equal one run over the whole clip, with the memory of one chunk. Chunks must keep
+    temporal resampling aligned: the first chunk holds frame 0 and an odd frame count at every temporal
+    downsampling, the later ones even counts (ComfyUI's 1 frame, then 4). No gradient through the carried
+    frames is intended (inference)."""
+    layers = [m for m in module.modules() if hasattr(m, "stream")]
+    for m in layers:
+        m.stream = {}
+    try:
+        yield module
+    finally:
+        for m in layers:
+            m.stream = None
 
 
 class RMSNorm(nn.Module):
@@ -245,18 +275,19 @@ class AttentionBlock(nn.Module):
 
 class Resample(nn.Module):
     """x2 spatial down/upsampling, optionally with causal x2 temporal down/upsampling (see module doc).
-    Upsampling also halves the channels."""
+    Upsampling halves the channels unless ``keep_width`` (the Wan2.2 VAE's decoder keeps them)."""
 
     MODES = ("upsample2d", "upsample3d", "downsample2d", "downsample3d")
 
-    def __init__(self, dim: int, mode: str):
+    def __init__(self, dim: int, mode: str, keep_width: bool = False):
         super().__init__()
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
         self.mode = mode
+        self.stream: dict | None = None  # see ``streaming``
         if mode.startswith("upsample"):
             self.resample = nn.Sequential(nn.Upsample(scale_factor=(2.0, 2.0), mode="nearest-exact"),
-                                          nn.Conv2d(dim, dim // 2, 3, padding=1))
+                                          nn.Conv2d(dim, dim if keep_width else dim // 2, 3, padding=1))
             if mode == "upsample3d":
                 self.time_conv = CausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0))
         else:
@@ -266,15 +297,29 @@ class Resample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = x.shape
-        if self.mode == "upsample3d" and t > 1:
-            y = self.time_conv(x[:, :, 1:])  # [B,2C,T-1,H,W]: two output frames per input frame
-            y = y.view(b, 2, c, t - 1, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b, c, 2 * (t - 1), h, w)
-            x = torch.cat([x[:, :, :1], y], dim=2)
+        first = not self.stream  # the whole clip, or the first chunk of a stream: frame 0 is treated apart
+        if self.mode == "upsample3d":
+            later = x[:, :, 1:] if first else x
+            n = later.shape[2]
+            if n:
+                y = self.time_conv(later)  # [B,2C,n,H,W]: two output frames per input frame
+                y = y.view(b, 2, c, n, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b, c, 2 * n, h, w)
+                x = torch.cat([x[:, :, :1], y], dim=2) if first else y
         x = _per_frame(self.resample, x)
-        if self.mode == "downsample3d" and t > 1:
-            if t % 2 == 0:
-                raise InputError(f"temporal downsampling needs an odd frame count (1 + 2k), got {t}")
-            x = torch.cat([x[:, :, :1], self.time_conv(x)], dim=2)
+        if self.mode == "downsample3d":
+            last = x[:, :, -1:]
+            if not first:
+                if t % 2:
+                    raise InputError(f"temporal downsampling of a later chunk needs an even frame count, got {t}")
+                x = self.time_conv(torch.cat([self.stream["last"], x], dim=2))
+            elif t > 1:
+                if t % 2 == 0:
+                    raise InputError(f"temporal downsampling needs an odd frame count (1 + 2k), got {t}")
+                x = torch.cat([x[:, :, :1], self.time_conv(x)], dim=2)
+            if self.stream is not None:
+                self.stream["last"] = last
+        if self.stream is not None:
+            self.stream["started"] = True
         return x
 
 
