@@ -66,6 +66,10 @@ def cache_key(config: Stage2Config) -> dict[str, Any]:
         raise ConfigError("config field 'data.augment' is on: augmentation draws new crops and colours at every "
                           "step, so its clips cannot be cached; turn it off or drop data.cache")
     data = {k: v for k, v in asdict(d).items() if k not in _DATA_FIELDS_NOT_IN_KEY}
+    trainable = config.conv_encoder.trainable if config.motion_encoder == "conv" else config.tokenizer.trainable
+    if trainable:
+        raise ConfigError("a clip cache holds the motion encoder's tokens, so the encoder must be frozen "
+                          "(tokenizer.trainable / conv_encoder.trainable false) in a run with data.cache")
     if config.motion_encoder == "conv":
         encoder = {"kind": "conv", "file": file_sha256(config.conv_encoder.path) if config.conv_encoder.path else ""}
     else:
@@ -193,6 +197,10 @@ class CachedClips(Dataset):
             raise CacheError(f"clip cache '{self.folder}' is unfinished ({index['clips']} of "
                              f"{index['key']['data']['num_samples']} clips); rerun the cache command to finish it")
         self.shards, self.clips, self.shard_size = index["shards"], index["clips"], index["shard_size"]
+        missing = [s["file"] for s in self.shards if not (self.folder / s["file"]).is_file()]
+        if missing:
+            raise CacheError(f"clip cache '{self.folder}' lists shard(s) that are gone ({', '.join(missing[:3])}); "
+                             "delete the folder and rebuild it")
         self._open: dict[int, Any] = {}
 
     def __len__(self) -> int:

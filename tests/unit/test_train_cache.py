@@ -136,10 +136,16 @@ def test_a_missing_cache_and_a_trainable_tokenizer_get_clear_errors(tmp_path, fi
     cfg = config_from_dict("stage3", stage3_dict(tmp_path, files))
     with pytest.raises(CacheError, match="no clip cache in .*build it first"):
         Trainer("stage3", cfg).train()
+    build_cache("stage3", cfg)
+    (tmp_path / "cache" / "shard_000000.safetensors").unlink()
+    with pytest.raises(CacheError, match="shard_000000.safetensors.*rebuild"):
+        CachedClips(cfg.data.cache, cache_key(cfg))
     d = stage3_dict(tmp_path, files)
     d["tokenizer"] = {**d["tokenizer"], "trainable": True}
-    with pytest.raises(Exception, match="encoder must be frozen"):
+    with pytest.raises(Exception, match="encoder must be frozen"):  # building, and training from a cache
         build_cache("stage3", config_from_dict("stage3", d))
+    with pytest.raises(Exception, match="encoder must be frozen"):
+        Trainer("stage3", config_from_dict("stage3", d)).train()
 
 
 def test_a_joint_phase_reads_the_cache_of_its_frozen_retargeter_phase(tmp_path, files):
