@@ -29,6 +29,9 @@ from .safetensors_files import check_finite, header, load_safetensors, sizes_fro
 FORMAT = "im-animation-modules"
 FORMAT_VERSION = "1"
 EXPRESSION_EVERY = 6  # one expression block after every 6 DiT blocks (paper, supplementary)
+# Length of the clips the modules were trained on, for files that do not record it (metadata "clip_frames"):
+# every modules file trained so far (the demo set) was trained on 17-frame clips.
+DEFAULT_CLIP_FRAMES = 17
 
 
 @dataclass
@@ -74,6 +77,9 @@ class IMAnimationModules(nn.Module):
             ExpressionBlock(dit.dim, dit.heads, expression.width) for _ in dit.expression_block_indices
         )
         self.motion_patch = motion_conv_for(dit.dim, retarget.out_channels)
+        # Driving frames retargeted at once (pipeline.retarget): the training clip length, since the
+        # retargeter drifts on sequences much longer than it was trained on.
+        self.clip_frames = DEFAULT_CLIP_FRAMES
 
     def metadata(self) -> dict[str, str]:
         return {
@@ -82,6 +88,9 @@ class IMAnimationModules(nn.Module):
             "retarget": json.dumps(self.retarget.config.to_dict()),
             "expression": json.dumps(self.expression_encoder.config.to_dict()),
             "dit": json.dumps(asdict(self.dit)),
+            # Only when it differs from what files without the key mean, so that those files' bytes stay as
+            # they were.
+            **({"clip_frames": str(self.clip_frames)} if self.clip_frames != DEFAULT_CLIP_FRAMES else {}),
         }
 
     def save(self, path: str, dtype: torch.dtype = torch.float32) -> None:
@@ -133,6 +142,11 @@ class IMAnimationModules(nn.Module):
                 f"{source} does not match its own size metadata: missing {missing[:8]}, unexpected "
                 f"{unexpected[:8]}, wrong shapes {wrong[:8]}"
             )
+        clip = meta.get("clip_frames", str(DEFAULT_CLIP_FRAMES))
+        if not clip.isdigit() or int(clip) % 4 != 1:
+            raise CheckpointError(f"{source}: metadata 'clip_frames' = {clip!r} is not a clip length (4k+1 "
+                                  "frames); re-export the file.")
+        model.clip_frames = int(clip)
         sd = load_safetensors(path, "IM-Animation modules")
         check_finite(sd, source)
         model.load_state_dict({k: v.float() for k, v in sd.items()}, assign=True)

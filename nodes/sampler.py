@@ -1,5 +1,6 @@
 """Wan2.2 IM-Animation Sampler: ComfyUI's own sampling on a patched Wan model."""
 
+import logging
 import math
 
 import comfy.model_management as mm
@@ -18,6 +19,8 @@ from . import socket_checks, types
 from .errors import user_errors
 from .wan_patch import patch_wan, wan_diffusion_model
 
+log = logging.getLogger(__name__)
+
 SEED_RANGE = 1 << 64  # torch seeds are unsigned 64-bit
 
 
@@ -25,6 +28,18 @@ def empty_conditioning(dm) -> list:
     """For models used without a text encoder: a zero context, like an empty padded prompt."""
     text_dim = dm.text_embedding[0].in_features
     return [[torch.zeros(1, 512, text_dim), {}]]
+
+
+def warn_about_windows(node: str, length: int, window_frames: int, windows: int, clip_frames: int) -> None:
+    """Long-clip settings that lose quality with modules trained on short clips (docs/long_clips.md)."""
+    if min(window_frames, length) > clip_frames:
+        log.warning("%s: windows of %d frames are longer than the %d-frame clips these IM-Animation modules were "
+                    "trained on; the result loses quality. Set window_frames to %d.", node,
+                    min(window_frames, length), clip_frames, clip_frames)
+    if windows > 1:
+        log.warning("%s: the %d-frame video is made in %d windows, each continuing from the previous one. A model "
+                    "not trained to continue a clip (the demo set) is less faithful after the first window (about "
+                    "2-3 dB PSNR on the demo; docs/long_clips.md).", node, length, windows)
 
 
 class IMAnimationSampler(io.ComfyNode):
@@ -96,6 +111,7 @@ class IMAnimationSampler(io.ComfyNode):
             plan = plan_windows(latent_frame_count(rm.length), latent_frame_count(window_frames),
                                 overlap_frames // TEMPORAL_STRIDE)
             tokens = expression.for_length(rm.length) if expression is not None else None
+        warn_about_windows(node, rm.length, window_frames, len(plan), rm.modules.model.clip_frames)
         positive = positive if positive is not None else empty_conditioning(dm)
         negative = negative if negative is not None else empty_conditioning(dm)
 
