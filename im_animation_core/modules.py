@@ -13,22 +13,25 @@ and how the DiT was trained to see the reference frame (files without "clean_ref
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import safe_open, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from .errors import CheckpointError
 from .expression import ExpressionBlock, ExpressionConfig, ExpressionEncoder
 from .injection import motion_conv_for
 from .retarget import RetargetConfig, RetargetTransformer
-from .safetensors_files import load_safetensors
+from .safetensors_files import check_finite, header, load_safetensors, sizes_from_json
 
 FORMAT = "im-animation-modules"
 FORMAT_VERSION = "1"
 EXPRESSION_EVERY = 6  # one expression block after every 6 DiT blocks (paper, supplementary)
+# Length of the clips the modules were trained on, for files that do not record it (metadata "clip_frames"):
+# every modules file trained so far (the demo set) was trained on 17-frame clips.
+DEFAULT_CLIP_FRAMES = 17
 
 
 @dataclass
@@ -74,6 +77,9 @@ class IMAnimationModules(nn.Module):
             ExpressionBlock(dit.dim, dit.heads, expression.width) for _ in dit.expression_block_indices
         )
         self.motion_patch = motion_conv_for(dit.dim, retarget.out_channels)
+        # Driving frames retargeted at once (pipeline.retarget): the training clip length, since the
+        # retargeter drifts on sequences much longer than it was trained on.
+        self.clip_frames = DEFAULT_CLIP_FRAMES
 
     def metadata(self) -> dict[str, str]:
         return {
@@ -82,6 +88,9 @@ class IMAnimationModules(nn.Module):
             "retarget": json.dumps(self.retarget.config.to_dict()),
             "expression": json.dumps(self.expression_encoder.config.to_dict()),
             "dit": json.dumps(asdict(self.dit)),
+            # Only when it differs from what files without the key mean, so that those files' bytes stay as
+            # they were.
+            **({"clip_frames": str(self.clip_frames)} if self.clip_frames != DEFAULT_CLIP_FRAMES else {}),
         }
 
     def save(self, path: str, dtype: torch.dtype = torch.float32) -> None:
@@ -90,42 +99,55 @@ class IMAnimationModules(nn.Module):
 
     @classmethod
     def from_file(cls, path: str, allow_ablation: bool = False) -> IMAnimationModules:
-        """Load a modules file (format above). Raises CheckpointError naming what is wrong. Files of a training
-        ablation (metadata ``im_animation_retarget`` other than mask_tokens) are refused unless allow_ablation."""
-        try:
-            with safe_open(path, framework="pt") as f:
-                meta = f.metadata() or {}
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"cannot read IM-Animation modules file '{path}': {e}. "
-                                  "Is it a complete .safetensors file?") from e
-        sd = load_safetensors(path, "IM-Animation modules")
+        """Load a modules file (format above). Raises CheckpointError naming the file and what is wrong. Files of
+        a training ablation (metadata ``im_animation_retarget`` other than mask_tokens) are refused unless
+        allow_ablation.
+
+        Nothing is allocated from the metadata's sizes: the model is built on the meta device and its shapes
+        compared with the shapes in the file's header, so a file whose metadata claims huge sizes costs nothing
+        before it is refused; only then are the tensors read (their size is the file's own)."""
+        source = f"IM-Animation modules file '{os.path.basename(path)}'"
+        meta, shapes = header(path, "IM-Animation modules")
         if meta.get("format") != FORMAT:
             raise CheckpointError(
-                f"'{path}' is not an IM-Animation modules file (no '{FORMAT}' format in its metadata). "
-                "Choose the file written by this project's trainer, not a DiT, VAE or motion tokenizer."
+                f"'{os.path.basename(path)}' is not an IM-Animation modules file (no '{FORMAT}' format in its "
+                "metadata). Choose the file written by this project's trainer, not a DiT, VAE or motion tokenizer."
             )
         if meta.get("im_animation_retarget", "mask_tokens") != "mask_tokens" and not allow_ablation:
             raise CheckpointError(
-                f"'{path}' holds the '{meta['im_animation_retarget']}' retargeting ablation, a training experiment "
+                f"{source} holds the '{meta['im_animation_retarget']}' retargeting ablation, a training experiment "
                 "that the nodes do not run; load it with im_animation_core.train.load_modules."
             )
         if meta.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(f"'{path}' has format version {meta.get('format_version')}; this pack reads "
+            raise CheckpointError(f"{source} has format version {meta.get('format_version')}; this pack reads "
                                   f"version {FORMAT_VERSION}. Update the pack or re-export the file.")
+        configs = (sizes_from_json(RetargetConfig, meta.get("retarget"), "retarget", source),
+                   sizes_from_json(ExpressionConfig, meta.get("expression"), "expression", source),
+                   sizes_from_json(DiTSpec, meta.get("dit"), "dit", source))
         try:
-            model = cls(RetargetConfig(**json.loads(meta["retarget"])),
-                        ExpressionConfig(**json.loads(meta["expression"])), DiTSpec(**json.loads(meta["dit"])))
-        except (KeyError, TypeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"'{path}' has unreadable size metadata ({e}); re-export the file") from e
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(sd))
-        unexpected = sorted(set(sd) - set(expected))
-        wrong = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
-                 for k, v in expected.items() if k in sd and sd[k].shape != v.shape]
+            with torch.device("meta"):
+                model = cls(*configs)
+        except CheckpointError as e:
+            raise CheckpointError(f"{source}: {e}") from None
+        except (ValueError, TypeError, RuntimeError, ZeroDivisionError, OverflowError) as e:
+            raise CheckpointError(f"{source} has size metadata that makes no model ({e}); re-export the "
+                                  "file.") from None
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        missing = sorted(set(expected) - set(shapes))
+        unexpected = sorted(set(shapes) - set(expected))
+        wrong = [f"{k}: file {shapes[k]} vs metadata {v}" for k, v in expected.items()
+                 if k in shapes and shapes[k] != v]
         if missing or unexpected or wrong:
             raise CheckpointError(
-                f"'{path}' does not match its own size metadata: missing {missing[:8]}, unexpected "
+                f"{source} does not match its own size metadata: missing {missing[:8]}, unexpected "
                 f"{unexpected[:8]}, wrong shapes {wrong[:8]}"
             )
-        model.load_state_dict({k: v.float() for k, v in sd.items()})
+        clip = meta.get("clip_frames", str(DEFAULT_CLIP_FRAMES))
+        if not clip.isdigit() or int(clip) % 4 != 1:
+            raise CheckpointError(f"{source}: metadata 'clip_frames' = {clip!r} is not a clip length (4k+1 "
+                                  "frames); re-export the file.")
+        model.clip_frames = int(clip)
+        sd = load_safetensors(path, "IM-Animation modules")
+        check_finite(sd, source)
+        model.load_state_dict({k: v.float() for k, v in sd.items()}, assign=True)
         return model

@@ -59,16 +59,40 @@ def resolve_length(requested: int, available: int) -> int:
     return valid_length(requested or available)
 
 
+def retarget_segments(length: int, clip_frames: int) -> list[tuple[int, int]]:
+    """[start, stop) pixel-frame ranges that retarget a clip of ``length`` (4k+1) frames piece by piece, each
+    at most ``clip_frames`` (4k+1) long and laid out like a training clip: its first latent frame is one
+    pixel frame, the last pixel frame of the previous segment's last latent frame. Each segment after the
+    first therefore adds its latent frames 1.. to the output; its first latent frame is context only."""
+    if length <= clip_frames:
+        return [(0, length)]
+    out, start = [(0, clip_frames)], clip_frames - 1
+    while start < length - 1:
+        out.append((start, min(start + clip_frames, length)))
+        start = out[-1][1] - 1
+    return out
+
+
 @torch.no_grad()
 def retarget(modules: IMAnimationModules, tokens: torch.Tensor, identity_latent: torch.Tensor,
-             length: int) -> torch.Tensor:
-    """tokens: [T,N_m,C_m] (T >= length); identity_latent: [1,C,1,h,w] or [1,C,h,w].
-    Returns the retargeted motion [1,C_r,F_lat,h,w] float32 on the modules' device."""
+             length: int, clip_frames: int | None = None) -> torch.Tensor:
+    """tokens: [T,N_m,C_m] (T >= length); identity_latent: [1,C,1,h,w] or [1,C,h,w]; clip_frames: the
+    longest piece retargeted at once (None: the modules' training clip length, modules.clip_frames).
+    Returns the retargeted motion [1,C_r,F_lat,h,w] float32 on the modules' device.
+
+    The retargeting transformer attends over every driving frame it is given, with sinusoidal frame times;
+    given a clip far longer than its training clips it sees times and sequence lengths it never saw, and its
+    output drifts further from the truth frame by frame (docs/results.md, "Long clips"). Longer clips are
+    therefore retargeted in training-length segments (retarget_segments), each with times from 0."""
     p = next(modules.parameters())
-    ref = identity_latent[:, :, 0] if identity_latent.ndim == 5 else identity_latent
-    motion = tokens[:length].to(p)[None]
-    times = torch.arange(length, dtype=torch.float32)
-    out = modules.retarget(motion, times, ref.to(p), latent_frame_times(length))
+    ref = (identity_latent[:, :, 0] if identity_latent.ndim == 5 else identity_latent).to(p)
+    pieces = []
+    for i, (a, b) in enumerate(retarget_segments(length, clip_frames or modules.clip_frames)):
+        n = b - a
+        out = modules.retarget(tokens[a:b].to(p)[None], torch.arange(n, dtype=torch.float32), ref,
+                               latent_frame_times(n))
+        pieces.append(out if i == 0 else out[:, :, 1:])
+    out = torch.cat(pieces, dim=2)
     assert out.shape[2] == latent_frame_count(length)
     return out.float()
 

@@ -28,6 +28,7 @@ from torch import nn
 from .errors import CheckpointError, InputError
 from .keypoints import NUM_JOINTS
 from .layers import TransformerBlock
+from .safetensors_files import check_finite
 
 HEAD_DIM = 64
 
@@ -279,6 +280,7 @@ class HeatmapHead(nn.Module):
                 f"Could not read '{path}' as a safetensors file ({exc}): the file is truncated or not "
                 "safetensors; re-download or re-export it."
             ) from None
+        check_finite(state_dict, f"heatmap head file '{os.path.basename(path)}'")
         if not any(k.startswith("motion_decoder.") for k in state_dict):
             raise CheckpointError(
                 f"'{path}' holds no heatmap decoder weights (no 'motion_decoder.*' tensors): choose the "

@@ -3,7 +3,7 @@
 from comfy_api.latest import io
 
 from ..im_animation_core.pipeline import ExpressionFeatures, encode_expression, face_boxes
-from . import types
+from . import socket_checks, types
 from .devices import loaded
 from .errors import user_errors
 
@@ -36,6 +36,9 @@ class ExpressionEncode(io.ComfyNode):
     @classmethod
     def execute(cls, im_animation_modules, frames, motion_tokens, pose_keypoints=None) -> io.NodeOutput:
         node = "Expression Encode"
+        socket_checks.modules(node, "im_animation_modules", im_animation_modules)
+        socket_checks.image(node, "frames", frames)
+        socket_checks.motion_tokens(node, "motion_tokens", motion_tokens)
         if frames.shape[0] != motion_tokens.source_frame_count:
             raise ValueError(f"{node}: frames has {frames.shape[0]} frames but the motion tokens came from a clip of "
                              f"{motion_tokens.source_frame_count}: connect the same frames as Encode Driving Video.")

@@ -6,10 +6,31 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..im_animation_core.motion import load_motion_tokens, save_motion_tokens
-from . import types
+from . import socket_checks, types
+from .allowed_folders import readable_file
 from .errors import user_errors
 
 SUBFOLDER = "motion_tokens"
+DEFAULT_PREFIX = "motion"
+# A file name part stays under common file-system limits (255 bytes) with "_00001.safetensors" appended.
+MAX_NAME_BYTES = 200
+
+
+def checked_prefix(node: str, prefix: str) -> str:
+    """The prefix to save under: the default when empty; refused when it cannot make a file in the folder."""
+    prefix = (prefix or "").strip()
+    if not prefix:
+        return DEFAULT_PREFIX
+    if "\x00" in prefix:
+        raise ValueError(f"{node}: filename_prefix contains a NUL character; use letters, digits, '-' and '_'.")
+    norm = os.path.normpath(prefix)
+    if os.path.isabs(prefix) or norm == ".." or norm.startswith(".." + os.sep) or prefix.endswith(("/", "\\")):
+        raise ValueError(f"{node}: filename_prefix '{prefix[:80]}' must be a file name (optionally under "
+                         f"sub-folders) inside output/{SUBFOLDER}/, not a folder or a path outside it.")
+    if any(len(part.encode()) > MAX_NAME_BYTES for part in norm.split(os.sep)) or len(prefix) > 1000:
+        raise ValueError(f"{node}: filename_prefix is too long (at most {MAX_NAME_BYTES} bytes per name); "
+                         "shorten it.")
+    return prefix
 
 
 class SaveMotionTokens(io.ComfyNode):
@@ -24,8 +45,8 @@ class SaveMotionTokens(io.ComfyNode):
                         "video is encoded once and reused with Load Motion Tokens.",
             inputs=[
                 types.MotionTokens.Input("motion_tokens", tooltip="From Encode Driving Video."),
-                io.String.Input("filename_prefix", default="motion",
-                                tooltip="File name prefix; a counter is appended."),
+                io.String.Input("filename_prefix", default=DEFAULT_PREFIX,
+                                tooltip="File name prefix; a counter is appended. Empty: 'motion'."),
             ],
             outputs=[],
             is_output_node=True,
@@ -33,10 +54,19 @@ class SaveMotionTokens(io.ComfyNode):
 
     @classmethod
     def execute(cls, motion_tokens, filename_prefix) -> io.NodeOutput:
+        node = "Save Motion Tokens"
+        socket_checks.motion_tokens(node, "motion_tokens", motion_tokens)
+        prefix = checked_prefix(node, filename_prefix)
         out_dir = os.path.join(folder_paths.get_output_directory(), SUBFOLDER)
-        full, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
+        os.makedirs(out_dir, exist_ok=True)
+        full, name, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, out_dir)
         filename = f"{name}_{counter:05}.safetensors"
-        save_motion_tokens(motion_tokens, os.path.join(full, filename))
+        try:
+            os.makedirs(full, exist_ok=True)
+            save_motion_tokens(motion_tokens, os.path.join(full, filename))
+        except OSError as e:
+            raise ValueError(f"{node}: cannot write output/{SUBFOLDER}/{os.path.join(subfolder, filename)} "
+                             f"({e.strerror or e}); choose another filename_prefix or free disk space.") from None
         return io.NodeOutput(ui={"motion_tokens": [{"filename": filename, "subfolder": os.path.join(
             SUBFOLDER, subfolder).rstrip("/"), "type": "output", "frames": len(motion_tokens)}]})
 
@@ -49,16 +79,17 @@ class LoadMotionTokens(io.ComfyNode):
             node_id="IMA_LoadMotionTokens",
             display_name="Load Motion Tokens",
             category=types.CATEGORY,
-            description="Loads motion tokens saved by Save Motion Tokens (a path relative to the output folder, "
-                        "or an absolute path).",
+            description="Loads motion tokens saved by Save Motion Tokens: a path relative to the output folder, "
+                        "or an absolute path inside ComfyUI's input, output or temp folder.",
             inputs=[io.String.Input("path", default="motion_tokens/motion_00001.safetensors",
                                     tooltip="File written by Save Motion Tokens: relative to ComfyUI's output "
-                                            "folder, or absolute.")],
+                                            "folder, or absolute inside the input, output or temp folder (or a "
+                                            "folder the server's owner allowed, docs/security.md).")],
             outputs=[types.MotionTokens.Output(display_name="motion_tokens")],
         )
 
     @classmethod
     def execute(cls, path) -> io.NodeOutput:
-        full = path if os.path.isabs(path) else os.path.join(folder_paths.get_output_directory(), path)
         with user_errors("Load Motion Tokens"):
+            full = readable_file((path or "").strip(), folder_paths.get_output_directory(), "Motion tokens file")
             return io.NodeOutput(load_motion_tokens(full))

@@ -1,5 +1,7 @@
 """Load Motion Tokenizer and Encode Driving Video."""
 
+import math
+
 import comfy.model_management as mm
 import comfy.utils
 import torch
@@ -7,7 +9,7 @@ from comfy_api.latest import io
 
 from ..im_animation_core.motion import MotionTokens
 from ..im_animation_core.tokenizer import MotionTokenizer, chunk_size_for_memory, encode_frames
-from . import model_files, types
+from . import model_files, socket_checks, types
 from .devices import DTYPES, inference_dtype, interrupt_check, loaded, patcher_for
 from .errors import user_errors
 
@@ -24,8 +26,9 @@ class LoadMotionTokenizer(io.ComfyNode):
                         "e.g. the released motion_encoder_latest.safetensors, from models/im_animation/.",
             inputs=[
                 io.Combo.Input("tokenizer_name", options=model_files.file_list(),
-                               tooltip="Motion encoder weights in models/im_animation/ (config.yaml beside the "
-                                       "file is read when present)."),
+                               tooltip="Motion encoder weights in models/im_animation/. Sizes come from "
+                                       "<file name>.yaml beside the file, else from the folder's config.yaml "
+                                       "when it fits these weights."),
                 io.Combo.Input("dtype", options=DTYPES, default="auto",
                                tooltip="Compute precision. auto: fp16/bf16 on a GPU, fp32 on the CPU."),
             ],
@@ -68,6 +71,11 @@ class EncodeDrivingVideo(io.ComfyNode):
     @classmethod
     def execute(cls, motion_tokenizer, frames, fps, stride, max_frames) -> io.NodeOutput:
         node = "Encode Driving Video"
+        socket_checks.tokenizer(node, "motion_tokenizer", motion_tokenizer)
+        socket_checks.image(node, "frames", frames)
+        if not math.isfinite(fps) or fps < 0:
+            raise ValueError(f"{node}: fps is {fps}; give the driving video's frame rate (e.g. wire Get Video "
+                             "Components' fps), or 0 when unknown.")
         kept, indices = frames[::stride], torch.arange(frames.shape[0])[::stride]  # views: no copy of the clip
         if max_frames:
             kept, indices = kept[:max_frames], indices[:max_frames]

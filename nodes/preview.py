@@ -1,12 +1,14 @@
 """Preview Motion Heatmaps: what the motion tokens encode, drawn over the driving frames."""
 
+import math
+
 import comfy.utils
 import torch
 from comfy_api.latest import io
 
 from ..im_animation_core.heatmaps import heatmaps_to_image
 from ..im_animation_core.stage1 import HeatmapHead
-from . import model_files, types
+from . import model_files, socket_checks, types
 from .devices import loaded, patcher_for
 from .errors import user_errors
 
@@ -36,6 +38,10 @@ class PreviewMotionHeatmaps(io.ComfyNode):
     @classmethod
     def execute(cls, motion_tokens, frames, heatmap_head_name, opacity) -> io.NodeOutput:
         node = "Preview Motion Heatmaps"
+        socket_checks.motion_tokens(node, "motion_tokens", motion_tokens)
+        socket_checks.image(node, "frames", frames)
+        if not math.isfinite(opacity):
+            raise ValueError(f"{node}: opacity is {opacity}; give a number from 0 to 1.")
         path = model_files.full_path(node, heatmap_head_name)
         with user_errors(node):
             head = HeatmapHead.from_file(path)

@@ -1,14 +1,18 @@
 """Load IM-Animation Modules and Retarget to Identity."""
 
+import logging
+
 import comfy.utils
 from comfy_api.latest import io
 
 from ..im_animation_core.modules import IMAnimationModules
 from ..im_animation_core.pipeline import RetargetedMotion, resolve_length, retarget
-from . import model_files, types
+from . import model_files, socket_checks, types
 from .devices import loaded, patcher_for
 from .errors import user_errors
 from .images import single_rgb_image
+
+log = logging.getLogger(__name__)
 
 
 class LoadIMAnimationModules(io.ComfyNode):
@@ -48,6 +52,24 @@ def _output_size(node: str, image, width: int, height: int, multiple: int) -> tu
     return w, h
 
 
+# Identity images whose aspect ratio differs from the output's by more than this factor lose much of the
+# picture to the centre crop; the run goes on, with a warning.
+ASPECT_WARNING = 1.5
+
+
+def warn_about_inputs(node: str, frames: int, image_w: int, image_h: int, w: int, h: int) -> None:
+    """Inputs that run but rarely give what the user meant: said in the log, not silently accepted."""
+    if frames < 3:
+        log.warning("%s: the driving clip has only %d frame(s): the output is %d frame(s) with almost no motion. "
+                    "Connect a longer driving clip.", node, frames, frames)
+    ratio = (image_w / image_h) / (w / h)
+    if max(ratio, 1 / ratio) > ASPECT_WARNING:
+        log.warning("%s: the identity image (%dx%d) and the output (%dx%d) differ in aspect ratio by %.1fx: the "
+                    "centre crop drops %d%% of the identity image. Set width/height to 0, or to the image's aspect "
+                    "ratio.", node, image_w, image_h, w, h, max(ratio, 1 / ratio),
+                    round(100 * (1 - min(ratio, 1 / ratio))))
+
+
 class RetargetToIdentity(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -81,12 +103,17 @@ class RetargetToIdentity(io.ComfyNode):
     def execute(cls, im_animation_modules, motion_tokens, identity_image, vae, width, height,
                 length) -> io.NodeOutput:
         node = "Retarget to Identity"
-        image = single_rgb_image(node, "identity_image", identity_image)
+        socket_checks.modules(node, "im_animation_modules", im_animation_modules)
+        socket_checks.motion_tokens(node, "motion_tokens", motion_tokens)
+        image = single_rgb_image(node, "identity_image", socket_checks.image(node, "identity_image", identity_image))
         modules = im_animation_modules.model
+        if not hasattr(vae, "encode") or not hasattr(vae, "latent_channels"):
+            raise ValueError(f"{node}: input 'vae' got {type(vae).__name__}; connect the output of Load VAE.")
         if vae.latent_channels != modules.dit.latent_channels:
             raise ValueError(f"{node}: the VAE makes {vae.latent_channels}-channel latents but these IM-Animation "
                              f"modules were trained for {modules.dit.latent_channels}: use the matching VAE.")
         w, h = _output_size(node, image, width, height, vae.spacial_compression_encode() * 2)
+        warn_about_inputs(node, len(motion_tokens), image.shape[2], image.shape[1], w, h)
         with user_errors(node):
             frames = resolve_length(length, len(motion_tokens))
             pixels = comfy.utils.common_upscale(image.movedim(-1, 1), w, h, "bilinear", "center").movedim(1, -1)

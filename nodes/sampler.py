@@ -1,5 +1,8 @@
 """Wan2.2 IM-Animation Sampler: ComfyUI's own sampling on a patched Wan model."""
 
+import logging
+import math
+
 import comfy.model_management as mm
 import comfy.sample
 import comfy.samplers
@@ -12,15 +15,31 @@ from comfy_api.latest import io
 from ..im_animation_core.frames import TEMPORAL_STRIDE, latent_frame_count
 from ..im_animation_core.injection import REFERENCE_FRAMES, motion_with_reference
 from ..im_animation_core.windows import blend_into, plan_windows
-from . import types
+from . import socket_checks, types
 from .errors import user_errors
 from .wan_patch import patch_wan, wan_diffusion_model
+
+log = logging.getLogger(__name__)
+
+SEED_RANGE = 1 << 64  # torch seeds are unsigned 64-bit
 
 
 def empty_conditioning(dm) -> list:
     """For models used without a text encoder: a zero context, like an empty padded prompt."""
     text_dim = dm.text_embedding[0].in_features
     return [[torch.zeros(1, 512, text_dim), {}]]
+
+
+def warn_about_windows(node: str, length: int, window_frames: int, windows: int, clip_frames: int) -> None:
+    """Long-clip settings that lose quality with modules trained on short clips (docs/long_clips.md)."""
+    if min(window_frames, length) > clip_frames:
+        log.warning("%s: windows of %d frames are longer than the %d-frame clips these IM-Animation modules were "
+                    "trained on; the result loses quality. Set window_frames to %d.", node,
+                    min(window_frames, length), clip_frames, clip_frames)
+    if windows > 1:
+        log.warning("%s: the %d-frame video is made in %d windows, each continuing from the previous one. A model "
+                    "not trained to continue a clip (the demo set) is less faithful after the first window (about "
+                    "2-3 dB PSNR on the demo; docs/long_clips.md).", node, length, windows)
 
 
 class IMAnimationSampler(io.ComfyNode):
@@ -56,7 +75,8 @@ class IMAnimationSampler(io.ComfyNode):
                                tooltip="ComfyUI noise schedule."),
                 io.Int.Input("window_frames", default=81, min=5, max=1025, step=4,
                              tooltip="Frames generated at once. Longer videos are made in overlapping windows, "
-                                     "each continuing from the last one (window n uses seed + n)."),
+                                     "each continuing from the last one (window n uses seed + n, wrapping "
+                                     "past the largest seed)."),
                 io.Int.Input("overlap_frames", default=16, min=4, max=1024, step=4,
                              tooltip="Frames shared by consecutive windows: the first latent frame is carried "
                                      "over, the rest are cross-faded."),
@@ -68,7 +88,15 @@ class IMAnimationSampler(io.ComfyNode):
     def execute(cls, model, retargeted_motion, seed, steps, cfg, sampler_name, scheduler, window_frames=81,
                 overlap_frames=16, expression=None, positive=None, negative=None) -> io.NodeOutput:
         node = "Wan2.2 IM-Animation Sampler"
-        rm = retargeted_motion
+        rm = socket_checks.retargeted(node, "retargeted_motion", retargeted_motion)
+        if expression is not None:
+            socket_checks.expression(node, "expression", expression)
+        if not math.isfinite(cfg):
+            raise ValueError(f"{node}: cfg is {cfg}; give a finite guidance scale (e.g. 5.0, or 1.0 without a "
+                             "negative prompt).")
+        if not (torch.isfinite(rm.motion).all() and torch.isfinite(rm.identity_latent).all()):
+            raise ValueError(f"{node}: retargeted_motion holds NaN or infinite values; check the identity image, "
+                             "the VAE and the modules file given to Retarget to Identity.")
         dm = wan_diffusion_model(node, model)
         latent_format = model.get_model_object("latent_format")
         channels = latent_format.latent_channels
@@ -83,6 +111,7 @@ class IMAnimationSampler(io.ComfyNode):
             plan = plan_windows(latent_frame_count(rm.length), latent_frame_count(window_frames),
                                 overlap_frames // TEMPORAL_STRIDE)
             tokens = expression.for_length(rm.length) if expression is not None else None
+        warn_about_windows(node, rm.length, window_frames, len(plan), rm.modules.model.clip_frames)
         positive = positive if positive is not None else empty_conditioning(dm)
         negative = negative if negative is not None else empty_conditioning(dm)
 
@@ -108,11 +137,17 @@ class IMAnimationSampler(io.ComfyNode):
                 preview = previewer.decode_latent_to_preview_image("JPEG", x0) if previewer else None
                 pbar.update_absolute(offset + step + 1, steps * len(plan), preview)
 
+            window_seed = (seed + i) % SEED_RANGE  # seeds near the top of the range wrap, as documented
             samples = comfy.sample.sample(
-                patched, comfy.sample.prepare_noise(latent, seed + i), steps, cfg, sampler_name, scheduler,
+                patched, comfy.sample.prepare_noise(latent, window_seed), steps, cfg, sampler_name, scheduler,
                 node_helpers.conditioning_set_values(positive, {"noise_concat": motion}),
                 node_helpers.conditioning_set_values(negative, {"noise_concat": motion}),
                 latent, noise_mask=mask, callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
-                seed=seed + i)
+                seed=window_seed)
+            if not torch.isfinite(samples).all():
+                # Decoding would give an all-black video with no sign of what went wrong.
+                raise ValueError(f"{node}: sampling window {i + 1} of {len(plan)} produced NaN or infinite latents. "
+                                 "The diffusion model or the IM-Animation modules file holds bad weights, or the "
+                                 "sampler diverged: check the model files, lower cfg or try another sampler.")
             blend_into(result, samples[:, :, REFERENCE_FRAMES:].float().cpu(), win)
         return io.NodeOutput({"samples": result.to(mm.intermediate_device())})

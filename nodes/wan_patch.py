@@ -43,7 +43,7 @@ class TI2VReferencePatch:
 
 
 def wan_diffusion_model(node: str, model) -> comfy.ldm.wan.model.WanModel:
-    dm = model.get_model_object("diffusion_model")
+    dm = model.get_model_object("diffusion_model") if hasattr(model, "get_model_object") else model
     if not isinstance(dm, comfy.ldm.wan.model.WanModel):
         raise ValueError(f"{node}: the model is a {type(dm).__name__}, not a Wan DiT. Load a Wan2.2 TI2V-5B (or "
                          "another Wan) model with Load Diffusion Model.")

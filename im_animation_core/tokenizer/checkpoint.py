@@ -204,6 +204,44 @@ def inspect_safetensors(path: Path) -> dict[str, tuple[int, ...]]:
                               f"file has 607,017,208 bytes): download it again.") from err
 
 
+def _is_tokenizer(path: Path) -> bool:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return "encoder.patch_embed.weight" in f.keys() and "quantize.embedding.weight" in f.keys()
+    except (SafetensorError, OSError, ValueError):
+        return False
+
+
+def _config_beside(path: Path, shapes: Mapping[str, tuple[int, ...]], source: str) -> MotionTokenizerConfig:
+    """The config of a weights file from the yaml beside it.
+
+    ``<weights name>.yaml`` belongs to that file alone and is always applied. The plain ``config.yaml`` (the
+    name the released encoder ships with) is shared by every file in the folder, so it applies only where it
+    fits: when this is the folder's sole tokenizer its errors are reported; otherwise a config.yaml whose
+    sizes disagree with these weights belongs to another tokenizer and is passed over with a log line."""
+    own = path.with_suffix(".yaml")
+    if own.is_file():
+        try:
+            return resolve_config(shapes, read_config_yaml(own), source)
+        except CheckpointError as err:  # the messages name the usual file; point at this one
+            raise CheckpointError(str(err).replace("config.yaml", own.name)) from None
+    shared = path.parent / "config.yaml"
+    if not shared.is_file():
+        return resolve_config(shapes, None, source)
+    try:
+        return resolve_config(shapes, read_config_yaml(shared), source)
+    except CheckpointError:
+        others = [p for p in path.parent.glob("*.safetensors") if p.resolve() != path.resolve() and _is_tokenizer(p)]
+        if not others:
+            raise
+        log.info("%s: config.yaml in its folder does not fit these weights (it belongs to another tokenizer "
+                 "there); sizes are read from the weights. Put a %s beside this file to set them.", source,
+                 own.name)
+        return resolve_config(shapes, None, source)
+
+
 def load_motion_tokenizer(cls: type[MotionTokenizer], path: str | Path, config_path: str | Path | None = None,
                           device: torch.device | str | None = None,
                           dtype: torch.dtype | None = None) -> MotionTokenizer:
@@ -213,10 +251,10 @@ def load_motion_tokenizer(cls: type[MotionTokenizer], path: str | Path, config_p
     path = Path(path)
     source = f"motion tokenizer file '{path.name}'"
     shapes = inspect_safetensors(path)
-    if config_path is None and (path.parent / "config.yaml").is_file():
-        config_path = path.parent / "config.yaml"
-    yaml_config = read_config_yaml(config_path) if config_path is not None else None
-    config = resolve_config(shapes, yaml_config, source)
+    if config_path is None:
+        config = _config_beside(path, shapes, source)
+    else:
+        config = resolve_config(shapes, read_config_yaml(config_path), source)
     device = torch.device(device) if device is not None else torch.device("cpu")
     try:
         with safe_open(str(path), framework="pt") as f:

@@ -370,7 +370,8 @@ class MotionTokenizer(nn.Module):
                   dtype: torch.dtype | None = None) -> MotionTokenizer:
         """Load the released ``motion_encoder_latest.safetensors`` (or any file of that schema).
 
-        config_path: a config.yaml; by default ``config.yaml`` beside the file is read when it exists.
+        config_path: a config.yaml; by default ``<file name>.yaml`` beside the file, else the folder's
+        ``config.yaml`` when it fits these weights or this is the folder's only tokenizer.
         device: default CPU. dtype: default float32 on CPU, the file's dtype elsewhere.
         Raises CheckpointError naming what differs for a wrong, truncated or mis-shaped file.
         """

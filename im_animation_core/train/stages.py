@@ -464,6 +464,7 @@ class Stage2(Stage):
 
     def export(self, out_dir: Path) -> dict[str, str]:
         files = _export_encoder(self.model.encoder, self.config, out_dir)
+        self.model.ima.clip_frames = self.config.data.frames  # inference retargets in pieces this long
         save_modules(self.model.ima, str(out_dir / MODULES_FILE))
         files["modules"] = MODULES_FILE
         return files

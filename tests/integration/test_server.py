@@ -20,7 +20,7 @@ EXPECTED = {  # node id -> (inputs, output types)
                                 "length"], ["IMA_RETARGETED_MOTION"]),
     "IMA_ExpressionEncode": (["im_animation_modules", "frames", "motion_tokens", "pose_keypoints"],
                              ["IMA_EXPRESSION"]),
-    "IMA_LoadDrivingVideoPath": (["path", "start_frame", "stride", "max_frames", "width", "height"],
+    "IMA_LoadDrivingVideoPath": (["video", "path", "start_frame", "stride", "max_frames", "width", "height"],
                                  ["IMAGE", "FLOAT"]),
     "IMA_PreviewMotionHeatmaps": (["motion_tokens", "frames", "heatmap_head_name", "opacity"], ["IMAGE"]),
     "IMA_SaveMotionTokens": (["motion_tokens", "filename_prefix"], []),
@@ -202,7 +202,7 @@ def path_loader_prompt(server, path: str, **widgets) -> dict:
     """Load Driving Video (path) -> Encode Driving Video -> Preview Motion Heatmaps -> Save Image."""
     return {
         "1": {"class_type": "IMA_LoadDrivingVideoPath", "inputs": dict(dict(
-            path=path, start_frame=0, stride=1, max_frames=0, width=0, height=0), **widgets)},
+            video="", path=path, start_frame=0, stride=1, max_frames=0, width=0, height=0), **widgets)},
         "2": {"class_type": "IMA_LoadMotionTokenizer", "inputs": {"tokenizer_name": TOKENIZER_NAME, "dtype": "auto"}},
         "3": {"class_type": "IMA_EncodeDrivingVideo", "inputs": {"motion_tokenizer": ["2", 0], "frames": ["1", 0],
                                                                  "fps": ["1", 1], "stride": 2, "max_frames": 0}},
@@ -224,8 +224,8 @@ def test_path_loader_and_heatmap_preview(server):
 
 
 @pytest.mark.parametrize("content, words", [(b"", "empty"), (b"not a video at all" * 100, "video")])
-def test_unreadable_or_empty_video_gives_a_clear_error(server, tmp_path, content, words):
-    bad = tmp_path / "bad.mp4"
+def test_unreadable_or_empty_video_gives_a_clear_error(server, content, words):
+    bad = server.base / "input" / f"bad_{len(content)}.mp4"  # the loader reads only inside the allowed folders
     bad.write_bytes(content)
     err = execution_error(server.run(path_loader_prompt(server, str(bad))))
     assert err is not None and err["exception_message"].startswith("Load Driving Video (path)")

@@ -29,8 +29,9 @@ def test_large_released_format_gives_the_reference_tokens(server, large_file):
     name, sd = large_file
     video = str(server.base / "input" / DRIVING_NAME)
     prompt = {
-        "1": {"class_type": "IMA_LoadDrivingVideoPath", "inputs": {"path": video, "start_frame": 0, "stride": 1,
-                                                                    "max_frames": FRAMES, "width": 0, "height": 0}},
+        "1": {"class_type": "IMA_LoadDrivingVideoPath", "inputs": {"video": "", "path": video, "start_frame": 0,
+                                                                    "stride": 1, "max_frames": FRAMES, "width": 0,
+                                                                    "height": 0}},
         "2": {"class_type": "IMA_LoadMotionTokenizer", "inputs": {"tokenizer_name": name, "dtype": "fp32"}},
         "3": {"class_type": "IMA_EncodeDrivingVideo", "inputs": {"motion_tokenizer": ["2", 0], "frames": ["1", 0],
                                                                  "fps": ["1", 1], "stride": 1, "max_frames": 0}},

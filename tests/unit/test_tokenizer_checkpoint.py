@@ -219,3 +219,18 @@ def test_small_tokenizer_with_scaled_padding_loads_without_yaml(tmp_path):
     MotionTokenizer(cfg).save(path)
     assert not (tmp_path / "config.yaml").exists()
     assert MotionTokenizer.from_file(path).config == cfg
+
+
+def test_a_config_belongs_to_one_weights_file(tmp_path, tiny_sd):
+    """A released config.yaml for the large encoder beside a small tokenizer: passed over when another
+    tokenizer shares the folder, reported when the small one is alone; <name>.yaml always applies."""
+    small = tmp_path / "small.safetensors"
+    save_file(tiny_sd, str(small))
+    (tmp_path / "config.yaml").write_text(config_yaml_text(MotionTokenizerConfig.large()))
+    with pytest.raises(CheckpointError, match="config.yaml"):
+        MotionTokenizer.from_file(small)  # the sole tokenizer: its config.yaml is read and does not fit
+    save_file(tiny_sd, str(tmp_path / "other.safetensors"))
+    assert MotionTokenizer.from_file(small).config.width == tiny_sd["latent_tokens"].shape[1]
+    (tmp_path / "small.yaml").write_text(config_yaml_text(MotionTokenizerConfig.large()))
+    with pytest.raises(CheckpointError, match="small.yaml says model size 'large'"):
+        MotionTokenizer.from_file(small)  # its own yaml is strict

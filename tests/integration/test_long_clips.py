@@ -1,0 +1,74 @@
+"""A clip of three sampler windows on the committed demo models: its first window is what a one-window run
+makes, and its last window stays about as close to the ground truth as its first (docs/long_clips.md)."""
+
+import json
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from support.comfy_path import REPO
+from support.media import DRIVING_NAME, IDENTITY_NAME
+from support.server import ComfyServer
+from support.workflow import ui_to_api
+
+sys.path.insert(0, str(REPO / "scripts"))
+import demo_support as ds  # noqa: E402
+from demo import SOURCES, install_models, run_prompt  # noqa: E402
+
+from im_animation_core.data import SyntheticPairs  # noqa: E402
+from im_animation_core.eval.metrics import psnr  # noqa: E402
+
+FRAMES, WINDOW, OVERLAP = 49, 17, 4  # windows over latent frames 0-4, 4-8, 8-12
+# Measured on this pair: the last window 3.4 dB below the first. The demo DiT was trained on 17-frame clips and
+# never to continue one, so a window after the first loses some fidelity (a limit of the model, documented).
+# Retargeting the whole clip at once (the former behaviour) put the last window 6.2 dB below the first.
+MAX_DROP_DB = 4.0
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The demo workflow on a 49-frame held-out pair in 17-frame windows, and on its first 17 frames (length 17,
+    the same input files); the result frames and, through a SaveLatent node, the sampled latents of each."""
+    missing = [str(p.relative_to(REPO)) for p in SOURCES.values() if not p.is_file()]
+    assert not missing, f"the committed demo model set is incomplete: {missing}"
+    server = ComfyServer(base=tmp_path_factory.mktemp("long_clips"))
+    assert install_models(server.models)
+    item = SyntheticPairs("heldout", num_samples=ds.DEMO_INDEX + 1, frames=FRAMES, size=ds.DEMO_SIZE,
+                          seed=ds.DEMO_SEED, thickness_scale=ds.DEMO_THICKNESS_SCALE)[ds.DEMO_INDEX]
+    ds.write_pair_inputs(server.base / "input", item, IDENTITY_NAME, DRIVING_NAME)
+    out = {}
+    with server:
+        base = ui_to_api(json.loads((REPO / "workflows/im_animation_demo.json").read_text()),
+                         server.get("/object_info"))
+        for name, length in (("short", 17), ("long", 0)):
+            prompt = json.loads(json.dumps(base))
+            sampler = next(k for k, v in prompt.items() if v["class_type"] == "IMA_Wan22Sampler")
+            prompt[sampler]["inputs"].update(window_frames=WINDOW, overlap_frames=OVERLAP)
+            next(v for v in prompt.values() if v["class_type"] == "IMA_RetargetToIdentity")["inputs"]["length"] = length
+            prompt["900"] = {"class_type": "SaveLatent", "inputs": {"samples": [sampler, 0],
+                                                                    "filename_prefix": f"latents/{name}"}}
+            out[name], _ = ds.read_video(run_prompt(server, prompt))
+            (latent,) = (server.base / "output" / "latents").glob(f"{name}_*.latent")
+            out[name + "_latent"] = load_file(str(latent))["latent_tensor"]
+        out["log"] = server.log()
+    return item["target"].float(), out
+
+
+def test_the_first_window_of_a_long_clip_is_the_one_window_run(runs):
+    _, out = runs
+    assert out["long"].shape[0] == FRAMES and out["short"].shape[0] == 17
+    short, long = out["short_latent"], out["long_latent"]
+    assert long.shape[2] == 13 and short.shape[2] == 5
+    # Same driving frames, seed and noise: only the retargeting of frames past 17 could change the first window,
+    # and it must not (retargeting the whole clip at once did).
+    torch.testing.assert_close(long[:, :, :5], short, rtol=0, atol=1e-5)
+
+
+def test_the_last_window_stays_about_as_close_to_the_truth_as_the_first(runs):
+    target, out = runs
+    first = psnr(out["long"][:16], target[:16])
+    last = psnr(out["long"][-16:], target[-16:])
+    print(f"PSNR first window {first:.2f} dB, last window {last:.2f} dB")
+    assert last > first - MAX_DROP_DB, (first, last)
+    assert "made in 3 windows" in out["log"]  # the limit is said in the log
