@@ -47,11 +47,13 @@ _probe_result: bool | None = None
 
 @dataclass(frozen=True)
 class KernelChoice:
-    """A cached decision: the chosen kernel and the best time (s) of each candidate on ``rows`` rows."""
+    """A cached decision: the chosen kernel, the best time (s) of each candidate on ``rows`` rows, and the
+    wall time the whole timing took (``cost_s``, warm-ups included)."""
 
     kernel: str
     seconds: dict[str, float]
     rows: int
+    cost_s: float = 0.0
 
 
 _choices: dict[tuple, KernelChoice] = {}
@@ -147,6 +149,7 @@ def kernel_for(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, epilog
 
 def _time_candidates(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, epilogue: str,
                      residual: torch.Tensor | None) -> KernelChoice:
+    began = time.perf_counter()
     x_2d = rearrange(x, "... k -> (...) k")
     rows = min(x_2d.shape[0], ROWS_CAP)
     x_2d = x_2d[:rows].contiguous()
@@ -164,7 +167,8 @@ def _time_candidates(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
             if call > 0:
                 best[kernel] = min(best[kernel], elapsed)
                 spent += elapsed
-    return KernelChoice(kernel=min(KERNELS, key=best.__getitem__), seconds=best, rows=rows)
+    return KernelChoice(kernel=min(KERNELS, key=best.__getitem__), seconds=best, rows=rows,
+                        cost_s=time.perf_counter() - began)
 
 
 def kernel_choices() -> dict[tuple, KernelChoice]:
