@@ -7,7 +7,7 @@ residual):
 - ``"aten"``: ``F.linear`` / ``addmm_`` (PyTorch's BLAS sgemm, MKL on x86) with the epilogue done in place.
 
 Neither is faster everywhere: on an AMD EPYC (Zen 5) oneDNN ran the tokenizer's GEMMs at about twice MKL's
-rate, on an Intel Xeon (AVX-512) MKL's sgemm was the faster one. So :func:`choose_kernel` times both on
+rate, on an Intel Xeon (AVX-512) MKL's sgemm was the faster one. So :func:`kernel_for` times both on
 the shapes of the real call, once per key (weight shape, rows bucket, dtype, threads, epilogue) and process,
 and keeps the faster. oneDNN's op is private, so :func:`onednn_linear_available` first checks that it runs
 and agrees with ``F.linear``; a failed check rules oneDNN out whatever the timing or the override says.
@@ -30,9 +30,10 @@ KERNELS = ("onednn", "aten")
 EPILOGUES = ("none", "gelu", "add")
 ENV_VAR = "IMA_LINEAR_KERNEL"
 
-# Rows of the input the candidates are timed on. Both kernels block the rows in tiles of at most a few
-# hundred, so from here on the rate per row is flat and larger inputs share one key; it also bounds the
-# timing's cost (about 2 GFLOP per call for the large tokenizer's c_fc).
+# Rows of the input the candidates are timed on; larger inputs share one key. It bounds the timing's cost
+# (about 2 GFLOP per call for the large tokenizer's c_fc), and both kernels tile the rows in blocks far
+# smaller than this, so the ranking carries over to the tokenizer's thousands of rows (on the AMD EPYC it
+# was the same from 64 to 4624 rows). A machine where it flips above 256 rows would need a larger cap.
 ROWS_CAP = 256
 # Calls per candidate: one warm-up (oneDNN builds its primitive for the shape, pages are touched), then the
 # best of at least MIN_ROUNDS timed calls, alternating the candidates so that a busy machine slows both alike.
