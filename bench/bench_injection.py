@@ -5,6 +5,7 @@ the latent the sampler builds; the patched side is the Wan2.2 IM-Animation Sampl
 expression blocks). Runs alternate and the median per-step time of each is reported.
 
     python -m bench.bench_injection [--dim 256 --layers 6 --frames 5 --size 16 --steps 4 --repeats 5]
+    python -m bench.bench_injection --flops [...]   # per-step FLOPs and aten op counts instead of times
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=16, help="latent height and width")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--flops", action="store_true",
+                    help="count the FLOPs of one sampling step on each side instead of timing")
     args = ap.parse_args()
 
     from support.fixture_models import tiny_modules, tiny_wan_dit_state_dict
@@ -68,6 +71,10 @@ def main() -> None:
         nodes.common_ksampler(model, 1, steps, 1.0, "euler", "simple", empty, empty,
                               stock_latent)
 
+    if args.flops:
+        count_flops(patched, unpatched, args)
+        return
+
     # A sampling call = fixed setup (patching, loading, conditioning) + steps x per-step time. Timing calls
     # of S and 2S steps and taking the difference gives the per-step time without the setup.
     times = {(name, n): [] for name in ("unpatched", "patched") for n in (args.steps, 2 * args.steps)}
@@ -90,6 +97,48 @@ def main() -> None:
     print(f"per call (setup):  unpatched {setup['unpatched'] * 1000:.0f} ms   patched {setup['patched'] * 1000:.0f} ms")
     print(f"per-step ratio patched/unpatched: {step['patched'] / step['unpatched']:.3f}")
 
+
+def count_flops(patched, unpatched, args) -> None:
+    """Per-step work of each side that does not depend on how busy the machine is: FLOPs as torch's
+    FlopCounterMode counts them (GEMMs, convolutions, attention; not elementwise work or norms) and the
+    number of aten ops dispatched. A 2-step call minus a 1-step call, so the per-call setup cancels out."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    class OpCounter(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    def work(fn, steps):
+        # Two passes: nested under FlopCounterMode the op counter would also see the ops of its bookkeeping.
+        flops, ops = FlopCounterMode(display=False), OpCounter()
+        with flops:
+            fn(steps)
+        with ops:
+            fn(steps)
+        return flops.get_total_flops(), ops.ops, flops.get_flop_counts().get("Global", {})
+
+    per_step, by_op = {}, {}
+    for name, fn in (("unpatched", unpatched), ("patched", patched)):
+        flops_1, ops_1, _ = work(fn, 1)
+        flops_2, ops_2, counts = work(fn, 2)
+        per_step[name] = (flops_2 - flops_1, ops_2 - ops_1)
+        by_op[name] = {str(op): n for op, n in counts.items()}
+    tokens = (1 + args.frames) * (args.size // 2) ** 2
+    print(f"config: dim {args.dim}, {args.layers} layers, {args.channels} channels, {1 + args.frames} latent "
+          f"frames of {args.size}x{args.size} ({tokens} tokens)")
+    for name, (flops, ops) in per_step.items():
+        print(f"per step {name}: {flops / 1e6:.1f} MFLOP, {ops} aten ops")
+    (flops_u, ops_u), (flops_p, ops_p) = per_step["unpatched"], per_step["patched"]
+    print(f"per-step ratio patched/unpatched: FLOPs {flops_p / flops_u:.3f}, aten ops {ops_p / ops_u:.3f}")
+    for name, ops in by_op.items():  # whole 2-step calls, setup included
+        print(f"{name} (2-step call) by op, MFLOP: "
+              + ", ".join(f"{op} {n / 1e6:.1f}" for op, n in sorted(ops.items())))
 
 if __name__ == "__main__":
     main()

@@ -3,9 +3,11 @@
 Parameter names are exactly those of the released ``motion_encoder_latest.safetensors``, so a
 ``state_dict()`` of this module is that file's schema. Inference (no autograd) runs batch-first tokens
 through fused q/k/v projections, ``scaled_dot_product_attention`` and GEMMs with GELU / residual adds fused
-in (oneDNN on the CPU), computes only the latent positions in the last block, uses no activation
-checkpointing, runs in the module's dtype and does the codebook search in float32. With autograd on, the
-same modules run an unfused, differentiable forward (for training).
+in or done in place, computes only the latent positions in the last block, uses no activation
+checkpointing, runs in the module's dtype and does the codebook search in float32. On the CPU in float32
+each GEMM shape runs the kernel (oneDNN's or F.linear's) timed fastest on the machine
+(:mod:`.linear_kernels`). With autograd on, the same modules run an unfused, differentiable forward (for
+training).
 """
 
 from __future__ import annotations
@@ -20,69 +22,46 @@ from einops import rearrange
 from torch import nn
 
 from ..errors import InputError
+from . import linear_kernels
 from .config import MotionTokenizerConfig
+from .linear_kernels import onednn_linear_available as onednn_linear_available
 
 # Without autograd, blocks run fused inference kernels (see ``fused_linear``) and reuse the residual stream.
-# Tests switch these off to compare the code paths.
+# Tests switch these off to compare the code paths. USE_ONEDNN = False keeps oneDNN's kernels out entirely;
+# with it on, ``linear_kernels`` picks oneDNN or F.linear per shape by timing (or as IMA_LINEAR_KERNEL forces).
 FUSED_INFERENCE = True
 USE_ONEDNN = True
 
-_onednn_checked: bool | None = None
 
-
-def onednn_linear_available() -> bool:
-    """Whether oneDNN's fused linear (``torch.ops.mkldnn._linear_pointwise``) runs and agrees with F.linear.
-
-    It is a private PyTorch op (used by torch.compile's CPU backend), so it is probed once and the fused
-    path falls back to F.linear / addmm when it is missing or wrong.
-    """
-    global _onednn_checked
-    if _onednn_checked is None:
-        try:
-            gen = torch.Generator().manual_seed(0)
-            x, w, b = (torch.randn(*shape, generator=gen) for shape in ((3, 5, 8), (6, 8), (6,)))
-            res = torch.randn(3, 5, 6, generator=gen)
-            ops = torch.ops.mkldnn._linear_pointwise
-            ok = torch.allclose(ops(x, w, b, "none", [], ""), F.linear(x, w, b), atol=1e-5)
-            ok &= torch.allclose(ops(x, w, b, "gelu", [], "none"), F.gelu(F.linear(x, w, b)), atol=1e-5)
-            ok &= torch.allclose(ops.binary(x, res, w, b, "add"), res + F.linear(x, w, b), atol=1e-5)
-            _onednn_checked = bool(ok)
-        except (AttributeError, RuntimeError, NotImplementedError):
-            _onednn_checked = False
-    return _onednn_checked
-
-
-def _onednn(x: torch.Tensor) -> bool:
-    return USE_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and onednn_linear_available()
+def _kernel(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, epilogue: str,
+            residual: torch.Tensor | None = None) -> str:
+    if USE_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32:
+        return linear_kernels.kernel_for(x, weight, bias, epilogue, residual)
+    return "aten"
 
 
 def fused_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                  gelu: bool = False) -> torch.Tensor:
     """Inference-only ``F.linear`` over the last dimension, optionally followed by exact GELU.
 
-    On the CPU in float32 it runs oneDNN's linear with GELU fused (about twice MKL's sgemm speed on AMD CPUs,
-    where MKL does not use AVX-512); elsewhere F.linear and an in-place GELU. No autograd.
+    On the CPU in float32 the faster of oneDNN's linear with GELU fused and F.linear + in-place GELU on this
+    machine (:func:`linear_kernels.kernel_for`); elsewhere the latter. No autograd.
     """
-    if _onednn(x):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if gelu else "none", [],
-                                                  "none" if gelu else "")
-    out = F.linear(x, weight, bias)
-    return torch.ops.aten.gelu_(out) if gelu else out
+    epilogue = "gelu" if gelu else "none"
+    kernel = _kernel(x, weight, bias, epilogue)
+    return linear_kernels.run_kernel(kernel, x, weight, bias, epilogue, None)
 
 
 def fused_linear_add(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
                      bias: torch.Tensor) -> torch.Tensor:
     """Inference-only ``residual + F.linear(x, weight, bias)``; may overwrite ``residual``'s storage.
 
-    x [...,K], residual [...,W]. oneDNN's linear with a fused add on the CPU in float32; elsewhere one
-    in-place GEMM that accumulates into the (contiguous) residual. No autograd.
+    x [...,K], residual [...,W]. On the CPU in float32 the faster of oneDNN's linear with a fused add and
+    one in-place GEMM that accumulates into the (contiguous) residual; elsewhere the latter. No autograd.
     """
     residual = residual.contiguous()
-    if _onednn(x):
-        return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
-    out_2d = rearrange(residual, "... w -> (...) w")
-    out_2d.add_(bias).addmm_(rearrange(x, "... k -> (...) k"), weight.t())
-    return residual
+    kernel = _kernel(x, weight, bias, "add", residual)
+    return linear_kernels.run_kernel(kernel, x, weight, bias, "add", residual)
 
 
 @dataclass
