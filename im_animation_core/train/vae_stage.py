@@ -7,7 +7,8 @@ synthetic clips with ``wan.vae_train.train_vae`` and writes a file ComfyUI's sto
 Config (JSON): ``output`` (the .safetensors to write), ``steps``, ``batch_size``, ``data`` (DataConfig
 fields; the driving and target clips of each synthetic pair are both used), ``eval`` ({"count", "seed"}:
 held-out clips scored every ``eval_every`` steps), ``init`` (a VAE file to continue from: weights only;
-the optimiser restarts), ``train`` (VAETrainConfig fields, e.g. {"vae": {"dim": 8}, "lr": 1e-3}), ``crop``
+the optimiser restarts; a ``train.vae.dim`` that is a multiple of its width widens it first, ``vae_widen``),
+``train`` (VAETrainConfig fields, e.g. {"vae": {"dim": 8}, "lr": 1e-3}), ``crop``
 (train on random crop x crop windows of the clips, a multiple of 8; 0 = whole frames; held-out clips are
 always scored whole).
 The log goes to ``metrics.jsonl`` beside ``output``.
@@ -27,6 +28,7 @@ from ..data.pairs import item_generator
 from ..wan.vae import load_wan_vae
 from ..wan.vae_train import VAETrainConfig, train_vae
 from .config import ConfigError, DataConfig
+from .vae_widen import widen_wan_vae
 
 
 @dataclass(kw_only=True)
@@ -104,6 +106,18 @@ def heldout_clips(cfg: VAEStageConfig) -> list[torch.Tensor]:
     return [ds[i]["target"].unsqueeze(0) for i in range(len(ds))]
 
 
+def _widened(model, cfg: VAEStageConfig, log):
+    """The init VAE widened to train.vae.dim when that is a multiple of its width and the other sizes agree."""
+    have, want = model.config.to_dict(), cfg.train.vae.to_dict()
+    factor = want["dim"] // have["dim"]
+    if {**have, "dim": 0} != {**want, "dim": 0} or factor < 2 or want["dim"] % have["dim"]:
+        raise ConfigError(f"init VAE '{cfg.init}' has sizes {have}, the config asks for {want}; fix train.vae or "
+                          f"init (only a width train.vae.dim that is a multiple of the init's is allowed: widening)")
+    log(f"widening the init VAE from dim {have['dim']} to {want['dim']} (same encode and decode up to the "
+        f"symmetry-breaking noise)")
+    return widen_wan_vae(model, factor, noise=1e-3, seed=cfg.train.seed)
+
+
 def run_vae(cfg: VAEStageConfig, log=print) -> dict:
     """Train and save; returns {"output", "steps", "eval_psnr"}."""
     if cfg.cpu_threads:
@@ -112,8 +126,7 @@ def run_vae(cfg: VAEStageConfig, log=print) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     model = load_wan_vae(cfg.init) if cfg.init else None
     if model is not None and model.config.to_dict() != cfg.train.vae.to_dict():
-        raise ConfigError(f"init VAE '{cfg.init}' has sizes {model.config.to_dict()}, the config asks for "
-                          f"{cfg.train.vae.to_dict()}; fix train.vae or init")
+        model = _widened(model, cfg, log)
     metrics = out.parent / "metrics.jsonl"
     with open(metrics, "a", encoding="utf-8") as f:
         f.write(json.dumps({"config": cfg.to_dict()}) + "\n")

@@ -55,7 +55,10 @@ def test_bad_configs_say_what_to_fix(tmp_path):
         VAEStageConfig.from_dict({"output": "x", "stepz": 1})
     first = run_vae(VAEStageConfig.from_dict(tiny(tmp_path, steps=1)), log=None)
     cfg = tiny(tmp_path, output=str(tmp_path / "b.safetensors"), init=first["output"])
-    cfg["train"] = {"vae": {"dim": 8}}
+    cfg["train"] = {"vae": {"dim": 6}}  # not a multiple of the init's 4: no widening
+    with pytest.raises(ConfigError, match="init VAE"):
+        run_vae(VAEStageConfig.from_dict(cfg), log=None)
+    cfg["train"] = {"vae": {"dim": 8, "z_dim": 8}}
     with pytest.raises(ConfigError, match="init VAE"):
         run_vae(VAEStageConfig.from_dict(cfg), log=None)
 
