@@ -61,7 +61,8 @@ def main() -> None:
     rm = core.pipeline.RetargetedMotion(motion, identity, length, size * 16, size * 16, 24.0, patcher)
     expression = core.pipeline.ExpressionFeatures(torch.randn(length, 4, 32, generator=g), patcher)
     stock_latent = stock_first_frame_latent(model, identity, f)
-    empty = sampler.empty_conditioning(model.get_model_object("diffusion_model"))
+    text_dim = model.get_model_object("diffusion_model").text_embedding[0].in_features
+    empty = importlib.import_module(f"{PACKAGE}.nodes.conditioning").empty_conditioning(text_dim)
 
     def patched(steps):
         sampler.IMAnimationSampler.execute(model, rm, seed=1, steps=steps, cfg=1.0, sampler_name="euler",

@@ -98,8 +98,9 @@ class ExpressionBlock(nn.Module):
     def forward(self, x: torch.Tensor, expression: torch.Tensor, skip_frames: int = 0) -> torch.Tensor:
         """x: [B,F*L,dim] video tokens, frame-major (F latent frames of L tokens each).
         expression: [F-skip_frames,K,width] tokens for the latent frames after the first ``skip_frames``
-        (those, e.g. a reference frame, get no expression). Returns x of the same shape and dtype."""
-        frames = expression.shape[0] + skip_frames
+        (those, e.g. a reference frame, get no expression), the same for every sample, or [B,F-skip_frames,K,
+        width] per sample. Returns x of the same shape and dtype."""
+        frames = expression.shape[-3] + skip_frames
         if x.shape[1] % frames:
             raise InputError(
                 f"{x.shape[1]} video tokens do not split into {frames} latent frames: the expression features "
@@ -109,7 +110,12 @@ class ExpressionBlock(nn.Module):
         b = x.shape[0]
         per_frame = rearrange(x, "b (f l) d -> b f l d", f=frames)
         driven = rearrange(per_frame[:, skip_frames:], "b f l d -> (b f) l d").to(dtype)
-        ctx = expression.to(driven).repeat(b, 1, 1)
+        if expression.dim() == 4:
+            if expression.shape[0] != b:
+                raise InputError(f"expression tokens for {expression.shape[0]} samples, video tokens for {b}")
+            ctx = rearrange(expression.to(driven), "b f k w -> (b f) k w")
+        else:
+            ctx = expression.to(driven).repeat(b, 1, 1)
         delta = self.attn(self.norm(driven), ctx)
         driven_out = per_frame[:, skip_frames:] + rearrange(delta, "(b f) l d -> b f l d", b=b).to(x.dtype)
         return rearrange(torch.cat([per_frame[:, :skip_frames], driven_out], dim=1), "b f l d -> b (f l) d")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import InputError
+from .injection import REFERENCE_FRAMES, motion_with_reference
 
 
 @dataclass(frozen=True)
@@ -48,3 +49,39 @@ def blend_into(result: torch.Tensor, window_out: torch.Tensor, w: Window) -> Non
         prev = result[:, :, a:a + w.blend]
         result[:, :, a:a + w.blend] = prev * (1 - ramp) + window_out[:, :, w.context:w.context + w.blend] * ramp
     result[:, :, a + w.blend:w.stop] = window_out[:, :, w.context + w.blend:]
+
+
+@dataclass
+class WindowInputs:
+    """What one window is sampled from.
+
+    latent: [1,C,R+n,h,w] the window's starting latent in the sampler's (processed-out) space: the identity
+        latent, then the frames carried over from the previous window, then the latent format's empty value.
+    noise_mask: [1,1,R+n,h,w] 0 on the kept frames (identity, carried-over context), 1 on the generated ones.
+    motion: [1,C_r,R+n,h,w] the retargeted motion of the window's frames, zero on the reference frames.
+    (R = REFERENCE_FRAMES, n = w.stop - w.start latent frames.)"""
+
+    latent: torch.Tensor
+    noise_mask: torch.Tensor
+    motion: torch.Tensor
+
+
+def window_inputs(identity_latent: torch.Tensor, motion: torch.Tensor, w: Window, process_out,
+                  result: torch.Tensor | None = None) -> WindowInputs:
+    """identity_latent: [1,C,1,h,w] raw VAE latent; motion: [1,C_r,F,h,w] over all output latent frames;
+    process_out: the latent format's raw-to-sampler mapping (ComfyUI ``latent_format.process_out``), applied to
+    the generated frames only, as ComfyUI's Wan2.2 image-to-video latent does; result: [1,C,F,h,w] the windows
+    made so far (needed when ``w.context`` > 0)."""
+    n = w.stop - w.start
+    channels, h, wd = identity_latent.shape[1], identity_latent.shape[-2], identity_latent.shape[-1]
+    latent = torch.zeros(1, channels, REFERENCE_FRAMES + n, h, wd)
+    mask = torch.ones(1, 1, REFERENCE_FRAMES + n, h, wd)
+    latent[:, :, :REFERENCE_FRAMES] = identity_latent
+    fixed = REFERENCE_FRAMES + w.context
+    if w.context:
+        if result is None:
+            raise ValueError("a window that continues the previous one needs the result so far")
+        latent[:, :, REFERENCE_FRAMES:fixed] = result[:, :, w.start:w.start + w.context]
+    mask[:, :, :fixed] = 0.0
+    latent = process_out(latent) * mask + latent * (1.0 - mask)
+    return WindowInputs(latent, mask, motion_with_reference(motion[:, :, w.start:w.stop]))

@@ -1,5 +1,7 @@
 """ComfyUI nodes of the IM-Animation pack (thin layer over im_animation_core)."""
 
+from .apply import ApplyIMAnimation
+from .conditioning import IMAnimationConditioning
 from .expression import ExpressionEncode
 from .motion_files import LoadMotionTokens, SaveMotionTokens
 from .motion_tokenizer import EncodeDrivingVideo, LoadMotionTokenizer
@@ -18,5 +20,7 @@ NODES = [
     LoadIMAnimationModules,
     RetargetToIdentity,
     ExpressionEncode,
+    ApplyIMAnimation,
+    IMAnimationConditioning,
     IMAnimationSampler,
 ]

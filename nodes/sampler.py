@@ -8,26 +8,20 @@ import comfy.sample
 import comfy.samplers
 import comfy.utils
 import latent_preview
-import node_helpers
 import torch
 from comfy_api.latest import io
 
 from ..im_animation_core.frames import TEMPORAL_STRIDE, latent_frame_count
-from ..im_animation_core.injection import REFERENCE_FRAMES, motion_with_reference
-from ..im_animation_core.windows import blend_into, plan_windows
-from . import socket_checks, types
+from ..im_animation_core.injection import REFERENCE_FRAMES
+from ..im_animation_core.windows import blend_into, plan_windows, window_inputs
+from . import types
+from .conditioning import checked_inputs, empty_conditioning, window_tokens, with_im_animation
 from .errors import user_errors
-from .wan_patch import patch_wan, wan_diffusion_model
+from .wan_patch import apply_im_animation, wan_diffusion_model
 
 log = logging.getLogger(__name__)
 
 SEED_RANGE = 1 << 64  # torch seeds are unsigned 64-bit
-
-
-def empty_conditioning(dm) -> list:
-    """For models used without a text encoder: a zero context, like an empty padded prompt."""
-    text_dim = dm.text_embedding[0].in_features
-    return [[torch.zeros(1, 512, text_dim), {}]]
 
 
 def warn_about_windows(node: str, length: int, window_frames: int, windows: int, clip_frames: int) -> None:
@@ -88,15 +82,10 @@ class IMAnimationSampler(io.ComfyNode):
     def execute(cls, model, retargeted_motion, seed, steps, cfg, sampler_name, scheduler, window_frames=81,
                 overlap_frames=16, expression=None, positive=None, negative=None) -> io.NodeOutput:
         node = "Wan2.2 IM-Animation Sampler"
-        rm = socket_checks.retargeted(node, "retargeted_motion", retargeted_motion)
-        if expression is not None:
-            socket_checks.expression(node, "expression", expression)
+        rm = checked_inputs(node, retargeted_motion, expression)
         if not math.isfinite(cfg):
             raise ValueError(f"{node}: cfg is {cfg}; give a finite guidance scale (e.g. 5.0, or 1.0 without a "
                              "negative prompt).")
-        if not (torch.isfinite(rm.motion).all() and torch.isfinite(rm.identity_latent).all()):
-            raise ValueError(f"{node}: retargeted_motion holds NaN or infinite values; check the identity image, "
-                             "the VAE and the modules file given to Retarget to Identity.")
         dm = wan_diffusion_model(node, model)
         latent_format = model.get_model_object("latent_format")
         channels = latent_format.latent_channels
@@ -104,16 +93,16 @@ class IMAnimationSampler(io.ComfyNode):
             raise ValueError(f"{node}: the identity was encoded to {rm.identity_latent.shape[1]}-channel latents "
                              f"but the model uses {channels}: give Retarget to Identity the VAE that belongs to this "
                              "model.")
-        if expression is not None and expression.modules is not rm.modules:
-            raise ValueError(f"{node}: expression and retargeted_motion come from different IM-Animation modules; "
-                             "use one Load IM-Animation Modules node for both.")
         with user_errors(node):
             plan = plan_windows(latent_frame_count(rm.length), latent_frame_count(window_frames),
                                 overlap_frames // TEMPORAL_STRIDE)
-            tokens = expression.for_length(rm.length) if expression is not None else None
+            if expression is not None:
+                expression.for_length(rm.length)  # a too-short expression clip is refused before any sampling
         warn_about_windows(node, rm.length, window_frames, len(plan), rm.modules.model.clip_frames)
-        positive = positive if positive is not None else empty_conditioning(dm)
-        negative = negative if negative is not None else empty_conditioning(dm)
+        text_dim = dm.text_embedding[0].in_features
+        positive = positive if positive is not None else empty_conditioning(text_dim)
+        negative = negative if negative is not None else empty_conditioning(text_dim)
+        patched = apply_im_animation(node, model, rm.modules)  # one stateless patch serves every window
 
         h, w = rm.identity_latent.shape[-2:]
         result = torch.zeros(1, channels, latent_frame_count(rm.length), h, w)
@@ -121,17 +110,9 @@ class IMAnimationSampler(io.ComfyNode):
         previewer = latent_preview.get_previewer(model.load_device, latent_format)
         for i, win in enumerate(plan):
             mm.throw_exception_if_processing_interrupted()
-            n = win.stop - win.start
-            latent = torch.zeros(1, channels, REFERENCE_FRAMES + n, h, w)
-            mask = torch.ones(1, 1, REFERENCE_FRAMES + n, h, w)
-            latent[:, :, :REFERENCE_FRAMES] = rm.identity_latent
-            fixed = REFERENCE_FRAMES + win.context  # the identity and the frames carried over from the last window
-            latent[:, :, REFERENCE_FRAMES:fixed] = result[:, :, win.start:win.start + win.context]
-            mask[:, :, :fixed] = 0.0
-            latent = latent_format.process_out(latent) * mask + latent * (1.0 - mask)
-            motion = motion_with_reference(rm.motion[:, :, win.start:win.stop])
-            patched = patch_wan(node, model, rm.modules, motion.shape[1],
-                                None if tokens is None else tokens[win.start:win.stop], REFERENCE_FRAMES, mask)
+            with user_errors(node):
+                inputs = window_inputs(rm.identity_latent, rm.motion, win, latent_format.process_out, result)
+                tokens = window_tokens(expression, rm.length, win)
 
             def callback(step, x0, x, total, offset=i * steps):
                 preview = previewer.decode_latent_to_preview_image("JPEG", x0) if previewer else None
@@ -139,11 +120,11 @@ class IMAnimationSampler(io.ComfyNode):
 
             window_seed = (seed + i) % SEED_RANGE  # seeds near the top of the range wrap, as documented
             samples = comfy.sample.sample(
-                patched, comfy.sample.prepare_noise(latent, window_seed), steps, cfg, sampler_name, scheduler,
-                node_helpers.conditioning_set_values(positive, {"noise_concat": motion}),
-                node_helpers.conditioning_set_values(negative, {"noise_concat": motion}),
-                latent, noise_mask=mask, callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
-                seed=window_seed)
+                patched, comfy.sample.prepare_noise(inputs.latent, window_seed), steps, cfg, sampler_name, scheduler,
+                with_im_animation(positive, inputs, tokens, rm.modules.model),
+                with_im_animation(negative, inputs, tokens, rm.modules.model),
+                inputs.latent, noise_mask=inputs.noise_mask, callback=callback,
+                disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=window_seed)
             if not torch.isfinite(samples).all():
                 # Decoding would give an all-black video with no sign of what went wrong.
                 raise ValueError(f"{node}: sampling window {i + 1} of {len(plan)} produced NaN or infinite latents. "

@@ -1,41 +1,115 @@
-"""Patch a ComfyUI Wan MODEL with the IM-Animation adapters, through ModelPatcher.clone()."""
+"""Apply IM-Animation to a ComfyUI Wan MODEL, through ModelPatcher.clone().
 
+The patched model is stateless: everything that belongs to one video (the retargeted motion, the expression
+tokens, which frames are the kept reference) travels in the CONDITIONING and the LATENT that
+IM-Animation Conditioning builds, so any sampler node can sample it, and one patched model serves every window
+and every video:
+- the motion rides in ``noise_concat`` (ComfyUI concatenates it to the latent's channels; the split patch
+  embedding reads those channels);
+- the expression tokens ride in the conditioning's ``model_conds`` (EXPRESSION_COND); a diffusion-model
+  wrapper moves them into ``transformer_options``, where the expression block patches read them;
+- a marker of the modules (MODULES_COND) lets the wrapper refuse conditioning made with other modules, or none;
+- the kept reference frame is the LATENT's ``noise_mask``, which the sampler hands to the model.
+"""
+
+import hashlib
+
+import comfy.conds
 import comfy.ldm.wan.model
 import comfy.model_base
+import comfy.patcher_extension
 import torch
 
-from ..im_animation_core.injection import MotionPatchEmbedding
+from ..im_animation_core.injection import REFERENCE_FRAMES, MotionPatchEmbedding
 from ..im_animation_core.modules import IMAnimationModules
 
 ADDITIONAL_MODELS_KEY = "im_animation"
+WRAPPER_KEY = "im_animation"
+EXPRESSION_COND = "ima_expression"  # [B,F_out,K,W] expression tokens of the output latent frames
+MODULES_COND = "ima_modules"  # the id of the modules file the conditioning was made with
+
+
+def modules_marker(modules: IMAnimationModules) -> str:
+    """What identifies a set of modules in the conditioning: their DiT sizes and a digest of the weights the
+    model patch uses (the motion channels' convolution, the expression blocks' query weights), so two loads of
+    one file agree and modules of another shape or training do not. Cached on the modules (weights are fixed at
+    inference)."""
+    cached = getattr(modules, "_ima_marker", None)
+    if cached is None:
+        digest = hashlib.sha1(repr(sorted(modules.dit.sizes().items())).encode())
+        for t in [modules.motion_patch.weight, *(b.attn.q.weight for b in modules.expression_blocks)]:
+            digest.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+        cached = digest.hexdigest()[:16]
+        modules._ima_marker = cached
+    return cached
 
 
 class ExpressionPatch:
-    """Block-replace patch: run the DiT block, then the expression block on its output.
+    """Block-replace patch: run the DiT block, then the expression block on its output, with the expression
+    tokens of the conditioning being sampled (none: the block alone). The first REFERENCE_FRAMES latent
+    frames (the identity) get no expression."""
 
-    tokens: [F_out,K,W] expression tokens of the output latent frames; the first ``skip_frames`` latent
-    frames (the identity reference frame) get none."""
+    def __init__(self, block: torch.nn.Module):
+        self.block = block
 
-    def __init__(self, block: torch.nn.Module, tokens: torch.Tensor, skip_frames: int):
-        self.block, self.tokens, self.skip_frames = block, tokens, skip_frames
+    def __deepcopy__(self, memo):
+        # ModelPatcher.clone() deep-copies model_options; the block belongs to the modules' own ModelPatcher
+        # (loaded and offloaded with it), so every clone must share it, not copy its weights.
+        return self
 
     def __call__(self, args, extra):
         out = extra["original_block"](args)
-        img = out["img"]
-        out["img"] = self.block(img, self.tokens.to(img.device), skip_frames=self.skip_frames)
+        tokens = args.get("transformer_options", {}).get(EXPRESSION_COND)
+        if tokens is not None:
+            img = out["img"]
+            out["img"] = self.block(img, tokens.to(img.device), skip_frames=REFERENCE_FRAMES)
         return out
 
 
-class TI2VReferencePatch:
+class ConditioningCheck:
+    """Diffusion-model wrapper: moves the expression tokens from the model's inputs into transformer_options
+    and refuses inputs that were not made by IM-Animation Conditioning with these modules."""
+
+    def __init__(self, modules: IMAnimationModules):
+        self.modules = modules
+
+    def __call__(self, executor, x, timestep, context, clip_fea=None, time_dim_concat=None, transformer_options=None,
+                 **kwargs):
+        # the sampler builds this dict for each model call, so the tokens set in it stay with this call
+        transformer_options = {} if transformer_options is None else transformer_options
+        marker = kwargs.pop(MODULES_COND, None)
+        if marker != modules_marker(self.modules):
+            raise ValueError(
+                "Apply IM-Animation: the conditioning given to the sampler was not made by IM-Animation Conditioning"
+                if marker is None else
+                "Apply IM-Animation: the conditioning was made from a retargeted motion of other IM-Animation "
+                "modules than the ones applied to this model; use one Load IM-Animation Modules node for both")
+        tokens = kwargs.pop(EXPRESSION_COND, None)
+        if tokens is not None:
+            transformer_options[EXPRESSION_COND] = tokens
+        else:
+            transformer_options.pop(EXPRESSION_COND, None)
+        return executor(x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kwargs)
+
+
+class TI2VReference:
     """Object patches that give a Wan2.1-family model the frames its noise mask keeps as ComfyUI's WAN22 gives
-    them to a Wan2.2 TI2V model: clean, with per-frame timestep 0. They call WAN22's own methods; WAN21 gets
-    no denoise_mask among its model inputs, so the window's mask [1,1,F,h,w] is held here."""
+    them to a Wan2.2 TI2V model: clean, with per-frame timestep 0. They call WAN22's own methods; WAN21 does
+    not pass the sampler's denoise mask on to the model, so its ``extra_conds`` is wrapped to do so."""
 
-    def __init__(self, noise_mask: torch.Tensor):
-        self.noise_mask = noise_mask
+    def __init__(self, extra_conds):
+        self.base_extra_conds = extra_conds
 
-    def process_timestep(self, timestep: torch.Tensor, x: torch.Tensor, **kwargs) -> torch.Tensor:
-        return comfy.model_base.WAN22.process_timestep(None, timestep, x, denoise_mask=self.noise_mask.to(timestep))
+    def extra_conds(self, **kwargs):
+        out = self.base_extra_conds(**kwargs)
+        mask = kwargs.get("denoise_mask")
+        if mask is not None:
+            out["denoise_mask"] = comfy.conds.CONDRegular(mask)
+        return out
+
+    @staticmethod
+    def process_timestep(timestep: torch.Tensor, x: torch.Tensor, denoise_mask=None, **kwargs) -> torch.Tensor:
+        return comfy.model_base.WAN22.process_timestep(None, timestep, x, denoise_mask=denoise_mask)
 
     @staticmethod
     def scale_latent_inpaint(**kwargs) -> torch.Tensor:
@@ -64,19 +138,31 @@ def check_compatible(node: str, dm, latent_channels: int, modules: IMAnimationMo
                          f"{needed}. Use modules trained for this model.")
 
 
-def patch_wan(node: str, model, modules_patcher, motion_channels: int, expression: torch.Tensor | None,
-              skip_frames: int, noise_mask: torch.Tensor):
-    """Return a clone of ``model`` that takes [latent, motion] channels and runs the expression blocks.
+def applied_modules(model):
+    """The IM-Animation modules patcher already applied to ``model`` (None: not applied)."""
+    found = model.get_additional_models_with_key(ADDITIONAL_MODELS_KEY)
+    return found[0] if found else None
 
-    A base DiT gets a split patch embedding (object patch); a DiT exported with the widened patch
-    embedding already has the motion channels and keeps its own weights. When the modules were trained with
-    a clean reference frame (DiTSpec.clean_reference) and the model is not a Wan2.2 TI2V model (whose WAN22
-    class does it already), the latent frames ``noise_mask`` [1,1,F,h,w] keeps (0) go in clean with timestep 0:
-    the Wan2.1-family model then sees what it saw in training."""
+
+def apply_im_animation(node: str, model, modules_patcher):
+    """A clone of ``model`` that takes [latent, motion] channels, runs the expression blocks and reads both from
+    the conditioning (module doc). A model already patched with the same modules is returned as a clone.
+
+    A base DiT gets a split patch embedding (object patch); a DiT exported with the widened patch embedding
+    already has the motion channels and keeps its own weights. When the modules were trained with a clean
+    reference frame (DiTSpec.clean_reference) and the model is not a Wan2.2 TI2V model (whose WAN22 class does
+    it already), the latent frames the noise mask keeps go in clean with timestep 0, as in training."""
     dm = wan_diffusion_model(node, model)
-    latent_channels = model.get_model_object("latent_format").latent_channels
     modules: IMAnimationModules = modules_patcher.model
+    present = applied_modules(model)
+    if present is not None:
+        if present.model is modules:
+            return model.clone()
+        raise ValueError(f"{node}: this model already has other IM-Animation modules applied; apply one set only "
+                         "(connect the model from Load Diffusion Model).")
+    latent_channels = model.get_model_object("latent_format").latent_channels
     check_compatible(node, dm, latent_channels, modules)
+    motion_channels = modules.motion_patch.weight.shape[1]
     patched = model.clone()
     patched.set_additional_models(ADDITIONAL_MODELS_KEY, [modules_patcher])
     embed = model.get_model_object("diffusion_model.patch_embedding")
@@ -89,11 +175,12 @@ def patch_wan(node: str, model, modules_patcher, motion_channels: int, expressio
                          f"{latent_channels} (base model) or {latent_channels + motion_channels} (exported "
                          "IM-Animation DiT). Use the matching model file.")
     if modules.dit.clean_reference and not isinstance(model.model, comfy.model_base.WAN22):
-        reference = TI2VReferencePatch(noise_mask)
+        reference = TI2VReference(model.get_model_object("extra_conds"))
+        patched.add_object_patch("extra_conds", reference.extra_conds)
         patched.add_object_patch("process_timestep", reference.process_timestep)
         patched.add_object_patch("scale_latent_inpaint", reference.scale_latent_inpaint)
-    if expression is not None:
-        for block, index in zip(modules.expression_blocks, modules.dit.expression_block_indices, strict=True):
-            patched.set_model_patch_replace(ExpressionPatch(block, expression, skip_frames), "dit", "double_block",
-                                            index)
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY,
+                                 ConditioningCheck(modules))
+    for block, index in zip(modules.expression_blocks, modules.dit.expression_block_indices, strict=True):
+        patched.set_model_patch_replace(ExpressionPatch(block), "dit", "double_block", index)
     return patched

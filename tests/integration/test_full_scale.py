@@ -47,10 +47,7 @@ def test_patched_wan22_5b_structure_and_parameter_counts(comfy):
     dev = torch.device("cpu")
     model = comfy.model_patcher.ModelPatcher(base, load_device=dev, offload_device=dev)
     modules_patcher = comfy.model_patcher.ModelPatcher(modules, load_device=dev, offload_device=dev)
-    tokens = torch.zeros(21, modules.expression_encoder.config.tokens, modules.expression_encoder.config.width)
-    noise_mask = torch.ones(1, 1, 22, 1, 1)
-    noise_mask[:, :, 0] = 0.0
-    patched = pack("nodes.wan_patch").patch_wan("test", model, modules_patcher, 16, tokens, 1, noise_mask)
+    patched = pack("nodes.wan_patch").apply_im_animation("test", model, modules_patcher)
 
     embed = patched.object_patches["diffusion_model.patch_embedding"]
     assert type(embed).__name__ == "MotionPatchEmbedding"

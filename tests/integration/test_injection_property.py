@@ -54,7 +54,8 @@ def run_both(comfy, tmp_path, channels: int, zero_adapters: bool, sampler_name="
     ours = sampler.IMAnimationSampler.execute(model, rm, seed=11, steps=3, cfg=cfg, sampler_name=sampler_name,
                                               scheduler="simple", expression=expression).result[0]["samples"]
 
-    empty = sampler.empty_conditioning(model.get_model_object("diffusion_model"))
+    text_dim = model.get_model_object("diffusion_model").text_embedding[0].in_features
+    empty = pack("nodes.conditioning").empty_conditioning(text_dim)
     (stock,) = stock_nodes.common_ksampler(model, 11, 3, cfg, sampler_name, "simple", empty, empty,
                                            stock_first_frame_latent(model, identity, frames))
     return ours, stock["samples"][:, :, 1:]

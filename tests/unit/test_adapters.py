@@ -209,3 +209,17 @@ def test_ablation_modules_file_is_refused_by_the_inference_loader(tmp_path):
     with pytest.raises(CheckpointError, match="ablation"):
         IMAnimationModules.from_file(str(path))
     assert IMAnimationModules.from_file(str(path), allow_ablation=True).dit == modules.dit
+
+
+def test_expression_block_takes_per_sample_tokens():
+    """Sampled through ComfyUI, positive and negative run as one batch, each with its own tokens [B,F,K,W]."""
+    torch.manual_seed(0)
+    block = ExpressionBlock(32, 2, 8)
+    torch.nn.init.normal_(block.attn.out.weight, std=0.1)
+    x = torch.randn(2, 3 * 4, 32)  # 3 latent frames of 4 tokens, the first the reference
+    a, b = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    both = block(x, torch.stack([a, b]), skip_frames=1)
+    torch.testing.assert_close(both[:1], block(x[:1], a, skip_frames=1))
+    torch.testing.assert_close(both[1:], block(x[1:], b, skip_frames=1))
+    with pytest.raises(InputError, match="samples"):
+        block(x, torch.stack([a, b, a]), skip_frames=1)
