@@ -5,6 +5,7 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
+from ..im_animation_core.errors import InputError
 from ..im_animation_core.motion import load_motion_tokens, save_motion_tokens
 from . import socket_checks, types
 from .allowed_folders import readable_file
@@ -87,6 +88,18 @@ class LoadMotionTokens(io.ComfyNode):
                                             "folder the server's owner allowed, docs/security.md).")],
             outputs=[types.MotionTokens.Output(display_name="motion_tokens")],
         )
+
+    @classmethod
+    def fingerprint_inputs(cls, path):
+        # The path alone would let ComfyUI serve the cached tokens after the file was rewritten (a new Save
+        # Motion Tokens run, a copy over it): the file's modification time and size make that a new input.
+        try:
+            full = readable_file((path or "").strip(), folder_paths.get_output_directory(), "Motion tokens file")
+            stat = os.stat(full)
+            return f"{full}:{stat.st_mtime_ns}:{stat.st_size}"
+        except (InputError, OSError):
+            # execute() refuses it with the message that says why.
+            return "unreadable"
 
     @classmethod
     def execute(cls, path) -> io.NodeOutput:
