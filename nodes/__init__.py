@@ -3,6 +3,7 @@
 from .expression import ExpressionEncode
 from .motion_files import LoadMotionTokens, SaveMotionTokens
 from .motion_tokenizer import EncodeDrivingVideo, LoadMotionTokenizer
+from .pose import RetargetedPose
 from .preview import PreviewMotionHeatmaps
 from .retarget import LoadIMAnimationModules, RetargetToIdentity
 from .sampler import IMAnimationSampler
@@ -17,6 +18,7 @@ NODES = [
     PreviewMotionHeatmaps,
     LoadIMAnimationModules,
     RetargetToIdentity,
+    RetargetedPose,
     ExpressionEncode,
     IMAnimationSampler,
 ]
