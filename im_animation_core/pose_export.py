@@ -22,11 +22,10 @@ reads these frames back to the same joints.
 
 from __future__ import annotations
 
-import colorsys
-
 import torch
 
 from .errors import InputError
+from .heatmaps import joint_colors
 from .keypoints import (
     DEFAULT_CONFIDENCE_THRESHOLD,
     HAND_BONES,
@@ -142,12 +141,6 @@ def _paint_segment(canvas: torch.Tensor, a: torch.Tensor, b: torch.Tensor, half_
     region[mask] = color
 
 
-def _hand_colors() -> torch.Tensor:
-    """[20,3] RGB in [0,1]: OpenPose's hand bone colours, hues spread over the 20 bones at full saturation."""
-    return torch.tensor([colorsys.hsv_to_rgb(i / len(HAND_BONES), 1.0, 1.0) for i in range(len(HAND_BONES))],
-                        dtype=torch.float32)
-
-
 def render_pose_frames(xy: torch.Tensor, visible: torch.Tensor, width: int, height: int,
                        hands: bool = True) -> torch.Tensor:
     """Joints -> skeleton pictures [T,H,W,3] float32 in [0,1] (ComfyUI IMAGE), black background, drawn as
@@ -166,7 +159,8 @@ def render_pose_frames(xy: torch.Tensor, visible: torch.Tensor, width: int, heig
     limb_w, joint_r = max(LIMB_HALF_WIDTH * scale, 1.0), max(JOINT_RADIUS * scale, 1.0)
     bone_w, point_r = max(HAND_BONE_HALF_WIDTH * scale, 0.5), max(HAND_POINT_RADIUS * scale, 1.0)
     body_colors = torch.tensor(OPENPOSE_COLORS, dtype=torch.float32) / 255
-    hand_colors, point_color = _hand_colors(), torch.tensor(HAND_POINT_COLOR, dtype=torch.float32) / 255
+    # OpenPose's hand bone colours are hues spread evenly over the 20 bones at full saturation.
+    hand_colors, point_color = joint_colors(len(HAND_BONES)), torch.tensor(HAND_POINT_COLOR, dtype=torch.float32) / 255
     out = torch.zeros(xy.shape[0], height, width, 3)
     for t in range(xy.shape[0]):
         canvas, p, v = out[t], xy[t], visible[t]
