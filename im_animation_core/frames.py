@@ -43,3 +43,43 @@ def pool_to_latent_frames(per_frame: torch.Tensor) -> torch.Tensor:
     per_frame: [T,...] with T = 4k+1. Returns [k+1,...] in the same dtype.
     """
     return torch.stack([per_frame[s:e].mean(0) for s, e in latent_frame_groups(per_frame.shape[0])])
+
+
+def latent_to_pixel_frames(per_latent: torch.Tensor, num_frames: int,
+                           weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Spread a per-latent-frame signal back over the pixel frames, the inverse direction of
+    pool_to_latent_frames.
+
+    per_latent: [F_lat,...] float, one value per latent frame of a clip of ``num_frames`` = 4k+1 frames
+        (F_lat = k+1). Each value is taken to hold at its latent frame's centre time (latent_frame_times):
+        a pixel frame between two centres gets the linear blend of the two, frames before the first or
+        after the last centre the nearest value.
+    weight: optional [F_lat,...] >= 0, broadcastable against per_latent, how much each latent frame's value
+        is to be trusted (e.g. a detection confidence): the two neighbours are blended in proportion to
+        time weight x weight, so a neighbour with weight 0 does not pull the result; where both are 0 the
+        plain time blend is used.
+
+    Returns [num_frames,...] float32.
+    """
+    if per_latent.shape[0] != latent_frame_count(num_frames):
+        raise ValueError(f"expected {latent_frame_count(num_frames)} latent frames for {num_frames} pixel frames, "
+                         f"got {per_latent.shape[0]}")
+    values = per_latent.to(torch.float32)
+    centres = latent_frame_times(num_frames)
+    t = torch.arange(num_frames, dtype=torch.float32)
+    hi = torch.searchsorted(centres, t).clamp(1, max(len(centres) - 1, 1))
+    lo = (hi - 1).clamp(min=0)
+    if len(centres) == 1:
+        hi = lo
+    span = (centres[hi] - centres[lo]).clamp(min=1e-6)
+    w_hi = ((t - centres[lo]) / span).clamp(0, 1)
+    w_hi = w_hi.view(-1, *([1] * (values.ndim - 1)))
+    w_lo = 1 - w_hi
+    if weight is not None:
+        weight = weight.to(torch.float32).clamp(min=0).expand_as(values)
+        a, b = w_lo * weight[lo], w_hi * weight[hi]
+        total = a + b
+        trusted = total > 0
+        w_lo = torch.where(trusted, a / total.clamp(min=1e-12), w_lo)
+        w_hi = torch.where(trusted, b / total.clamp(min=1e-12), w_hi)
+    return w_lo * values[lo] + w_hi * values[hi]

@@ -8,7 +8,8 @@ import torch
 
 from .errors import InputError
 from .expression import crop_faces, fallback_face_boxes
-from .frames import latent_frame_count, latent_frame_times, pool_to_latent_frames, valid_length
+from .frames import latent_frame_count, latent_frame_times, latent_to_pixel_frames, pool_to_latent_frames, valid_length
+from .heatmaps import heatmap_argmax
 from .keypoints import face_box_from_keypoints, keypoints_from_pose_frames
 from .modules import IMAnimationModules
 
@@ -22,6 +23,13 @@ class RetargetedMotion:
     length: output frames (4k+1); width, height: output size in pixels; fps: of the driving frames used.
     modules: handle of the IM-Animation modules that made it (in ComfyUI their ModelPatcher); the sampler
         takes the DiT-side modules from it.
+    keypoints: optional [length,J,2] float32, where the retargeter puts the identity's joints in each output
+        frame: (x, y) in pixels of the width x height output frame (the identity image as the retargeter saw
+        it, centre-cropped and resized; integer values at pixel centres), in the J = 62 layout of
+        keypoints.py. Read from the retargeter's heatmap head (retarget_with_keypoints); None when not made.
+    keypoint_confidence: optional [length,J] float32, the heatmap peak of each joint: about 1 where the head
+        sees the joint, about 0 where it does not (the heatmaps it was trained on are 1 at visible joints and
+        all 0 for hidden ones); not clamped. Present exactly when keypoints is.
     """
 
     motion: torch.Tensor
@@ -31,6 +39,8 @@ class RetargetedMotion:
     height: int
     fps: float
     modules: object
+    keypoints: torch.Tensor | None = None
+    keypoint_confidence: torch.Tensor | None = None
 
 
 @dataclass
@@ -84,17 +94,55 @@ def retarget(modules: IMAnimationModules, tokens: torch.Tensor, identity_latent:
     given a clip far longer than its training clips it sees times and sequence lengths it never saw, and its
     output drifts further from the truth frame by frame (docs/results.md, "Long clips"). Longer clips are
     therefore retargeted in training-length segments (retarget_segments), each with times from 0."""
+    return _retarget(modules, tokens, identity_latent, length, clip_frames, None)[0]
+
+
+@torch.no_grad()
+def retarget_with_keypoints(modules: IMAnimationModules, tokens: torch.Tensor, identity_latent: torch.Tensor,
+                            length: int, frame_size: tuple[int, int], clip_frames: int | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """retarget(), and where the retargeter puts the identity's joints: the same transformer pass also runs
+    its heatmap head (the Stage-2 supervision head, what eval/retarget_eval.py scores).
+
+    frame_size: (height, width) in pixels of the output frame the identity latent encodes.
+    Returns (motion [1,C_r,F_lat,h,w] float32 on the modules' device, keypoints [length,J,2] float32 (x, y)
+    pixels of that frame, confidence [length,J] float32 heatmap peaks), both on the CPU; see RetargetedMotion.
+
+    The head predicts one pose per latent frame, trained on the mean of its pixel frames' joints; each pixel
+    frame gets the blend of the two nearest latent frames' poses by time (frames.latent_to_pixel_frames),
+    weighted by their confidences so that a joint the head loses in one latent frame is not pulled towards
+    wherever that frame's empty heatmap peaks."""
+    motion, xy, conf = _retarget(modules, tokens, identity_latent, length, clip_frames, frame_size)
+    weight = conf.clamp(min=0)[..., None]
+    return (motion, latent_to_pixel_frames(xy, length, weight),
+            latent_to_pixel_frames(conf, length))
+
+
+def _retarget(modules: IMAnimationModules, tokens: torch.Tensor, identity_latent: torch.Tensor, length: int,
+              clip_frames: int | None, frame_size: tuple[int, int] | None):
+    """(motion [1,C_r,F_lat,h,w], joints [F_lat,J,2] | None, confidence [F_lat,J] | None): the joints only
+    when frame_size (H, W) is given. Arguments as retarget_with_keypoints."""
     p = next(modules.parameters())
     ref = (identity_latent[:, :, 0] if identity_latent.ndim == 5 else identity_latent).to(p)
-    pieces = []
+    rt = modules.retarget
+    pieces, joints, confidences = [], [], []
     for i, (a, b) in enumerate(retarget_segments(length, clip_frames or modules.clip_frames)):
         n = b - a
-        out = modules.retarget(tokens[a:b].to(p)[None], torch.arange(n, dtype=torch.float32), ref,
-                               latent_frame_times(n))
-        pieces.append(out if i == 0 else out[:, :, 1:])
+        out, feats = rt(tokens[a:b].to(p)[None], torch.arange(n, dtype=torch.float32), ref,
+                        latent_frame_times(n), return_features=True)
+        # A later segment's first latent frame is context only (retarget_segments).
+        keep = slice(None) if i == 0 else slice(1, None)
+        pieces.append(out[:, :, keep])
+        if frame_size is not None:
+            heat = rt.heatmap_head(feats[:, keep], rt.grid(ref))[0].float()  # [F,J,Hh,Wh]
+            xy, conf = heatmap_argmax(heat, in_size=tuple(frame_size))
+            joints.append(xy.cpu())
+            confidences.append(conf.cpu())
     out = torch.cat(pieces, dim=2)
     assert out.shape[2] == latent_frame_count(length)
-    return out.float()
+    if frame_size is None:
+        return out.float(), None, None
+    return out.float(), torch.cat(joints), torch.cat(confidences)
 
 
 @torch.no_grad()

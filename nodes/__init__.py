@@ -5,6 +5,7 @@ from .conditioning import IMAnimationConditioning
 from .expression import ExpressionEncode
 from .motion_files import LoadMotionTokens, SaveMotionTokens
 from .motion_tokenizer import EncodeDrivingVideo, LoadMotionTokenizer
+from .pose import RetargetedPose
 from .preview import PreviewMotionHeatmaps
 from .retarget import LoadIMAnimationModules, RetargetToIdentity
 from .sampler import IMAnimationSampler
@@ -19,6 +20,7 @@ NODES = [
     PreviewMotionHeatmaps,
     LoadIMAnimationModules,
     RetargetToIdentity,
+    RetargetedPose,
     ExpressionEncode,
     ApplyIMAnimation,
     IMAnimationConditioning,

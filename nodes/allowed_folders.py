@@ -5,6 +5,7 @@ import os
 
 import folder_paths
 
+from ..im_animation_core.errors import InputError
 from ..im_animation_core.paths import confine
 
 # extra_model_paths.yaml key whose folders the file-reading nodes may also read.
@@ -26,3 +27,16 @@ def readable_file(given: str, base: str, what: str) -> str:
     """The real path of ``given`` (relative to ``base``) when it is a readable file in an allowed folder; else
     InputError with one message whatever the reason (see im_animation_core.paths)."""
     return confine(given, base, allowed_folders(), what, NAMES)
+
+
+def file_fingerprint(resolve) -> str:
+    """What a file-reading node gives ComfyUI as fingerprint_inputs: the real path of the file ``resolve()``
+    returns, its modification time and its size, so that a file rewritten under the same name (a re-upload,
+    a new save) is read again instead of served from the cache; "unreadable" when resolve() refuses the
+    path or the file cannot be read, which execute() then reports."""
+    try:
+        real = resolve()
+        stat = os.stat(real)
+        return f"{real}:{stat.st_mtime_ns}:{stat.st_size}"
+    except (InputError, OSError):
+        return "unreadable"

@@ -7,7 +7,7 @@ from comfy_api.latest import io
 
 from ..im_animation_core.motion import load_motion_tokens, save_motion_tokens
 from . import socket_checks, types
-from .allowed_folders import readable_file
+from .allowed_folders import file_fingerprint, readable_file
 from .errors import user_errors
 
 SUBFOLDER = "motion_tokens"
@@ -71,6 +71,12 @@ class SaveMotionTokens(io.ComfyNode):
             SUBFOLDER, subfolder).rstrip("/"), "type": "output", "frames": len(motion_tokens)}]})
 
 
+def full_path(path: str) -> str:
+    """The real path of the tokens file ``path`` names (relative to the output folder); InputError outside the
+    allowed folders."""
+    return readable_file((path or "").strip(), folder_paths.get_output_directory(), "Motion tokens file")
+
+
 class LoadMotionTokens(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -89,7 +95,11 @@ class LoadMotionTokens(io.ComfyNode):
         )
 
     @classmethod
+    def fingerprint_inputs(cls, path):
+        # The path alone would let ComfyUI serve the cached tokens after the file was rewritten.
+        return file_fingerprint(lambda: full_path(path))
+
+    @classmethod
     def execute(cls, path) -> io.NodeOutput:
         with user_errors("Load Motion Tokens"):
-            full = readable_file((path or "").strip(), folder_paths.get_output_directory(), "Motion tokens file")
-            return io.NodeOutput(load_motion_tokens(full))
+            return io.NodeOutput(load_motion_tokens(full_path(path)))

@@ -6,7 +6,7 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..im_animation_core.modules import IMAnimationModules
-from ..im_animation_core.pipeline import RetargetedMotion, resolve_length, retarget
+from ..im_animation_core.pipeline import RetargetedMotion, resolve_length, retarget_with_keypoints
 from . import model_files, socket_checks, types
 from .devices import loaded, patcher_for
 from .errors import user_errors
@@ -119,7 +119,9 @@ class RetargetToIdentity(io.ComfyNode):
             pixels = comfy.utils.common_upscale(image.movedim(-1, 1), w, h, "bilinear", "center").movedim(1, -1)
             identity_latent = vae.encode(pixels[..., :3]).float().cpu()
             modules = loaded(im_animation_modules)
-            motion = retarget(modules, motion_tokens.tokens, identity_latent, frames).cpu()
-        return io.NodeOutput(RetargetedMotion(motion=motion, identity_latent=identity_latent, length=frames,
+            motion, keypoints, confidence = retarget_with_keypoints(modules, motion_tokens.tokens, identity_latent,
+                                                                    frames, (h, w))
+        return io.NodeOutput(RetargetedMotion(motion=motion.cpu(), identity_latent=identity_latent, length=frames,
                                               width=w, height=h, fps=motion_tokens.fps,
-                                              modules=im_animation_modules))
+                                              modules=im_animation_modules, keypoints=keypoints,
+                                              keypoint_confidence=confidence))

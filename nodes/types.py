@@ -8,8 +8,11 @@ MotionTokenizer = io.Custom("IMA_MOTION_TOKENIZER")
 MotionTokens = io.Custom("IMA_MOTION_TOKENS")
 # A ModelPatcher around im_animation_core.modules.IMAnimationModules (retarget, expression, DiT adapters).
 Modules = io.Custom("IMA_MODULES")
-# im_animation_core.pipeline.RetargetedMotion: [1,C_r,F_lat,h,w] map on the latent grid + identity latent.
+# im_animation_core.pipeline.RetargetedMotion: [1,C_r,F_lat,h,w] map on the latent grid + identity latent, and
+# the retargeted joints per output frame.
 RetargetedMotion = io.Custom("IMA_RETARGETED_MOTION")
+# The DWPose/OpenPose keypoints pose nodes exchange: one dict per frame (im_animation_core.pose_export).
+PoseKeypoint = io.Custom("POSE_KEYPOINT")
 # im_animation_core.pipeline.ExpressionFeatures: [T,K,W] per-frame expression tokens.
 Expression = io.Custom("IMA_EXPRESSION")
 

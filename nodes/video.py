@@ -12,7 +12,7 @@ from comfy_api.latest import io
 from ..im_animation_core.errors import InputError
 from ..im_animation_core.video import read_video
 from . import types
-from .allowed_folders import readable_file
+from .allowed_folders import file_fingerprint, readable_file
 from .errors import user_errors
 
 NODE = "Load Driving Video (path)"
@@ -80,12 +80,7 @@ class LoadDrivingVideoPath(io.ComfyNode):
     @classmethod
     def fingerprint_inputs(cls, video, path, **kwargs):
         # Re-run when the file changes (a re-upload under the same name), as the stock Load Video does.
-        try:
-            real = chosen_file(video, path)
-            stat = os.stat(real)
-            return f"{real}:{stat.st_mtime_ns}:{stat.st_size}"
-        except (InputError, OSError):
-            return "unreadable"
+        return file_fingerprint(lambda: chosen_file(video, path))
 
     @classmethod
     def execute(cls, video, path, start_frame, stride, max_frames, width, height) -> io.NodeOutput:

@@ -25,6 +25,7 @@ EXPECTED = {  # node id -> (inputs, output types)
     "IMA_PreviewMotionHeatmaps": (["motion_tokens", "frames", "heatmap_head_name", "opacity"], ["IMAGE"]),
     "IMA_SaveMotionTokens": (["motion_tokens", "filename_prefix"], []),
     "IMA_LoadMotionTokens": (["path"], ["IMA_MOTION_TOKENS"]),
+    "IMA_RetargetedPose": (["retargeted_motion", "confidence_threshold", "hands"], ["POSE_KEYPOINT", "IMAGE"]),
     "IMA_Wan22Sampler": (["model", "retargeted_motion", "seed", "steps", "cfg", "sampler_name", "scheduler",
                           "window_frames", "overlap_frames",
                           "expression", "positive", "negative"], ["LATENT"]),

@@ -1,0 +1,182 @@
+"""Retargeted joints out: as ComfyUI POSE_KEYPOINT (the DWPose/OpenPose layout pose nodes exchange) and as a
+rendered skeleton video in the style DWPose draws, e.g. for a pose-conditioned video model (Wan Animate's
+pose_video).
+
+Joints come in the J = 62 layout of keypoints.py, whose indices 0-17 are already the OpenPose body-18 order
+and whose hands are the 21 OpenPose hand points each; the project has no face points.
+
+The POSE_KEYPOINT frame written per output frame, as comfyui_controlnet_aux's DWPose node writes it:
+    {"people": [{"pose_keypoints_2d": [x, y, c] * 18,
+                 "face_keypoints_2d": [],
+                 "hand_left_keypoints_2d": [x, y, c] * 21 (or [] without hands),
+                 "hand_right_keypoints_2d": [x, y, c] * 21 (or [] without hands),
+                 "foot_keypoints_2d": [x, y, c] * 6}],
+     "canvas_width": W, "canvas_height": H}
+x, y are normalised to [0, 1] of the canvas (x / W, y / H with the pixel coordinates of keypoints.py,
+integer = pixel centre), as DWPose writes them; a visible point has c = 1.0 and a hidden one is
+[0.0, 0.0, 0.0], because DWPose's own readers drop every point with c < 1. "foot_keypoints_2d" holds the
+6 DWPose foot points (left big toe, left small toe, left heel, right big toe, right small toe, right heel) of
+which the project has the two big toes; the others are written hidden. keypoints.keypoints_from_pose_frames
+reads these frames back to the same joints.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import InputError
+from .heatmaps import joint_colors
+from .keypoints import (
+    DEFAULT_CONFIDENCE_THRESHOLD,
+    HAND_BONES,
+    LEFT_HAND_START,
+    NUM_BODY_JOINTS,
+    NUM_HAND_JOINTS,
+    NUM_JOINTS,
+    RIGHT_HAND_START,
+)
+
+OPENPOSE_BODY_JOINTS = 18
+# OpenPose's 17 limbs (joint index pairs in the body-18 order), in the order OpenPose draws and colours them.
+OPENPOSE_LIMBS: tuple[tuple[int, int], ...] = (
+    (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13),
+    (1, 0), (0, 14), (14, 16), (0, 15), (15, 17),
+)
+# OpenPose's 18 body colours (RGB, 0-255): colour i for joint i and for limb i.
+OPENPOSE_COLORS: tuple[tuple[int, int, int], ...] = (
+    (255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0), (0, 255, 0),
+    (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255), (0, 0, 255), (85, 0, 255),
+    (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85),
+)
+# Limbs are drawn at this fraction of their colour's brightness, joints at full brightness, as OpenPose does.
+LIMB_BRIGHTNESS = 0.6
+HAND_POINT_COLOR = (0, 0, 255)
+# Stroke sizes in pixels at a 512-pixel canvas (DWPose's detect resolution): limb half-width 4, joint radius
+# 4, hand bone half-width 1, hand point radius 4; other canvases scale them with their longer side.
+REFERENCE_SIDE = 512
+LIMB_HALF_WIDTH, JOINT_RADIUS, HAND_BONE_HALF_WIDTH, HAND_POINT_RADIUS = 4.0, 4.0, 1.0, 4.0
+# Index of the left and right big toes in DWPose's 6 foot points.
+_FOOT_POINTS = 6
+_FOOT_BIG_TOES = {0: NUM_BODY_JOINTS - 2, 3: NUM_BODY_JOINTS - 1}
+
+
+def visible_joints(confidence: torch.Tensor, threshold: float = DEFAULT_CONFIDENCE_THRESHOLD) -> torch.Tensor:
+    """[T,J] confidences -> [T,J] bool: above ``threshold`` (0.3, DWPose's drawing threshold)."""
+    return confidence > threshold
+
+
+def _check(xy: torch.Tensor, visible: torch.Tensor, width: int, height: int) -> None:
+    if xy.ndim != 3 or xy.shape[1:] != (NUM_JOINTS, 2) or visible.shape != xy.shape[:2]:
+        raise InputError(f"joints have shape {tuple(xy.shape)} with visibility {tuple(visible.shape)}; expected "
+                         f"[T,{NUM_JOINTS},2] and [T,{NUM_JOINTS}] in the layout of keypoints.py")
+    if width < 1 or height < 1:
+        raise InputError(f"the canvas is {width}x{height}; give a width and height of at least one pixel")
+
+
+def _flat(xy: torch.Tensor, visible: torch.Tensor, width: int, height: int) -> list[float]:
+    """[N,2] pixels + [N] bool -> [x/W, y/H, 1.0, ...] with hidden points as 0, 0, 0."""
+    out: list[float] = []
+    for (x, y), v in zip(xy.tolist(), visible.tolist(), strict=True):
+        out += [x / width, y / height, 1.0] if v else [0.0, 0.0, 0.0]
+    return out
+
+
+def pose_keypoint_frames(xy: torch.Tensor, visible: torch.Tensor, width: int, height: int,
+                         hands: bool = True) -> list[dict]:
+    """Joints -> POSE_KEYPOINT, one frame dict per frame, one person (format in the module docstring).
+
+    xy: [T,J,2] float (x, y) pixels of a width x height canvas (integer = pixel centre), J = 62 layout of
+        keypoints.py; visible: [T,J] bool (e.g. visible_joints). Joints outside the canvas (beyond its outer
+        half pixel) count as hidden, since a point outside [0, 1] is no point of the canvas to the tools that
+        read the format.
+    hands: False writes empty hand lists (the body only).
+    """
+    _check(xy, visible, width, height)
+    xy = xy.detach().to("cpu", torch.float64)
+    visible = visible.detach().cpu().bool() & torch.isfinite(xy).all(-1)
+    inside = (xy[..., 0] >= -0.5) & (xy[..., 0] <= width - 0.5) & (xy[..., 1] >= -0.5) & (xy[..., 1] <= height - 0.5)
+    visible = visible & inside
+    # Within the canvas's outer half pixel: onto the edge pixel, so that every written coordinate is in [0, 1)
+    # and readers that tell normalised from pixel coordinates by their range see normalised ones.
+    xy = torch.stack([xy[..., 0].clamp(0, width - 1), xy[..., 1].clamp(0, height - 1)], dim=-1)
+    frames = []
+    for t in range(xy.shape[0]):
+        p, v = xy[t], visible[t]
+        foot_xy = torch.zeros(_FOOT_POINTS, 2, dtype=torch.float64)
+        foot_v = torch.zeros(_FOOT_POINTS, dtype=torch.bool)
+        for i, joint in _FOOT_BIG_TOES.items():
+            foot_xy[i], foot_v[i] = p[joint], v[joint]
+        left = slice(LEFT_HAND_START, LEFT_HAND_START + NUM_HAND_JOINTS)
+        right = slice(RIGHT_HAND_START, RIGHT_HAND_START + NUM_HAND_JOINTS)
+        person = {
+            "pose_keypoints_2d": _flat(p[:OPENPOSE_BODY_JOINTS], v[:OPENPOSE_BODY_JOINTS], width, height),
+            "face_keypoints_2d": [],
+            "hand_left_keypoints_2d": _flat(p[left], v[left], width, height) if hands else [],
+            "hand_right_keypoints_2d": _flat(p[right], v[right], width, height) if hands else [],
+            "foot_keypoints_2d": _flat(foot_xy, foot_v, width, height),
+        }
+        frames.append({"people": [person], "canvas_width": int(width), "canvas_height": int(height)})
+    return frames
+
+
+def _paint_segment(canvas: torch.Tensor, a: torch.Tensor, b: torch.Tensor, half_width: float,
+                   color: torch.Tensor) -> None:
+    """Paints, in place, every pixel of canvas [H,W,3] whose centre lies within half_width of segment a-b
+    (pixel coordinates; a == b paints a disc), inside the segment's bounding box only."""
+    h, w = canvas.shape[:2]
+    x0 = max(int(torch.floor(torch.minimum(a[0], b[0]) - half_width)), 0)
+    x1 = min(int(torch.ceil(torch.maximum(a[0], b[0]) + half_width)) + 1, w)
+    y0 = max(int(torch.floor(torch.minimum(a[1], b[1]) - half_width)), 0)
+    y1 = min(int(torch.ceil(torch.maximum(a[1], b[1]) + half_width)) + 1, h)
+    if x0 >= x1 or y0 >= y1:
+        return
+    ys, xs = torch.meshgrid(torch.arange(y0, y1, dtype=torch.float32), torch.arange(x0, x1, dtype=torch.float32),
+                            indexing="ij")
+    px = torch.stack([xs, ys], dim=-1)
+    d = b - a
+    along = ((px - a) @ d / (d @ d).clamp(min=1e-12)).clamp(0, 1)
+    dist = torch.linalg.vector_norm(px - (a + along[..., None] * d), dim=-1)
+    mask = dist <= half_width
+    region = canvas[y0:y1, x0:x1]
+    region[mask] = color
+
+
+def render_pose_frames(xy: torch.Tensor, visible: torch.Tensor, width: int, height: int,
+                       hands: bool = True) -> torch.Tensor:
+    """Joints -> skeleton pictures [T,H,W,3] float32 in [0,1] (ComfyUI IMAGE), black background, drawn as
+    DWPose draws its POSE_KEYPOINT: the 17 OpenPose limbs as sticks at 60% of their colour, then the 18 body
+    joints as discs in OpenPose's colours, then each hand's 20 bones in spread hues and its 21 points in blue.
+    A limb is drawn when both its joints are visible; the big toes, which OpenPose's picture does not have,
+    are not drawn. Stroke sizes follow the canvas (REFERENCE_SIDE).
+
+    xy: [T,J,2] float pixels of the width x height canvas (integer = pixel centre); visible: [T,J] bool;
+    hands: False draws the body only.
+    """
+    _check(xy, visible, width, height)
+    xy = xy.detach().to("cpu", torch.float32)
+    visible = visible.detach().cpu().bool() & torch.isfinite(xy).all(-1)
+    scale = max(width, height) / REFERENCE_SIDE
+    limb_w, joint_r = max(LIMB_HALF_WIDTH * scale, 1.0), max(JOINT_RADIUS * scale, 1.0)
+    bone_w, point_r = max(HAND_BONE_HALF_WIDTH * scale, 0.5), max(HAND_POINT_RADIUS * scale, 1.0)
+    body_colors = torch.tensor(OPENPOSE_COLORS, dtype=torch.float32) / 255
+    # OpenPose's hand bone colours are hues spread evenly over the 20 bones at full saturation.
+    hand_colors, point_color = joint_colors(len(HAND_BONES)), torch.tensor(HAND_POINT_COLOR, dtype=torch.float32) / 255
+    out = torch.zeros(xy.shape[0], height, width, 3)
+    for t in range(xy.shape[0]):
+        canvas, p, v = out[t], xy[t], visible[t]
+        for i, (a, b) in enumerate(OPENPOSE_LIMBS):
+            if v[a] and v[b]:
+                _paint_segment(canvas, p[a], p[b], limb_w, body_colors[i] * LIMB_BRIGHTNESS)
+        for j in range(OPENPOSE_BODY_JOINTS):
+            if v[j]:
+                _paint_segment(canvas, p[j], p[j], joint_r, body_colors[j])
+        if not hands:
+            continue
+        for start in (LEFT_HAND_START, RIGHT_HAND_START):
+            for k, (a, b) in enumerate(HAND_BONES):
+                if v[start + a] and v[start + b]:
+                    _paint_segment(canvas, p[start + a], p[start + b], bone_w, hand_colors[k])
+            for j in range(start, start + NUM_HAND_JOINTS):
+                if v[j]:
+                    _paint_segment(canvas, p[j], p[j], point_r, point_color)
+    return out
