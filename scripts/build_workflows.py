@@ -16,13 +16,20 @@ from support.workflow import input_specs, is_widget  # noqa: E402
 UPLOAD_WIDGET = {"LoadImage": "image", "LoadVideo": "image"}  # the frontend's upload button keeps a value
 
 
+GRAPH_NOTE = (
+    "## Sampling\n\nApply IM-Animation patches the model and IM-Animation Conditioning builds the prompts and the "
+    "latent, so any sampler works (KSampler here; SamplerCustomAdvanced, other packs' samplers). Trim Video Latent "
+    "drops the identity's latent frame before decoding. For clips longer than the modules' training clips, use "
+    "Wan2.2 IM-Animation Sampler instead of the conditioning and the sampler: it samples overlapping windows.")
+
+
 def model_note(files: list[tuple[str, str]], extra: str) -> str:
     rows = "\n".join(f"| `{name}` | `ComfyUI/models/{folder}/` |" for name, folder in files)
-    return f"## Model files\n\n| file | put it in |\n|---|---|\n{rows}\n\n{extra}"
+    return f"## Model files\n\n| file | put it in |\n|---|---|\n{rows}\n\n{extra}\n\n{GRAPH_NOTE}"
 
 
-COLUMN_X = {-1: -640, 0: 0, 1: 460, 2: 900, 3: 1360, 4: 1820}
-COLUMN_WIDTH = {-1: 560, 0: 400, 1: 380, 2: 400, 3: 400, 4: 420}
+COLUMN_X = {-1: -640, 0: 0, 1: 460, 2: 900, 3: 1360, 4: 1820, 5: 2240}
+COLUMN_WIDTH = {-1: 560, 0: 400, 1: 380, 2: 400, 3: 400, 4: 360, 5: 420}
 GAP = 60
 
 
@@ -117,11 +124,16 @@ def im_animation_nodes(dit: str, vae: str, tokenizer: str, modules: str, sampler
          "widgets": {"width": sampler.pop("width"), "height": sampler.pop("height"), "length": sampler.pop("length")}},
         {"id": 10, "type": "IMA_ExpressionEncode", "col": 2,
          "links": {"im_animation_modules": (4, 0), "frames": (7, 0), "motion_tokens": (8, 0)}},
-        {"id": 11, "type": "IMA_Wan22Sampler", "col": 3,
-         "links": {"model": (1, 0), "retargeted_motion": (9, 0), "expression": (10, 0)}, "widgets": sampler},
-        {"id": 12, "type": "VAEDecode", "col": 4, "links": {"samples": (11, 0), "vae": (2, 0)}},
-        {"id": 13, "type": "CreateVideo", "col": 4, "links": {"images": (12, 0), "fps": (7, 2)}},
-        {"id": 14, "type": "SaveVideo", "col": 4, "size": (420, 440),
+        {"id": 11, "type": "IMA_ApplyModel", "col": 3, "links": {"model": (1, 0), "modules": (4, 0)}},
+        {"id": 19, "type": "IMA_Conditioning", "col": 3,
+         "links": {"retargeted_motion": (9, 0), "expression": (10, 0)}},
+        {"id": 21, "type": "KSampler", "col": 4,
+         "links": {"model": (11, 0), "positive": (19, 0), "negative": (19, 1), "latent_image": (19, 2)},
+         "widgets": sampler},
+        {"id": 22, "type": "TrimVideoLatent", "col": 5, "links": {"samples": (21, 0), "trim_amount": (19, 3)}},
+        {"id": 12, "type": "VAEDecode", "col": 5, "links": {"samples": (22, 0), "vae": (2, 0)}},
+        {"id": 13, "type": "CreateVideo", "col": 5, "links": {"images": (12, 0), "fps": (7, 2)}},
+        {"id": 14, "type": "SaveVideo", "col": 5, "size": (420, 440),
          "links": {"video": (13, 0)}, "widgets": {"filename_prefix": "video/im_animation"}},
     ]
     if with_text:
@@ -135,8 +147,8 @@ def im_animation_nodes(dit: str, vae: str, tokenizer: str, modules: str, sampler
             {"id": 18, "type": "CLIPTextEncode", "col": 2, "size": (400, 180), "title": "Negative prompt",
              "links": {"clip": (16, 0)}, "widgets": {"text": "blurry, distorted limbs, extra limbs, static"}},
         ]
-        sampler_node = next(n for n in nodes if n["id"] == 11)
-        sampler_node["links"].update(model=(15, 0), positive=(17, 0), negative=(18, 0))
+        next(n for n in nodes if n["id"] == 11)["links"]["model"] = (15, 0)
+        next(n for n in nodes if n["id"] == 19)["links"].update(positive=(17, 0), negative=(18, 0))
     return nodes
 
 
@@ -165,7 +177,7 @@ def main() -> None:
         "im_animation_wan22_5b.json": graph(im_animation_nodes(
             "wan2.2_ti2v_5B_fp16.safetensors", "wan2.2_vae.safetensors", "motion_encoder_latest.safetensors",
             "im_animation_wan22_5b_modules.safetensors",
-            dict(width=704, height=1280, length=121, seed=0, steps=20, cfg=5.0, sampler_name="uni_pc",
+            dict(width=704, height=1280, length=81, seed=0, steps=20, cfg=5.0, sampler_name="uni_pc",
                  scheduler="simple"), wan_note, with_text=True), info),
         "im_animation_demo.json": graph(im_animation_nodes(
             "ima_demo_wan.safetensors", "ima_demo_wan21_vae.safetensors", "ima_demo_motion_tokenizer.safetensors",

@@ -285,6 +285,6 @@ def test_workflows_in_the_template_browser(page, frontend_server, out_dir):
     page.evaluate("() => app.graph.clear()")
     page.locator('[data-testid="template-workflow-im_animation_demo"]').click()
     page.wait_for_function("() => !document.querySelector('[data-testid=template-workflows-content]')"
-                           " && app.graph.nodes.some(n => n.type === 'IMA_Wan22Sampler')", timeout=15_000)
+                           " && app.graph.nodes.some(n => n.type === 'IMA_Conditioning')", timeout=15_000)
     ui = json.loads((WORKFLOWS / "im_animation_demo.json").read_text())
     assert page.evaluate("() => app.graph.nodes.length") == len(ui["nodes"])

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from support.comfy_path import REPO
 from support.media import DRIVING_NAME, IDENTITY_NAME
 from support.server import ComfyServer, assert_ok
-from support.workflow import ui_to_api
+from support.workflow import one_node_sampler, ui_to_api
 
 sys.path.insert(0, str(REPO / "scripts"))
 import demo_support as ds  # noqa: E402
@@ -28,9 +28,11 @@ def server(tmp_path_factory):
 
 
 def demo_graph(server) -> tuple[dict, str]:
-    """The demo workflow up to its sampler (API format) and the sampler's node id; decoding is dropped."""
+    """The demo workflow up to its sampling, made one-node (API format), and the sampler's node id; decoding is
+    dropped. (The committed workflow is the composable form; composable() below rebuilds it from the sampler's
+    settings, so both paths run the same settings.)"""
     prompt = ui_to_api(json.loads((REPO / "workflows/im_animation_demo.json").read_text()), server.get("/object_info"))
-    sampler = next(k for k, v in prompt.items() if v["class_type"] == "IMA_Wan22Sampler")
+    prompt, sampler = one_node_sampler(prompt)
     for k in [k for k, v in prompt.items() if v["class_type"] in ("VAEDecode", "CreateVideo", "SaveVideo")]:
         del prompt[k]
     return prompt, sampler

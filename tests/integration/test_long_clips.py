@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from support.comfy_path import REPO
 from support.media import DRIVING_NAME, IDENTITY_NAME
 from support.server import ComfyServer
-from support.workflow import ui_to_api
+from support.workflow import one_node_sampler, ui_to_api
 
 sys.path.insert(0, str(REPO / "scripts"))
 import demo_support as ds  # noqa: E402
@@ -42,8 +42,7 @@ def runs(tmp_path_factory):
         base = ui_to_api(json.loads((REPO / "workflows/im_animation_demo.json").read_text()),
                          server.get("/object_info"))
         for name, length in (("short", 17), ("long", 0)):
-            prompt = json.loads(json.dumps(base))
-            sampler = next(k for k, v in prompt.items() if v["class_type"] == "IMA_Wan22Sampler")
+            prompt, sampler = one_node_sampler(base)
             prompt[sampler]["inputs"].update(window_frames=WINDOW, overlap_frames=OVERLAP)
             next(v for v in prompt.values() if v["class_type"] == "IMA_RetargetToIdentity")["inputs"]["length"] = length
             prompt["900"] = {"class_type": "SaveLatent", "inputs": {"samples": [sampler, 0],

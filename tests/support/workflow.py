@@ -75,16 +75,16 @@ def check_links(ui: dict, object_info: dict) -> list[str]:
 def adapt_5b_prompt_to_fixtures(prompt: dict) -> dict:
     """The 5B graph (API format) made runnable on this machine: the tiny fixture files in place of the real
     ones, the text-encoder nodes bypassed (umt5-xxl cannot be made small: ComfyUI builds it at a fixed size;
-    the sampler then runs with its empty-text context), 2 steps, a CPU-sized 64x96 video of 9 frames."""
+    IM-Animation Conditioning then gives the empty-text context), 2 steps, a CPU-sized 64x96 video of 9 frames."""
     from .fixture_models import DIT_NAME, MODULES_NAME, TOKENIZER_NAME, VAE_NAME
 
     text_nodes = [k for k, v in prompt.items() if v["class_type"] in ("CLIPLoader", "CLIPTextEncode")]
     assert len(text_nodes) == 3, text_nodes
     for k in text_nodes:
         del prompt[k]
-    sampler = next(v for v in prompt.values() if v["class_type"] == "IMA_Wan22Sampler")
-    del sampler["inputs"]["positive"], sampler["inputs"]["negative"]
-    sampler["inputs"]["steps"] = 2
+    conditioning = next(v for v in prompt.values() if v["class_type"] == "IMA_Conditioning")
+    del conditioning["inputs"]["positive"], conditioning["inputs"]["negative"]
+    next(v for v in prompt.values() if v["class_type"] == "KSampler")["inputs"]["steps"] = 2
     swap = {"UNETLoader": ("unet_name", DIT_NAME), "VAELoader": ("vae_name", VAE_NAME),
             "IMA_LoadMotionTokenizer": ("tokenizer_name", TOKENIZER_NAME),
             "IMA_LoadModules": ("modules_name", MODULES_NAME)}
@@ -95,3 +95,21 @@ def adapt_5b_prompt_to_fixtures(prompt: dict) -> dict:
         if node["class_type"] == "IMA_RetargetToIdentity":
             node["inputs"].update(width=64, height=96, length=9)
     return prompt
+
+
+def one_node_sampler(prompt: dict) -> tuple[dict, str]:
+    """A workflow's composable sampling (Apply IM-Animation, IM-Animation Conditioning, KSampler, Trim Video
+    Latent; API format) replaced by the one-node Wan2.2 IM-Animation Sampler with the same settings, which
+    samples long clips in windows. Returns the new prompt and the sampler's node id (its output takes the place
+    of the trimmed latent)."""
+    prompt = {k: {"class_type": v["class_type"], "inputs": dict(v["inputs"])} for k, v in prompt.items()}
+    ids = {v["class_type"]: k for k, v in prompt.items()
+           if v["class_type"] in ("IMA_ApplyModel", "IMA_Conditioning", "KSampler", "TrimVideoLatent")}
+    apply, cond, ksampler = (prompt.pop(ids[c])["inputs"] for c in ("IMA_ApplyModel", "IMA_Conditioning", "KSampler"))
+    trim = ids["TrimVideoLatent"]
+    inputs = {"model": apply["model"], "retargeted_motion": cond["retargeted_motion"]}
+    inputs.update({k: cond[k] for k in ("expression", "positive", "negative") if k in cond})
+    inputs.update({k: ksampler[k] for k in ("seed", "steps", "cfg", "sampler_name", "scheduler")})
+    inputs.update(window_frames=81, overlap_frames=16)  # the node's defaults
+    prompt[trim] = {"class_type": "IMA_Wan22Sampler", "inputs": inputs}
+    return prompt, trim
