@@ -38,6 +38,7 @@ from im_animation_core.frames import latent_frame_times  # noqa: E402
 from im_animation_core.retarget import RetargetConfig, RetargetTransformer  # noqa: E402
 from im_animation_core.retarget_init import local_attention_init_  # noqa: E402
 from im_animation_core.stage1 import heatmap_mse  # noqa: E402
+from im_animation_core.train.schedule import lr_factor  # noqa: E402
 from im_animation_core.train.targets import latent_frame_heatmaps  # noqa: E402
 
 OUT = REPO / "runs" / "retarget_study"
@@ -130,7 +131,7 @@ def train(args) -> None:
     start, recent = time.time(), []
     for step in range(1, args.steps + 1):
         for group in opt.param_groups:
-            group["lr"] = args.lr * min(1.0, step / 50)
+            group["lr"] = args.lr * lr_factor(step - 1, 50, 0, args.steps)
         idx = torch.randint(0, data["tokens"].shape[0], (args.batch_size,), generator=gen)
         loss = _loss(_predict(rt, data, idx), data, idx, args.sigma)
         opt.zero_grad()

@@ -26,7 +26,7 @@ from einops import rearrange
 from torch import nn
 
 from ..expression import crop_faces, fallback_face_boxes
-from ..frames import latent_frame_count, latent_frame_times, pool_to_latent_frames
+from ..frames import clip_to_video, latent_frame_count, latent_frame_times, pool_to_latent_frames
 from ..injection import REFERENCE_FRAMES, motion_with_reference
 from ..modules import IMAnimationModules
 from ..retarget_init import local_attention_init_
@@ -369,7 +369,7 @@ class Stage1(Stage):
 
 def _encode_video(vae: Any, clips: torch.Tensor, device: torch.device) -> torch.Tensor:
     """clips [B,T,H,W,3] in [0,1] -> raw VAE means [B,C,F,h,w] float32, without gradient."""
-    video = rearrange(clips, "b t h w c -> b c t h w").to(device=device, dtype=torch.float32) * 2 - 1
+    video = clip_to_video(clips.to(device=device, dtype=torch.float32))
     with torch.no_grad():
         vae_dtype = getattr(vae, "dtype", torch.float32)
         return vae.encode(video.to(vae_dtype)).float()
