@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import torch
 from einops import rearrange
-from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..modules import IMAnimationModules
+from ..modules import IMAnimationModules, read_modules_file
 from ..retarget import RetargetTransformer
 
 RETARGET_METADATA_KEY = "im_animation_retarget"
@@ -58,7 +57,5 @@ def save_modules(modules: IMAnimationModules, path: str, dtype: torch.dtype = to
 
 def load_modules(path: str) -> IMAnimationModules:
     """IMAnimationModules.from_file, with the ablation's retarget forward when the file records it."""
-    modules = IMAnimationModules.from_file(path, allow_ablation=True)
-    with safe_open(path, framework="pt") as f:
-        kind = (f.metadata() or {}).get(RETARGET_METADATA_KEY, "mask_tokens")
-    return use_retarget_kind(modules, kind)
+    modules, meta = read_modules_file(path, allow_ablation=True)
+    return use_retarget_kind(modules, meta.get(RETARGET_METADATA_KEY, "mask_tokens"))

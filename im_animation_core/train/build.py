@@ -8,9 +8,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from ..checkpoints import header
 from ..errors import CheckpointError, IMAnimationError
 from ..expression import ExpressionConfig
 from ..keypoints import NUM_JOINTS
@@ -100,11 +100,7 @@ def dit_config(d: DiTInit) -> WanDiTConfig:
 
 
 def _file_shapes(path: str) -> dict[str, SimpleNamespace]:
-    try:
-        with safe_open(path, framework="pt") as f:
-            return {k: SimpleNamespace(shape=tuple(f.get_slice(k).get_shape())) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read Wan DiT file '{path}': {e}") from e
+    return {k: SimpleNamespace(shape=shape) for k, shape in header(path, "Wan DiT")[1].items()}
 
 
 def dit_sizes(d: DiTInit) -> tuple[WanDiTConfig, int]:
