@@ -124,8 +124,8 @@ def image_metrics(item: dict, result: torch.Tensor, vae=None) -> dict:
 def load_trained(tokenizer: Path, modules: Path, vae: Path):
     """(encoder, modules, VAE) in eval mode, as scripts/eval.py builds them."""
     from im_animation_core.tokenizer import MotionTokenizer
-    from im_animation_core.train.ablation import load_modules
     from im_animation_core.train.encoders import TokenizerEncoder
+    from im_animation_core.train.modules_file import load_modules
     from im_animation_core.wan.vae import load_wan_vae
 
     encoder = TokenizerEncoder(MotionTokenizer.from_file(tokenizer)).eval()

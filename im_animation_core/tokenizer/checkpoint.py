@@ -5,18 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 import torch
+from torch import nn
 
 from ..checkpoints import TORCH_DTYPES, header, read_checked, shape_mismatch
 from ..errors import CheckpointError
 from .config import MotionTokenizerConfig, infer_config, read_config_yaml
 
-if TYPE_CHECKING:
-    from .model import MotionTokenizer
-
 log = logging.getLogger(__name__)
+# The tokenizer class (model.MotionTokenizer), passed in by its classmethods: model.py imports this module.
+Tokenizer = TypeVar("Tokenizer", bound=nn.Module)
 
 RELEASED_NUM_LATENT_TOKENS = 32
 _MAX_LISTED = 8
@@ -87,7 +87,7 @@ def identify_foreign(names: set[str] | list[str]) -> str | None:
     ours = "encoder.patch_embed.weight"
     if ours in names and any(n.startswith("decoder.") for n in names):
         return ("It looks like a full TiTok tokenizer (it has decoder.* tensors): initialise from it with "
-                "MotionTokenizer.from_titok, or pick motion_encoder_latest.safetensors here.")
+                "the trainer's tokenizer.titok_path, or pick motion_encoder_latest.safetensors here.")
     prefixed = sorted(n[: -len(ours)] for n in names if n.endswith("." + ours))
     if ours not in names and prefixed:
         return (f"The motion encoder tensors are stored under the prefix '{prefixed[0]}' (a training "
@@ -151,11 +151,11 @@ def _check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
                               f"{_listing(bad)}. The file is damaged; download it again.")
 
 
-def build_from_state_dict(cls: type[MotionTokenizer], state_dict: Mapping[str, torch.Tensor],
+def build_from_state_dict(cls: type[Tokenizer], state_dict: Mapping[str, torch.Tensor],
                           config: MotionTokenizerConfig | None = None,
                           device: torch.device | str | None = None,
                           dtype: torch.dtype | None = None, source: str = "motion tokenizer state dict",
-                          copy: bool = True) -> MotionTokenizer:
+                          copy: bool = True) -> Tokenizer:
     """Strictly build a tokenizer from released-name tensors; sizes inferred unless ``config`` is given.
 
     device: default CPU. dtype: default float32 on CPU, the tensors' dtype elsewhere. copy: copy tensors
@@ -189,7 +189,7 @@ def inspect_safetensors(path: Path) -> dict[str, tuple[int, ...]]:
         raise CheckpointError(f"motion tokenizer file '{path}' is a PyTorch pickle, not safetensors. The "
                               f"loader reads only .safetensors (the released "
                               f"motion_encoder_latest.safetensors); for the TiTok .bin use "
-                              f"MotionTokenizer.from_titok.")
+                              f"the trainer's tokenizer.titok_path.")
     try:
         return header(path, "motion tokenizer")[1]
     except CheckpointError as err:
@@ -235,9 +235,9 @@ def _config_beside(path: Path, shapes: Mapping[str, tuple[int, ...]], source: st
         return resolve_config(shapes, None, source)
 
 
-def load_motion_tokenizer(cls: type[MotionTokenizer], path: str | Path, config_path: str | Path | None = None,
+def load_motion_tokenizer(cls: type[Tokenizer], path: str | Path, config_path: str | Path | None = None,
                           device: torch.device | str | None = None,
-                          dtype: torch.dtype | None = None) -> MotionTokenizer:
+                          dtype: torch.dtype | None = None) -> Tokenizer:
     """Implementation of :meth:`MotionTokenizer.from_file`."""
     path = Path(path)
     source = f"motion tokenizer file '{path.name}'"
@@ -265,7 +265,7 @@ def load_motion_tokenizer(cls: type[MotionTokenizer], path: str | Path, config_p
                                  copy=False)
 
 
-def save_motion_tokenizer(model: MotionTokenizer, path: str | Path, dtype: torch.dtype | None = torch.float16,
+def save_motion_tokenizer(model: nn.Module, path: str | Path, dtype: torch.dtype | None = torch.float16,
                           write_config: bool = False) -> None:
     """Write ``model`` in the released format (see :meth:`MotionTokenizer.save`)."""
     from safetensors.torch import save_file
