@@ -25,10 +25,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..expression import crop_faces, fallback_face_boxes
+from ..expression import crop_faces
 from ..frames import clip_to_video, latent_frame_count, latent_frame_times, pool_to_latent_frames
 from ..heatmap_head import HeatmapHead, heatmap_mse
 from ..injection import REFERENCE_FRAMES, motion_with_reference
+from ..keypoints import fallback_face_boxes
 from ..modules import IMAnimationModules
 from ..wan import WanDiT, save_wan_state_dict
 from .build import (

@@ -15,13 +15,13 @@ from im_animation_core.keypoints import (
     NUM_JOINTS,
     RIGHT_HAND_START,
     face_box_from_keypoints,
+    face_boxes_from_joints,
 )
 from im_animation_core.synthetic import (
     MOTION_CHANNELS,
     SPLIT_RANGES,
     Identity,
     Motion,
-    face_boxes_from_joints,
     identity_split_values,
     in_split,
     motion_split_values,
