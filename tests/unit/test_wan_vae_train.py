@@ -5,7 +5,6 @@ import itertools
 
 import pytest
 import torch
-from support.comfy_path import add_comfyui_to_path
 
 from im_animation_core.errors import InputError
 from im_animation_core.eval.metrics import psnr
@@ -13,6 +12,7 @@ from im_animation_core.frames import clip_to_video, video_to_clip
 from im_animation_core.wan.latent_format import Wan21LatentFormat, Wan22LatentFormat, latent_format_for
 from im_animation_core.wan.vae import WanVAEConfig, load_wan_vae, vae_file_metadata
 from im_animation_core.wan.vae_train import VAETrainConfig, edge_loss, evaluate_vae, kl_loss, train_vae
+from tools.comfy_path import add_comfyui_to_path
 
 
 @pytest.fixture(scope="module")
