@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
 
 def main() -> None:
@@ -35,8 +35,8 @@ def main() -> None:
                     help="count the FLOPs of one sampling step on each side instead of timing")
     args = ap.parse_args()
 
-    from support.fixture_models import tiny_modules, tiny_wan_dit_state_dict
-    from support.inprocess import PACKAGE, load_pack, stock_first_frame_latent
+    from tools.fixture_models import tiny_modules, tiny_wan_dit_state_dict
+    from tools.inprocess import PACKAGE, load_pack, stock_first_frame_latent
 
     load_pack()
     import importlib

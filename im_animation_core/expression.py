@@ -61,14 +61,6 @@ class ExpressionEncoder(nn.Module):
         return self.norm(self.proj(rearrange(feat, "n c h w -> n (h w) c")) + self.pos)
 
 
-def fallback_face_boxes(num_frames: int, height: int, width: int) -> torch.Tensor:
-    """Face boxes when no keypoints are given: a square of side 0.35*min(H,W), centred horizontally,
-    its top at 5% of the height (where a standing, centred character's head is). [N,4] x0,y0,x1,y1 pixels."""
-    side = 0.35 * min(height, width)
-    x0, y0 = (width - side) / 2, 0.05 * height
-    return torch.tensor([x0, y0, x0 + side, y0 + side], dtype=torch.float32).expand(num_frames, 4).clone()
-
-
 def crop_faces(frames: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     """frames: [N,H,W,3] float in [0,1]; boxes: [N,4] x0,y0,x1,y1 pixels -> [N,3,size,size] crops.
 

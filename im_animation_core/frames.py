@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import InputError
+
 TEMPORAL_STRIDE = 4
 
 
@@ -83,3 +85,22 @@ def latent_to_pixel_frames(per_latent: torch.Tensor, num_frames: int,
         w_lo = torch.where(trusted, a / total.clamp(min=1e-12), w_lo)
         w_hi = torch.where(trusted, b / total.clamp(min=1e-12), w_hi)
     return w_lo * values[lo] + w_hi * values[hi]
+
+
+def clip_to_video(clip: torch.Tensor) -> torch.Tensor:
+    """[B,T,H,W,C] (or [T,H,W,C]) in [0,1] -> [B,C,T,H,W] in [-1,1], checking the Wan shape rules."""
+    if clip.ndim == 4:
+        clip = clip.unsqueeze(0)
+    if clip.ndim != 5:
+        raise InputError(f"clips must be [B,T,H,W,C] in [0,1], got {tuple(clip.shape)}")
+    _, t, h, w, _ = clip.shape
+    if (t - 1) % 4:
+        raise InputError(f"clips need 4k+1 frames (Wan's causal x4 time compression), got {t}")
+    if h % 8 or w % 8:
+        raise InputError(f"clip height and width must be multiples of 8, got {h}x{w}")
+    return clip.permute(0, 4, 1, 2, 3) * 2.0 - 1.0
+
+
+def video_to_clip(video: torch.Tensor) -> torch.Tensor:
+    """[B,C,T,H,W] in [-1,1] -> [B,T,H,W,C] in [0,1], clamped (ComfyUI's VAE Decode convention)."""
+    return ((video.float() + 1.0) / 2.0).clamp(0.0, 1.0).permute(0, 2, 3, 4, 1)

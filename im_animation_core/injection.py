@@ -41,10 +41,17 @@ class MotionPatchEmbedding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B,C_lat+C_r,F,H,W] -> [B,dim,F,H/p,W/p] in x's dtype."""
         out = self.base(x[:, : self.latent_channels].contiguous())
-        motion = x[:, self.latent_channels:]
-        w, b = self.motion_conv.weight, self.motion_conv.bias
-        extra = F.conv3d(motion.to(w.dtype), w, b, stride=self.motion_conv.stride)
-        return out + extra.to(out.dtype)
+        return add_motion_patch(out, self.motion_conv, x[:, self.latent_channels:])
+
+
+def add_motion_patch(out: torch.Tensor, motion_conv: nn.Conv3d, motion: torch.Tensor,
+                     dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The split patch embedding's sum: ``out`` (the base embedding [B,dim,F',H',W']) plus ``motion_conv``
+    of ``motion`` [B,C_r,F,H,W], computed in ``dtype`` (default: the convolution's) and added in out's dtype."""
+    dtype = dtype or motion_conv.weight.dtype
+    w, b = motion_conv.weight.to(dtype), motion_conv.bias.to(dtype)
+    extra = F.conv3d(motion.to(dtype), w, b, stride=motion_conv.stride)
+    return out + extra.to(out.dtype)
 
 
 def motion_conv_for(dim: int, motion_channels: int, patch_size=(1, 2, 2)) -> nn.Conv3d:

@@ -27,7 +27,6 @@ invisible (their heatmaps are zero and a visibility-weighted loss ignores them).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -292,11 +291,14 @@ def keypoints_from_pose_frames(
     return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])
 
 
+FACE_BOX_SCALE = 1.8  # face box side / the head joints' spread: ear to ear is about the face's width
+
+
 def face_box_from_keypoints(
     xy: torch.Tensor,
     visible: torch.Tensor,
     *,
-    scale: float = 1.8,
+    scale: float = FACE_BOX_SCALE,
     image_size: tuple[int, int] | None = None,
 ) -> torch.Tensor | None:
     """A square face box from the head joints (nose, eyes, ears), or None when the face is not visible.
@@ -315,23 +317,60 @@ def face_box_from_keypoints(
         raise ValueError(
             f"expected xy [{NUM_JOINTS},2] and visible [{NUM_JOINTS}], got {xy.shape}, {visible.shape}"
         )
+    box, ok = _face_boxes(xy[None], visible[None], scale, image_size)
+    return box[0] if bool(ok[0]) else None
+
+
+def _face_boxes(joints: torch.Tensor, visible: torch.Tensor, scale: float,
+                image_size: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """face_box_from_keypoints over frames: (boxes [T,4] float32, found [T] bool; a box where found is
+    False is meaningless)."""
+    T = joints.shape[0]
     head = torch.tensor(HEAD_JOINTS)
-    hv = visible[head].bool()
-    if not bool(hv.any()):
-        return None
-    pts = xy[head][hv].to(torch.float32)
-    centre = xy[NOSE].to(torch.float32) if bool(visible[NOSE]) else pts.mean(dim=0)
-    spread = float((pts.amax(dim=0) - pts.amin(dim=0)).max()) if pts.shape[0] >= 2 else 0.0
+    pts = joints[:, head].to(torch.float32)  # [T,5,2]
+    hv = visible[:, head].bool()
+    n = hv.sum(dim=1)
+    mean = (pts * hv[..., None]).sum(dim=1) / n.clamp(min=1)[:, None]
+    centre = torch.where(visible[:, NOSE, None].bool(), joints[:, NOSE].to(torch.float32), mean)
+    big = torch.finfo(torch.float32).max
+    hi = torch.where(hv[..., None], pts, torch.full_like(pts, -big)).amax(dim=1)
+    lo = torch.where(hv[..., None], pts, torch.full_like(pts, big)).amin(dim=1)
+    spread = torch.where(n >= 2, (hi - lo).amax(dim=-1), torch.zeros(T))
     side = scale * spread
-    if bool(visible[NECK]):
-        side = max(side, 1.2 * float(torch.linalg.vector_norm(xy[NECK].float() - centre)))
-    if not math.isfinite(side) or side < 1.0:
-        return None
-    half = side / 2.0
-    box = torch.stack([centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half])
+    neck_dist = 1.2 * torch.linalg.vector_norm(joints[:, NECK].to(torch.float32) - centre, dim=-1)
+    side = torch.where(visible[:, NECK].bool(), torch.maximum(side, neck_dist), side)
+    half = side[:, None] / 2
+    box = torch.cat([centre - half, centre + half], dim=-1)
+    ok = (n > 0) & torch.isfinite(side) & (side >= 1.0)
     if image_size is not None:
-        h, w = image_size
-        box = torch.stack([box[0].clamp(0, w), box[1].clamp(0, h), box[2].clamp(0, w), box[3].clamp(0, h)])
-        if float(box[2] - box[0]) < 1.0 or float(box[3] - box[1]) < 1.0:
-            return None
-    return box
+        height, width = image_size
+        box = torch.minimum(box.clamp(min=0), torch.tensor([width, height, width, height], dtype=torch.float32))
+        ok &= (box[:, 2] - box[:, 0] >= 1.0) & (box[:, 3] - box[:, 1] >= 1.0)
+    return box, ok
+
+
+def fallback_face_boxes(num_frames: int, height: int, width: int) -> torch.Tensor:
+    """Face boxes when no keypoints are given: a square of side 0.35*min(H,W), centred horizontally,
+    its top at 5% of the height (where a standing, centred character's head is). [N,4] x0,y0,x1,y1 pixels."""
+    side = 0.35 * min(height, width)
+    x0, y0 = (width - side) / 2, 0.05 * height
+    return torch.tensor([x0, y0, x0 + side, y0 + side], dtype=torch.float32).expand(num_frames, 4).clone()
+
+
+def face_boxes_from_joints(joints: torch.Tensor, visible: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The face boxes the expression encoder crops, in training data and at inference alike.
+
+    joints: [T,62,2] (x, y) pixels; visible: [T,62] bool. Returns [T,4] float32 (x0, y0, x1, y1 pixels):
+    face_box_from_keypoints (default scale, clipped to the frame) for every frame. A frame whose face is not
+    visible takes the previous frame's box; frames before the first visible face take the first visible
+    face's box (the face is most likely near where it first shows); a clip without any visible face gets
+    fallback_face_boxes."""
+    box, ok = _face_boxes(joints, visible, FACE_BOX_SCALE, (height, width))
+    boxes = fallback_face_boxes(joints.shape[0], height, width)
+    if not bool(ok.any()):
+        return boxes
+    t = torch.arange(joints.shape[0])
+    last = torch.cummax(torch.where(ok, t, torch.full_like(t, -1)), dim=0).values
+    first = int(t[ok][0])
+    src = torch.where(last >= 0, last, torch.full_like(last, first))
+    return box[src]

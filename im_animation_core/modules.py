@@ -20,11 +20,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from .checkpoints import check_finite, read_checked, shape_mismatch, sizes_from_json
 from .errors import CheckpointError
 from .expression import ExpressionBlock, ExpressionConfig, ExpressionEncoder
 from .injection import motion_conv_for
 from .retarget import RetargetConfig, RetargetTransformer
-from .safetensors_files import check_finite, header, load_safetensors, sizes_from_json
 
 FORMAT = "im-animation-modules"
 FORMAT_VERSION = "1"
@@ -99,15 +99,22 @@ class IMAnimationModules(nn.Module):
 
     @classmethod
     def from_file(cls, path: str, allow_ablation: bool = False) -> IMAnimationModules:
-        """Load a modules file (format above). Raises CheckpointError naming the file and what is wrong. Files of
-        a training ablation (metadata ``im_animation_retarget`` other than mask_tokens) are refused unless
-        allow_ablation.
+        """Load a modules file (format above); see read_modules_file."""
+        return read_modules_file(path, allow_ablation)[0]
 
-        Nothing is allocated from the metadata's sizes: the model is built on the meta device and its shapes
-        compared with the shapes in the file's header, so a file whose metadata claims huge sizes costs nothing
-        before it is refused; only then are the tensors read (their size is the file's own)."""
-        source = f"IM-Animation modules file '{os.path.basename(path)}'"
-        meta, shapes = header(path, "IM-Animation modules")
+
+def read_modules_file(path: str, allow_ablation: bool = False) -> tuple[IMAnimationModules, dict[str, str]]:
+    """(modules, the file's metadata) of a modules file (format above), opened once. Raises CheckpointError
+    naming the file and what is wrong. Files of a training ablation (metadata ``im_animation_retarget`` other
+    than mask_tokens) are refused unless allow_ablation.
+
+    Nothing is allocated from the metadata's sizes: the model is built on the meta device and its shapes
+    compared with the shapes in the file's header, so a file whose metadata claims huge sizes costs nothing
+    before it is refused; only then are the tensors read (their size is the file's own)."""
+    source = f"IM-Animation modules file '{os.path.basename(path)}'"
+    built: list[IMAnimationModules] = []
+
+    def check(meta: dict[str, str], shapes: dict[str, tuple[int, ...]], _dtypes) -> None:
         if meta.get("format") != FORMAT:
             raise CheckpointError(
                 f"'{os.path.basename(path)}' is not an IM-Animation modules file (no '{FORMAT}' format in its "
@@ -126,18 +133,17 @@ class IMAnimationModules(nn.Module):
                    sizes_from_json(DiTSpec, meta.get("dit"), "dit", source))
         try:
             with torch.device("meta"):
-                model = cls(*configs)
+                model = IMAnimationModules(*configs)
         except CheckpointError as e:
             raise CheckpointError(f"{source}: {e}") from None
         except (ValueError, TypeError, RuntimeError, ZeroDivisionError, OverflowError) as e:
             raise CheckpointError(f"{source} has size metadata that makes no model ({e}); re-export the "
                                   "file.") from None
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        missing = sorted(set(expected) - set(shapes))
-        unexpected = sorted(set(shapes) - set(expected))
-        wrong = [f"{k}: file {shapes[k]} vs metadata {v}" for k, v in expected.items()
-                 if k in shapes and shapes[k] != v]
+        missing, unexpected, wrong = shape_mismatch(expected, shapes)
         if missing or unexpected or wrong:
+            missing = sorted(missing)
+            wrong = [f"{k}: file {shapes[k]} vs metadata {expected[k]}" for k in wrong]
             raise CheckpointError(
                 f"{source} does not match its own size metadata: missing {missing[:8]}, unexpected "
                 f"{unexpected[:8]}, wrong shapes {wrong[:8]}"
@@ -147,7 +153,10 @@ class IMAnimationModules(nn.Module):
             raise CheckpointError(f"{source}: metadata 'clip_frames' = {clip!r} is not a clip length (4k+1 "
                                   "frames); re-export the file.")
         model.clip_frames = int(clip)
-        sd = load_safetensors(path, "IM-Animation modules")
-        check_finite(sd, source)
-        model.load_state_dict({k: v.float() for k, v in sd.items()}, assign=True)
-        return model
+        built.append(model)
+
+    meta, sd = read_checked(path, "IM-Animation modules", check)
+    model = built[0]
+    check_finite(sd, source)
+    model.load_state_dict({k: v.float() for k, v in sd.items()}, assign=True)
+    return model, meta

@@ -46,17 +46,18 @@ _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 _INT_DTYPES = {"I8", "I16", "I32", "I64", "U8", "U16", "U32"}
 
 
-def _header(f, source: str) -> dict[str, tuple[list[int], str]]:
+_TENSORS = ("tokens", "indices", "frame_indices")
+
+
+def _header(shapes: dict, dtypes: dict, source: str) -> dict[str, tuple[list[int], str]]:
     """name -> (shape, dtype) of the three tensors, from the file's header only (nothing is read yet)."""
     from .errors import InputError
 
-    names = set(f.keys())
-    missing = sorted({"tokens", "indices", "frame_indices"} - names)
+    missing = sorted(set(_TENSORS) - set(shapes))
     if missing:
         raise InputError(f"{source} lacks the tensor(s) {missing}: it was not written by Save Motion Tokens, "
                          "or it is damaged. Save the motion tokens again.")
-    return {n: (list(f.get_slice(n).get_shape()), f.get_slice(n).get_dtype()) for n in ("tokens", "indices",
-                                                                                        "frame_indices")}
+    return {n: (list(shapes[n]), dtypes[n]) for n in _TENSORS}
 
 
 def _check_header(head: dict, source: str) -> None:
@@ -106,23 +107,22 @@ def load_motion_tokens(path: str) -> MotionTokens:
     indices and values. Raises InputError naming the file and what is wrong."""
     import os
 
-    from safetensors import SafetensorError, safe_open
-
+    from .checkpoints import read_checked
     from .errors import InputError
 
     source = f"motion tokens file '{os.path.basename(path)}'"
+
+    def check(meta: dict[str, str], shapes: dict, dtypes: dict) -> None:
+        if meta.get("format") != MOTION_TOKENS_FORMAT:
+            raise InputError(f"{source} is not a motion tokens file (written by Save Motion Tokens)")
+        _check_header(_header(shapes, dtypes, source), source)
+
+    meta, t = read_checked(path, "motion tokens", check, names=_TENSORS, error=InputError)
     try:
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != MOTION_TOKENS_FORMAT:
-                raise InputError(f"{source} is not a motion tokens file (written by Save Motion Tokens)")
-            _check_header(_header(f, source), source)
-            motion = MotionTokens(tokens=f.get_tensor("tokens").float(), indices=f.get_tensor("indices").long(),
-                                  frame_indices=f.get_tensor("frame_indices").long(), fps=float(meta["fps"]),
-                                  source_frame_count=int(meta["source_frame_count"]))
-    except (SafetensorError, OSError, KeyError, ValueError) as e:
-        if isinstance(e, InputError):
-            raise
+        motion = MotionTokens(tokens=t["tokens"].float(), indices=t["indices"].long(),
+                              frame_indices=t["frame_indices"].long(), fps=float(meta["fps"]),
+                              source_frame_count=int(meta["source_frame_count"]))
+    except (KeyError, ValueError) as e:
         raise InputError(f"cannot read {source}: {e}. Is it a complete file written by Save Motion "
                          "Tokens?") from e
     _check_values(motion, source)

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 
 from .errors import InputError
-from .expression import crop_faces, fallback_face_boxes
+from .expression import crop_faces
 from .frames import latent_frame_count, latent_frame_times, latent_to_pixel_frames, pool_to_latent_frames, valid_length
 from .heatmaps import heatmap_argmax
-from .keypoints import face_box_from_keypoints, keypoints_from_pose_frames
+from .keypoints import face_boxes_from_joints, fallback_face_boxes, keypoints_from_pose_frames
 from .modules import IMAnimationModules
 
 
@@ -166,14 +166,7 @@ def encode_expression(modules: IMAnimationModules, frames: torch.Tensor, boxes: 
 
 
 def face_boxes(pose_frames: list, width: int, height: int) -> torch.Tensor:
-    """Face boxes [T,4] (x0,y0,x1,y1 pixels) from POSE_KEYPOINT frames; frames whose head is not visible
-    take the previous frame's box, or the fallback box before the first visible head."""
+    """Face boxes [T,4] (x0,y0,x1,y1 pixels) from POSE_KEYPOINT frames, by the rule of the training data
+    (keypoints.face_boxes_from_joints)."""
     xy, visible = keypoints_from_pose_frames(pose_frames, width, height)
-    boxes = fallback_face_boxes(len(pose_frames), height, width)
-    last = None
-    for t in range(len(pose_frames)):
-        box = face_box_from_keypoints(xy[t], visible[t], image_size=(height, width))
-        last = box if box is not None else last
-        if last is not None:
-            boxes[t] = torch.as_tensor(last, dtype=torch.float32)
-    return boxes
+    return face_boxes_from_joints(xy, visible, height, width)

@@ -6,8 +6,8 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
+from ..im_animation_core.heatmap_head import HeatmapHead
 from ..im_animation_core.heatmaps import heatmaps_to_image
-from ..im_animation_core.stage1 import HeatmapHead
 from . import model_files, socket_checks, types
 from .devices import loaded, patcher_for
 from .errors import user_errors

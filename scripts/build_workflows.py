@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
-from support.server import ComfyServer  # noqa: E402
-from support.workflow import input_specs, is_widget  # noqa: E402
+from tools.server import ComfyServer  # noqa: E402
+from tools.workflow import input_specs, is_widget  # noqa: E402
 
 UPLOAD_WIDGET = {"LoadImage": "image", "LoadVideo": "image"}  # the frontend's upload button keeps a value
 
@@ -153,8 +153,7 @@ def im_animation_nodes(dit: str, vae: str, tokenizer: str, modules: str, sampler
 
 
 def main() -> None:
-    sys.path.insert(0, str(REPO / "tests"))
-    from support.fixture_models import write_fixture_models
+    from tools.fixture_models import write_fixture_models
 
     server = ComfyServer()
     write_fixture_models(server.models)

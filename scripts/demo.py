@@ -18,14 +18,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 import demo_support as ds  # noqa: E402
-from support.fixture_models import DEMO_NAMES, write_fixture_models  # noqa: E402
-from support.media import DRIVING_NAME, IDENTITY_NAME  # noqa: E402
-from support.server import ComfyServer, assert_ok  # noqa: E402
-from support.workflow import ui_to_api  # noqa: E402
+
+from tools.fixture_models import DEMO_NAMES, write_fixture_models  # noqa: E402
+from tools.media import DRIVING_NAME, IDENTITY_NAME  # noqa: E402
+from tools.server import ComfyServer, assert_ok  # noqa: E402
+from tools.workflow import ui_to_api  # noqa: E402
 
 TRAINED = {"dit": "diffusion_models", "vae": "vae", "tokenizer": "im_animation", "modules": "im_animation"}
 SOURCES = {k: REPO / "models" / sub / DEMO_NAMES[k] for k, sub in TRAINED.items()}

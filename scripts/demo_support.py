@@ -39,7 +39,7 @@ def demo_pair() -> dict[str, torch.Tensor]:
 
 def write_pair_inputs(input_dir: Path, item: dict, identity_name: str, driving_name: str) -> None:
     """The identity PNG and the driving mp4 (24 fps) under the names the demo workflow loads."""
-    from support.media import write_video
+    from tools.media import write_video
 
     input_dir.mkdir(parents=True, exist_ok=True)
     Image.fromarray(to_uint8(item["identity"])).save(input_dir / identity_name)
@@ -62,7 +62,7 @@ def read_video(path: Path) -> tuple[torch.Tensor, float]:
 def write_strip(out: Path, item: dict, result: torch.Tensor, random_weights: bool = False) -> dict[str, Path]:
     """strip.gif (looping), strip.mp4 and strip.png (contact sheet) under out; returns their paths.
     random_weights: label the result panel as made by random weights."""
-    from support.media import write_video
+    from tools.media import write_video
 
     panels = [item["driving"], item["identity"], result, item["target"]]
     labels = list(STRIP_LABELS)
@@ -124,8 +124,8 @@ def image_metrics(item: dict, result: torch.Tensor, vae=None) -> dict:
 def load_trained(tokenizer: Path, modules: Path, vae: Path):
     """(encoder, modules, VAE) in eval mode, as scripts/eval.py builds them."""
     from im_animation_core.tokenizer import MotionTokenizer
-    from im_animation_core.train.ablation import load_modules
     from im_animation_core.train.encoders import TokenizerEncoder
+    from im_animation_core.train.modules_file import load_modules
     from im_animation_core.wan.vae import load_wan_vae
 
     encoder = TokenizerEncoder(MotionTokenizer.from_file(tokenizer)).eval()

@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 import demo  # noqa: E402
@@ -30,12 +29,12 @@ from safetensors.torch import load_model  # noqa: E402
 
 from im_animation_core.data import collate_pairs  # noqa: E402
 from im_animation_core.eval.dit_probe import probe_dit_motion  # noqa: E402
+from im_animation_core.frames import video_to_clip  # noqa: E402
 from im_animation_core.train.build import build_vae  # noqa: E402
 from im_animation_core.train.config import config_from_dict  # noqa: E402
 from im_animation_core.train.stages import DIT_FILE, MODULES_FILE, Stage3  # noqa: E402
 from im_animation_core.train.trainer import WEIGHTS_FILE  # noqa: E402
 from im_animation_core.wan.vae import load_wan_vae  # noqa: E402
-from im_animation_core.wan.vae_train import video_to_clip  # noqa: E402
 
 
 def load_stage3(run: Path, scratch: str) -> Stage3:

@@ -40,7 +40,6 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 import demo  # noqa: E402
@@ -63,8 +62,8 @@ def load_run(stage2: Path):
     """(encoder, modules) of a stage output folder (outputs.json), or of the committed demo models when
     ``stage2`` is the word "committed"."""
     from im_animation_core.tokenizer import MotionTokenizer
-    from im_animation_core.train.ablation import load_modules
     from im_animation_core.train.encoders import ConvMotionEncoder, TokenizerEncoder
+    from im_animation_core.train.modules_file import load_modules
 
     if str(stage2) == "committed":
         return (TokenizerEncoder(MotionTokenizer.from_file(COMMITTED["tokenizer"])).eval(),

@@ -28,11 +28,11 @@ import demo
 import demo_support as ds
 import eval_json as ej
 import torch
-from support.media import DRIVING_NAME, IDENTITY_NAME
-from support.server import ComfyServer
 
 from im_animation_core.data import SyntheticPairs
 from im_animation_core.eval.vae_gate import vae_round_trip
+from tools.media import DRIVING_NAME, IDENTITY_NAME
+from tools.server import ComfyServer
 
 REPO = Path(__file__).resolve().parents[1]
 # The default video pairs: held-out pairs 0..N-1 of this seed (the demo uses 2026, so none of them is the demo

@@ -12,7 +12,7 @@ visibility-weighted), and scores it on held-out pairs with the same PCK / error 
 
 Recipes compared (docs/training.md has the figures): the heatmap head ("upsample": the demo's; or
 "pixel_shuffle"), the init ("default", or "local": the first block's attention made local in time and in
-space, see local_attention_init_), and the heatmap sigma. Not a trainer: no checkpoints, no DDP.
+space, see retarget_local_attention_init_), and the heatmap sigma. Not a trainer: no checkpoints, no DDP.
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ from im_animation_core.eval.retarget_eval import (  # noqa: E402
     pool_joints,
 )
 from im_animation_core.frames import latent_frame_times  # noqa: E402
+from im_animation_core.heatmap_head import heatmap_mse  # noqa: E402
 from im_animation_core.retarget import RetargetConfig, RetargetTransformer  # noqa: E402
-from im_animation_core.retarget_init import local_attention_init_  # noqa: E402
-from im_animation_core.stage1 import heatmap_mse  # noqa: E402
+from im_animation_core.train.retarget_init import retarget_local_attention_init_  # noqa: E402
+from im_animation_core.train.schedule import lr_factor  # noqa: E402
 from im_animation_core.train.targets import latent_frame_heatmaps  # noqa: E402
 
 OUT = REPO / "runs" / "retarget_study"
@@ -123,14 +124,14 @@ def train(args) -> None:
                          **{**sizes, "heatmap_head": args.head, "heatmap_channels": args.heatmap_channels})
     rt = RetargetTransformer(cfg)
     if args.init == "local":
-        local_attention_init_(rt, data["tokens"][:16], data["ref"][:16])
+        retarget_local_attention_init_(rt, data["tokens"][:16], data["ref"][:16])
     opt = torch.optim.AdamW(rt.parameters(), lr=args.lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(args.seed)
     log = (OUT / f"{args.name}.jsonl").open("w")
     start, recent = time.time(), []
     for step in range(1, args.steps + 1):
         for group in opt.param_groups:
-            group["lr"] = args.lr * min(1.0, step / 50)
+            group["lr"] = args.lr * lr_factor(step - 1, 50, 0, args.steps)
         idx = torch.randint(0, data["tokens"].shape[0], (args.batch_size,), generator=gen)
         loss = _loss(_predict(rt, data, idx), data, idx, args.sigma)
         opt.zero_grad()

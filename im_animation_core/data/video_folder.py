@@ -23,8 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import IMAnimationError, InputError
-from ..keypoints import DEFAULT_CONFIDENCE_THRESHOLD, keypoints_from_pose_frames
-from ..synthetic.character import face_boxes_from_joints
+from ..keypoints import DEFAULT_CONFIDENCE_THRESHOLD, face_boxes_from_joints, keypoints_from_pose_frames
 from ..video import probe_video, read_video
 from .pairs import as_size
 
@@ -69,8 +68,8 @@ class VideoFolder(Dataset):
 
     Items have the keys of SyntheticPairs: driving / target = the window's frames (the same tensor),
     identity = its first frame; *_joints in pixels of the returned frames (0 where not visible);
-    *_face_boxes from the head keypoints (keypoints.face_box_from_keypoints; frames without a face take the
-    nearest earlier box); expression [T,2] is NaN (not known for real videos).
+    *_face_boxes from the head keypoints (keypoints.face_boxes_from_joints, the rule inference uses too);
+    expression [T,2] is NaN (not known for real videos).
 
     Raises InputError when root is not a folder, or when no clip in it is usable (with the reasons).
     """

@@ -8,10 +8,9 @@ over its pixel frames (what Stage 2 supervises), visible when visible in all of 
 from __future__ import annotations
 
 import torch
-from einops import rearrange
 
 from ..data import collate_pairs
-from ..frames import latent_frame_groups, latent_frame_times
+from ..frames import clip_to_video, latent_frame_groups, latent_frame_times
 from ..heatmaps import heatmap_argmax
 from ..train.encoders import encode_clips
 from .metrics import identity_leakage, joint_accuracy
@@ -56,7 +55,7 @@ def retarget_joints(encoder, modules, vae, batch: dict) -> tuple[torch.Tensor, t
     """Predicted joints [B,F,J,2] (target-frame pixels) and confidence [B,F,J] for a collated batch."""
     driving, identity = batch["driving"], batch["identity"]
     tokens, _ = encode_clips(encoder, driving, trainable=False)
-    video = rearrange(identity[:, None], "b t h w c -> b c t h w").float() * 2 - 1
+    video = clip_to_video(identity[:, None].float())
     ref = vae.encode(video).float()[:, :, 0]
     rt = modules.retarget
     t = driving.shape[1]

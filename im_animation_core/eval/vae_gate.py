@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from ..frames import clip_to_video, video_to_clip
 from .metrics import motion_correlation, psnr, ssim
 
 # The gate of the 128-pixel demo domain (mean over >= 16 held-out pairs).
@@ -20,7 +21,6 @@ GATE = {"motion_corr": 0.85, "psnr": 28.0}
 def vae_round_trip(vae, clip: torch.Tensor) -> torch.Tensor:
     """vae: a core ``wan.vae.WanVAE``; clip [T,H,W,3] float in [0,1], T = 4k+1 -> the same after encode (mean
     latent) and decode, clamped to [0,1]."""
-    from ..wan.vae_train import clip_to_video, video_to_clip
 
     with torch.no_grad():
         return video_to_clip(vae.decode(vae.encode(clip_to_video(clip.float()))))[0]

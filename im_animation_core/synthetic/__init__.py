@@ -8,7 +8,6 @@ from .character import (
     Identity,
     Motion,
     expression_from_curves,
-    face_boxes_from_joints,
     skeleton,
 )
 from .render import RenderedClip, render, render_clip, render_rest, render_sample
@@ -25,7 +24,7 @@ from .sampling import (
 
 __all__ = [
     "MOTION_CHANNELS", "MOTION_KINDS", "SPLITS", "SPLIT_RANGES", "Identity", "Motion", "RenderedClip",
-    "expression_from_curves", "face_boxes_from_joints", "identity_split_values", "in_split",
+    "expression_from_curves", "identity_split_values", "in_split",
     "motion_split_values", "render", "render_clip", "render_rest", "render_sample", "sample_identity",
     "sample_motion", "skeleton", "split_of",
 ]

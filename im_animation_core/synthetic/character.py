@@ -22,8 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..expression import fallback_face_boxes
-from ..keypoints import HEAD_JOINTS, LEFT_HAND_START, NUM_JOINTS, RIGHT_HAND_START
+from ..keypoints import LEFT_HAND_START, NUM_JOINTS, RIGHT_HAND_START
 
 # ---------------------------------------------------------------------------------------------- identity
 
@@ -261,7 +260,6 @@ FINGER_LENGTH = (0.9, 1.0, 0.93, 0.75)
 PHALANX = (0.45, 0.32, 0.23)
 CURL_BEND = (1.5, 1.4, 1.0)  # per-phalanx bend at a full curl (fold towards the viewer: shortens)
 THUMB_LENGTH = 0.8
-FACE_BOX_SCALE = 1.8  # keypoints.face_box_from_keypoints' default scale
 
 
 def _dir(theta: torch.Tensor) -> torch.Tensor:
@@ -408,38 +406,3 @@ def skeleton(identity: Identity, curves: torch.Tensor, height: int, width: int) 
         leg_radius=identity.leg_radius * S, finger_radius=max(0.75, 0.4 * radius),
         palm_radius=max(0.75, 0.38 * palm), height=height, width=width,
     )
-
-
-def face_boxes_from_joints(joints: torch.Tensor, visible: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Face boxes [T,4] (x0, y0, x1, y1 pixels) from joints [T,62,2] / visible [T,62], as the pipeline makes
-    them for the expression encoder: ``keypoints.face_box_from_keypoints`` (default scale, clipped to the
-    frame), vectorised over frames. A frame whose face is not visible takes the previous frame's box (before
-    the first visible face: the first visible face's box; no visible face at all: ``fallback_face_boxes``)."""
-    T = joints.shape[0]
-    head = torch.tensor(HEAD_JOINTS)
-    pts = joints[:, head].to(torch.float32)  # [T,5,2]
-    hv = visible[:, head].bool()
-    n = hv.sum(dim=1)
-    mean = (pts * hv[..., None]).sum(dim=1) / n.clamp(min=1)[:, None]
-    centre = torch.where(visible[:, NOSE, None].bool(), joints[:, NOSE].to(torch.float32), mean)
-    big = torch.finfo(torch.float32).max
-    hi = torch.where(hv[..., None], pts, torch.full_like(pts, -big)).amax(dim=1)
-    lo = torch.where(hv[..., None], pts, torch.full_like(pts, big)).amin(dim=1)
-    spread = torch.where(n >= 2, (hi - lo).amax(dim=-1), torch.zeros(T))
-    side = FACE_BOX_SCALE * spread
-    neck_dist = 1.2 * torch.linalg.vector_norm(joints[:, NECK].to(torch.float32) - centre, dim=-1)
-    side = torch.where(visible[:, NECK].bool(), torch.maximum(side, neck_dist), side)
-    half = side[:, None] / 2
-    box = torch.cat([centre - half, centre + half], dim=-1)
-    box = torch.minimum(box.clamp(min=0), torch.tensor([width, height, width, height], dtype=torch.float32))
-    ok = (n > 0) & torch.isfinite(side) & (side >= 1.0) & (box[:, 2] - box[:, 0] >= 1.0)
-    ok &= box[:, 3] - box[:, 1] >= 1.0
-    boxes = fallback_face_boxes(T, height, width)
-    if not bool(ok.any()):
-        return boxes
-    # fill frames without a face from the last earlier face (or the first face, before it)
-    t = torch.arange(T)
-    last = torch.cummax(torch.where(ok, t, torch.full_like(t, -1)), dim=0).values
-    first = int(t[ok][0])
-    src = torch.where(last >= 0, last, torch.full_like(last, first))
-    return box[src]

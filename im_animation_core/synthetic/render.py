@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..keypoints import HAND_BONES, LEFT_HAND_START, RIGHT_HAND_START
+from ..keypoints import HAND_BONES, LEFT_HAND_START, RIGHT_HAND_START, face_boxes_from_joints
 from .character import (
     L_ANKLE,
     L_EAR,
@@ -45,7 +45,6 @@ from .character import (
     Identity,
     Motion,
     Skeleton,
-    face_boxes_from_joints,
     skeleton,
 )
 

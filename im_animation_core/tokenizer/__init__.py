@@ -5,7 +5,6 @@ from .encode import chunk_size_for_memory, encode_frames, free_memory_bytes
 from .model import MotionEncoding, MotionTokenizer
 from .preprocess import preprocess_frames
 from .reference import reference_encode
-from .titok import load_titok_init
 
 __all__ = [
     "MODEL_SIZES",
@@ -15,7 +14,6 @@ __all__ = [
     "chunk_size_for_memory",
     "encode_frames",
     "free_memory_bytes",
-    "load_titok_init",
     "preprocess_frames",
     "read_config_yaml",
     "reference_encode",

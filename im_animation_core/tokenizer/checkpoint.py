@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 import torch
+from torch import nn
 
+from ..checkpoints import TORCH_DTYPES, header, read_checked, shape_mismatch
 from ..errors import CheckpointError
 from .config import MotionTokenizerConfig, infer_config, read_config_yaml
 
-if TYPE_CHECKING:
-    from .model import MotionTokenizer
-
 log = logging.getLogger(__name__)
+# The tokenizer class (model.MotionTokenizer), passed in by its classmethods: model.py imports this module.
+Tokenizer = TypeVar("Tokenizer", bound=nn.Module)
 
 RELEASED_NUM_LATENT_TOKENS = 32
 _MAX_LISTED = 8
@@ -86,7 +87,7 @@ def identify_foreign(names: set[str] | list[str]) -> str | None:
     ours = "encoder.patch_embed.weight"
     if ours in names and any(n.startswith("decoder.") for n in names):
         return ("It looks like a full TiTok tokenizer (it has decoder.* tensors): initialise from it with "
-                "MotionTokenizer.from_titok, or pick motion_encoder_latest.safetensors here.")
+                "the trainer's tokenizer.titok_path, or pick motion_encoder_latest.safetensors here.")
     prefixed = sorted(n[: -len(ours)] for n in names if n.endswith("." + ours))
     if ours not in names and prefixed:
         return (f"The motion encoder tensors are stored under the prefix '{prefixed[0]}' (a training "
@@ -98,17 +99,14 @@ def validate_shapes(shapes: Mapping[str, tuple[int, ...]], config: MotionTokeniz
                     source: str = "motion tokenizer checkpoint") -> None:
     """Raise CheckpointError listing missing, unexpected and mis-shaped tensors vs ``config``'s schema."""
     want = expected_shapes(config)
-    have = {k: tuple(int(s) for s in v) for k, v in shapes.items()}
-    missing = [k for k in want if k not in have]
-    unexpected = sorted(k for k in have if k not in want)
-    misshaped = [f"{k} {list(have[k])} (expected {list(want[k])})"
-                 for k in want if k in have and have[k] != want[k]]
+    missing, unexpected, wrong = shape_mismatch(want, shapes)
+    misshaped = [f"{k} {[int(s) for s in shapes[k]]} (expected {list(want[k])})" for k in wrong]
     if not (missing or unexpected or misshaped):
         return
     parts = [f"{source} does not match the motion tokenizer schema "
              f"(inferred: width {config.width}, {config.layers} layers, {config.num_latent_tokens} tokens, "
              f"token size {config.token_size}, codebook {config.codebook_size})."]
-    foreign = identify_foreign(list(have))
+    foreign = identify_foreign(list(shapes))
     if foreign:
         parts.append(foreign)
     if missing:
@@ -153,11 +151,11 @@ def _check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
                               f"{_listing(bad)}. The file is damaged; download it again.")
 
 
-def build_from_state_dict(cls: type[MotionTokenizer], state_dict: Mapping[str, torch.Tensor],
+def build_from_state_dict(cls: type[Tokenizer], state_dict: Mapping[str, torch.Tensor],
                           config: MotionTokenizerConfig | None = None,
                           device: torch.device | str | None = None,
                           dtype: torch.dtype | None = None, source: str = "motion tokenizer state dict",
-                          copy: bool = True) -> MotionTokenizer:
+                          copy: bool = True) -> Tokenizer:
     """Strictly build a tokenizer from released-name tensors; sizes inferred unless ``config`` is given.
 
     device: default CPU. dtype: default float32 on CPU, the tensors' dtype elsewhere. copy: copy tensors
@@ -182,8 +180,6 @@ def build_from_state_dict(cls: type[MotionTokenizer], state_dict: Mapping[str, t
 
 def inspect_safetensors(path: Path) -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape of a safetensors file, without reading the tensors."""
-    from safetensors import SafetensorError, safe_open
-
     if not path.is_file():
         raise CheckpointError(f"motion tokenizer file '{path}' does not exist. Put "
                               f"motion_encoder_latest.safetensors in the models folder and select it.")
@@ -193,25 +189,22 @@ def inspect_safetensors(path: Path) -> dict[str, tuple[int, ...]]:
         raise CheckpointError(f"motion tokenizer file '{path}' is a PyTorch pickle, not safetensors. The "
                               f"loader reads only .safetensors (the released "
                               f"motion_encoder_latest.safetensors); for the TiTok .bin use "
-                              f"MotionTokenizer.from_titok.")
+                              f"the trainer's tokenizer.titok_path.")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
-    except SafetensorError as err:
+        return header(path, "motion tokenizer")[1]
+    except CheckpointError as err:
         size = path.stat().st_size
         raise CheckpointError(f"motion tokenizer file '{path}' ({size:,} bytes) is not a readable "
-                              f"safetensors file ({err}). It is probably truncated or damaged (the released "
-                              f"file has 607,017,208 bytes): download it again.") from err
+                              f"safetensors file ({err.__cause__}). It is probably truncated or damaged (the "
+                              f"released file has 607,017,208 bytes): download it again.") from err.__cause__
 
 
 def _is_tokenizer(path: Path) -> bool:
-    from safetensors import SafetensorError, safe_open
-
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return "encoder.patch_embed.weight" in f.keys() and "quantize.embedding.weight" in f.keys()
-    except (SafetensorError, OSError, ValueError):
+        shapes = header(path, "motion tokenizer")[1]
+    except CheckpointError:
         return False
+    return "encoder.patch_embed.weight" in shapes and "quantize.embedding.weight" in shapes
 
 
 def _config_beside(path: Path, shapes: Mapping[str, tuple[int, ...]], source: str) -> MotionTokenizerConfig:
@@ -242,12 +235,10 @@ def _config_beside(path: Path, shapes: Mapping[str, tuple[int, ...]], source: st
         return resolve_config(shapes, None, source)
 
 
-def load_motion_tokenizer(cls: type[MotionTokenizer], path: str | Path, config_path: str | Path | None = None,
+def load_motion_tokenizer(cls: type[Tokenizer], path: str | Path, config_path: str | Path | None = None,
                           device: torch.device | str | None = None,
-                          dtype: torch.dtype | None = None) -> MotionTokenizer:
+                          dtype: torch.dtype | None = None) -> Tokenizer:
     """Implementation of :meth:`MotionTokenizer.from_file`."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     source = f"motion tokenizer file '{path.name}'"
     shapes = inspect_safetensors(path)
@@ -256,23 +247,25 @@ def load_motion_tokenizer(cls: type[MotionTokenizer], path: str | Path, config_p
     else:
         config = resolve_config(shapes, read_config_yaml(config_path), source)
     device = torch.device(device) if device is not None else torch.device("cpu")
+    chosen: list[torch.dtype] = []
+
+    def pick_dtype(_meta, _shapes, dtypes: dict[str, str]) -> None:
+        chosen.append(dtype or _default_dtype(device, TORCH_DTYPES.get(dtypes["latent_tokens"], torch.float32)))
+
+    def convert(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(device=device, dtype=chosen[0] if tensor.is_floating_point() else None)
+
     try:
-        with safe_open(str(path), framework="pt") as f:
-            dtype = dtype or _default_dtype(device, f.get_tensor("latent_tokens").dtype)
-            # Convert tensor by tensor, so the file's copy of only one tensor is held at a time.
-            tensors = {}
-            for name in f.keys():
-                tensor = f.get_tensor(name)
-                tensors[name] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else None)
-                del tensor
-    except SafetensorError as err:
-        raise CheckpointError(f"{source}: reading the tensors failed ({err}); the file is damaged, download "
-                              f"it again.") from err
+        _, tensors = read_checked(path, "motion tokenizer", pick_dtype, convert=convert)
+    except CheckpointError as err:
+        raise CheckpointError(f"{source}: reading the tensors failed ({err.__cause__}); the file is damaged, "
+                              f"download it again.") from err.__cause__
+    dtype = chosen[0]
     return build_from_state_dict(cls, tensors, config=config, device=device, dtype=dtype, source=source,
                                  copy=False)
 
 
-def save_motion_tokenizer(model: MotionTokenizer, path: str | Path, dtype: torch.dtype | None = torch.float16,
+def save_motion_tokenizer(model: nn.Module, path: str | Path, dtype: torch.dtype | None = torch.float16,
                           write_config: bool = False) -> None:
     """Write ``model`` in the released format (see :meth:`MotionTokenizer.save`)."""
     from safetensors.torch import save_file

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import InputError
 from . import linear_kernels
+from .checkpoint import build_from_state_dict, load_motion_tokenizer, save_motion_tokenizer
 from .config import MotionTokenizerConfig
 from .linear_kernels import onednn_linear_available as onednn_linear_available
 
@@ -251,7 +252,8 @@ class MotionTokenizer(nn.Module):
     """Motion encoder + codebook of IM-Animation; ``state_dict()`` keys are the released names.
 
     Build with :meth:`from_file` (released safetensors + optional config.yaml), :meth:`from_state_dict`,
-    :meth:`from_titok` (Stage 1 initialisation) or ``MotionTokenizer(config)`` (random weights).
+    ``train.titok.tokenizer_from_titok`` (Stage 1 initialisation) or ``MotionTokenizer(config)`` (random
+    weights).
     """
 
     def __init__(self, config: MotionTokenizerConfig) -> None:
@@ -332,15 +334,13 @@ class MotionTokenizer(nn.Module):
         with torch.inference_mode():
             return self(pixels)
 
-    # ---- construction / serialisation (implemented in checkpoint.py / titok.py) -----------------------
+    # ---- construction / serialisation (implemented in checkpoint.py) ------------------------------------
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor],
                         config: MotionTokenizerConfig | None = None,
                         device: torch.device | str | None = None,
                         dtype: torch.dtype | None = None) -> MotionTokenizer:
         """Build from a state dict with the released names; strict (see checkpoint.build_from_state_dict)."""
-        from .checkpoint import build_from_state_dict
-
         return build_from_state_dict(cls, state_dict, config=config, device=device, dtype=dtype)
 
     @classmethod
@@ -354,26 +354,10 @@ class MotionTokenizer(nn.Module):
         device: default CPU. dtype: default float32 on CPU, the file's dtype elsewhere.
         Raises CheckpointError naming what differs for a wrong, truncated or mis-shaped file.
         """
-        from .checkpoint import load_motion_tokenizer
-
         return load_motion_tokenizer(cls, path, config_path=config_path, device=device, dtype=dtype)
-
-    @classmethod
-    def from_titok(cls, path: str | Path, codebook_size: int | None = None,
-                   device: torch.device | str | None = None,
-                   dtype: torch.dtype | None = None) -> MotionTokenizer:
-        """Stage 1 initialisation from the public TiTok-L-32 pickle ``tokenizer_titok_l32.bin``.
-
-        See :func:`im_animation_core.tokenizer.titok.tokenizer_from_titok`.
-        """
-        from .titok import tokenizer_from_titok
-
-        return tokenizer_from_titok(cls, path, codebook_size=codebook_size, device=device, dtype=dtype)
 
     def save(self, path: str | Path, dtype: torch.dtype | None = torch.float16,
              write_config: bool = False) -> None:
         """Write the released format: safetensors with the released tensor names, floats cast to ``dtype``
         (float16 released; None keeps them). write_config: also write config.yaml beside the file."""
-        from .checkpoint import save_motion_tokenizer
-
         save_motion_tokenizer(self, path, dtype=dtype, write_config=write_config)

@@ -4,7 +4,7 @@ stage1: motion tokenizer + heatmap head (heatmap MSE + VQ); stage2: tokenizer + 
 cross-identity pairs); stage3: Wan DiT + all modules end to end (flow matching + 10 * L_retarget).
 """
 
-from .ablation import SelfAttentionRetarget, load_modules, save_modules
+from .ablation import SelfAttentionRetarget
 from .config import (
     ConfigError,
     Stage1Config,
@@ -16,6 +16,7 @@ from .config import (
     load_config,
 )
 from .encoders import ConvMotionEncoder, TokenizerEncoder
+from .modules_file import load_modules, save_modules
 from .trainer import Trainer, TrainingError, TrainResult, run
 
 __all__ = ["ConfigError", "ConvMotionEncoder", "SelfAttentionRetarget", "Stage1Config", "Stage2Config",

@@ -1,4 +1,4 @@
-"""The retargeting ablation of Table 6 / Table 2 exp. C, and modules files that remember which one they hold.
+"""The retargeting ablation of Table 6 / Table 2 exp. C.
 
 SelfAttentionRetarget: the same parameters as RetargetTransformer (so IMAnimationModules' file format is
 unchanged), but no mask tokens: the sequence is the motion tokens followed by the identity's reference
@@ -7,21 +7,15 @@ output is read from those reference-token positions. The identity's own pose the
 directly instead of through a learned bottleneck, which is what the paper ablates.
 
 Modules files of the ablation carry the extra metadata key ``im_animation_retarget = self_attention``;
-``load_modules`` restores the matching forward (``IMAnimationModules.from_file`` ignores the key and gives
-the mask-token forward).
+``modules_file.load_modules`` restores the matching forward (``IMAnimationModules.from_file`` refuses such
+files).
 """
 
 from __future__ import annotations
 
-import torch
 from einops import rearrange
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from ..modules import IMAnimationModules
 from ..retarget import RetargetTransformer
-
-RETARGET_METADATA_KEY = "im_animation_retarget"
 
 
 class SelfAttentionRetarget(RetargetTransformer):
@@ -32,33 +26,3 @@ class SelfAttentionRetarget(RetargetTransformer):
         """No mask tokens: the reference tokens themselves, one copy per latent frame with its time, are the
         queries; the motion tokens are the context."""
         return m, rearrange(ref[:, None] + time[None, :, None], "b f n d -> b (f n) d")
-
-
-def use_retarget_kind(modules: IMAnimationModules, kind: str) -> IMAnimationModules:
-    """Switch ``modules.retarget`` to the forward of ``kind`` ("mask_tokens" / "self_attention") in place
-    (same parameters, so the class is swapped without copying)."""
-    cls = SelfAttentionRetarget if kind == "self_attention" else RetargetTransformer
-    modules.retarget.__class__ = cls
-    return modules
-
-
-def retarget_kind(modules: IMAnimationModules) -> str:
-    return "self_attention" if isinstance(modules.retarget, SelfAttentionRetarget) else "mask_tokens"
-
-
-def save_modules(modules: IMAnimationModules, path: str, dtype: torch.dtype = torch.float32) -> None:
-    """IMAnimationModules.save, plus the retarget kind in the metadata for the ablation."""
-    kind = retarget_kind(modules)
-    if kind == "mask_tokens":
-        modules.save(path, dtype=dtype)
-        return
-    sd = {k: v.detach().to("cpu", dtype).contiguous() for k, v in modules.state_dict().items()}
-    save_file(sd, path, metadata={**modules.metadata(), RETARGET_METADATA_KEY: kind})
-
-
-def load_modules(path: str) -> IMAnimationModules:
-    """IMAnimationModules.from_file, with the ablation's retarget forward when the file records it."""
-    modules = IMAnimationModules.from_file(path, allow_ablation=True)
-    with safe_open(path, framework="pt") as f:
-        kind = (f.metadata() or {}).get(RETARGET_METADATA_KEY, "mask_tokens")
-    return use_retarget_kind(modules, kind)

@@ -8,21 +8,22 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from ..checkpoints import header
 from ..errors import CheckpointError, IMAnimationError
 from ..expression import ExpressionConfig
+from ..heatmap_head import HeatmapHead, HeatmapHeadConfig, JointDecoderConfig, MotionDecoderConfig
 from ..keypoints import NUM_JOINTS
 from ..modules import DiTSpec, IMAnimationModules
 from ..retarget import RetargetConfig
-from ..stage1 import HeatmapHead, HeatmapHeadConfig, JointDecoderConfig, MotionDecoderConfig
 from ..tokenizer import MotionTokenizer, MotionTokenizerConfig
-from ..tokenizer.local_init import local_attention_init_
 from ..wan import WanDiT, WanDiTConfig, file_metadata, load_wan_dit
-from .ablation import load_modules, retarget_kind, use_retarget_kind
 from .config import CommonConfig, ConfigError, DataConfig, DiTInit, Stage1Config, Stage2Config, VAEInit
 from .encoders import ConvEncoderConfig, ConvMotionEncoder, TokenizerEncoder
+from .modules_file import load_modules, retarget_kind, use_retarget_kind
+from .titok import tokenizer_from_titok
+from .tokenizer_init import tokenizer_local_attention_init_
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +36,14 @@ def build_tokenizer(config: CommonConfig) -> MotionTokenizer:
     if t.path:
         return MotionTokenizer.from_file(t.path, dtype=torch.float32)
     if t.titok_path:
-        return MotionTokenizer.from_titok(t.titok_path, codebook_size=t.codebook_size or None,
-                                          dtype=torch.float32)
+        return tokenizer_from_titok(t.titok_path, codebook_size=t.codebook_size or None, dtype=torch.float32)
     try:
         tokenizer = MotionTokenizer(MotionTokenizerConfig(**t.config))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"config field 'tokenizer.config' does not describe a motion tokenizer: {e}") from e
     if t.init == "local":
         try:
-            local_attention_init_(tokenizer)
+            tokenizer_local_attention_init_(tokenizer)
         except ValueError as e:
             raise ConfigError(f"tokenizer.init 'local': {e}") from e
     return tokenizer
@@ -100,11 +100,7 @@ def dit_config(d: DiTInit) -> WanDiTConfig:
 
 
 def _file_shapes(path: str) -> dict[str, SimpleNamespace]:
-    try:
-        with safe_open(path, framework="pt") as f:
-            return {k: SimpleNamespace(shape=tuple(f.get_slice(k).get_shape())) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read Wan DiT file '{path}': {e}") from e
+    return {k: SimpleNamespace(shape=shape) for k, shape in header(path, "Wan DiT")[1].items()}
 
 
 def dit_sizes(d: DiTInit) -> tuple[WanDiTConfig, int]:

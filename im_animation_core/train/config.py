@@ -105,7 +105,7 @@ class TokenizerInit:
         out almost identical for every image, all snap to the same few codes, and no motion information
         reaches the head (observed: Stage 1 stuck at the predict-the-mean heatmap loss, VQ loss ~1e-6).
     init: how a fresh tokenizer (no path / titok_path) starts: "titok" (TiTok's random init) or "local"
-        (tokenizer.local_init: the first block's latent tokens attend to their own patch neighbourhood, for
+        (train.tokenizer_init: the first block's latent tokens attend to their own patch neighbourhood, for
         training from scratch without a pretrained TiTok).
     save_dtype: dtype of the exported tokenizer (float16 as released).
     """

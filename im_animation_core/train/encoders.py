@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
+from ..checkpoints import read_checked
 from ..errors import CheckpointError
 from ..tokenizer import MotionTokenizer, preprocess_frames
 
@@ -161,15 +161,12 @@ class ConvMotionEncoder(nn.Module):
 
     @classmethod
     def from_file(cls, path: str | Path) -> ConvMotionEncoder:
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-            sd = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"cannot read conv motion encoder file '{path}': {e}") from e
-        if meta.get("format") != CONV_FORMAT:
-            raise CheckpointError(f"'{path}' is not a conv motion encoder file (the ablation's encoder, written "
-                                  f"by the stage-1 trainer with motion_encoder 'conv')")
+        def check(meta: dict[str, str], _shapes, _dtypes) -> None:
+            if meta.get("format") != CONV_FORMAT:
+                raise CheckpointError(f"'{path}' is not a conv motion encoder file (the ablation's encoder, "
+                                      f"written by the stage-1 trainer with motion_encoder 'conv')")
+
+        meta, sd = read_checked(path, "conv motion encoder", check)
         model = cls(ConvEncoderConfig(**json.loads(meta["config"])))
         try:
             model.load_state_dict(sd, strict=True)

@@ -33,11 +33,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checkpoints import json_metadata
 from ..expression import ExpressionConfig
 from ..keypoints import NUM_JOINTS
 from ..modules import DiTSpec, IMAnimationModules
 from ..retarget import RetargetConfig
-from ..safetensors_files import json_metadata
 from ..tokenizer import MotionTokenizer, MotionTokenizerConfig
 from ..wan import WanDiT
 from . import plan_activations as act

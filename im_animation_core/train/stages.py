@@ -25,14 +25,13 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..expression import crop_faces, fallback_face_boxes
-from ..frames import latent_frame_count, latent_frame_times, pool_to_latent_frames
+from ..expression import crop_faces
+from ..frames import clip_to_video, latent_frame_count, latent_frame_times, pool_to_latent_frames
+from ..heatmap_head import HeatmapHead, heatmap_mse
 from ..injection import REFERENCE_FRAMES, motion_with_reference
+from ..keypoints import fallback_face_boxes
 from ..modules import IMAnimationModules
-from ..retarget_init import local_attention_init_
-from ..stage1 import HeatmapHead, heatmap_mse
 from ..wan import WanDiT, save_wan_state_dict
-from .ablation import save_modules
 from .build import (
     DTYPES,
     build_dit,
@@ -47,6 +46,8 @@ from .build import (
 )
 from .config import ConfigError, Stage1Config, Stage2Config, Stage3Config
 from .encoders import ConvMotionEncoder, TokenizerEncoder, encode_clips, token_spread
+from .modules_file import save_modules
+from .retarget_init import retarget_local_attention_init_
 from .targets import (
     default_shift,
     latent_frame_heatmaps,
@@ -369,7 +370,7 @@ class Stage1(Stage):
 
 def _encode_video(vae: Any, clips: torch.Tensor, device: torch.device) -> torch.Tensor:
     """clips [B,T,H,W,3] in [0,1] -> raw VAE means [B,C,F,h,w] float32, without gradient."""
-    video = rearrange(clips, "b t h w c -> b c t h w").to(device=device, dtype=torch.float32) * 2 - 1
+    video = clip_to_video(clips.to(device=device, dtype=torch.float32))
     with torch.no_grad():
         vae_dtype = getattr(vae, "dtype", torch.float32)
         return vae.encode(video.to(vae_dtype)).float()
@@ -406,7 +407,7 @@ class Stage2(Stage):
         batch = self.prepare(batch)
         tokens, _ = driver_tokens(self.model.encoder, batch, trainable=False)
         try:
-            local_attention_init_(self.model.ima.retarget, tokens, batch["identity_latent"][:, :, 0])
+            retarget_local_attention_init_(self.model.ima.retarget, tokens, batch["identity_latent"][:, :, 0])
         except ValueError as e:
             raise ConfigError(f"modules.retarget_init 'local': {e}; use 'default' for this model size") from e
         log.info("%s: retargeter initialised locally from %d training pairs", self.name, tokens.shape[0])

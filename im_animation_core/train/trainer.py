@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from ..errors import IMAnimationError
 from .build import augment_fn, build_dataset, collate_fn
 from .config import CONFIG_CLASSES, CommonConfig, ConfigError, config_from_dict, config_to_dict, diff_configs
+from .schedule import lr_factor
 from .stages import STAGE_CLASSES, Stage
 from .targets import mix_seed
 
@@ -230,14 +231,6 @@ class TrainResult:
     output_dir: Path
     files: dict[str, str]
     last_losses: dict[str, float]
-
-
-def lr_factor(k: int, warmup_steps: int, decay_steps: int, steps: int) -> float:
-    """The learning-rate multiplier of optimiser step k (0-based): linear warm-up over the first warmup_steps,
-    linear decay to 0 over the last decay_steps of ``steps``, 1 between."""
-    warm = min(1.0, (k + 1) / warmup_steps) if warmup_steps else 1.0
-    decay = min(1.0, max(0.0, (steps - k) / decay_steps)) if decay_steps else 1.0
-    return warm * decay
 
 
 class Trainer:

@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from ..checkpoints import json_metadata, load_safetensors
 from ..errors import CheckpointError
 from ..injection import motion_conv_for, widen_patch_embedding
-from ..safetensors_files import json_metadata, load_safetensors
 from .config import WanDiTConfig, check_supported_variant, strip_prefix
 from .model import WanDiT
 

@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import InputError
-from ..injection import motion_conv_for
+from ..injection import add_motion_patch, motion_conv_for
 from .config import WanDiTConfig, strip_prefix
 
 ROPE_THETA = 10000.0
@@ -326,8 +326,7 @@ class WanDiT(nn.Module):
             return out
         if motion is None:  # zero motion channels: only the motion bias (as a widened export would give)
             return out + mp.bias.float()[None, :, None, None, None]
-        extra = F.conv3d(self._pad(motion).float(), mp.weight.float(), mp.bias.float(), stride=mp.stride)
-        return out + extra
+        return add_motion_patch(out, mp, self._pad(motion), torch.float32)
 
     def _check_inputs(self, x, t, context, motion) -> None:
         c = self.config

@@ -39,8 +39,8 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..checkpoints import json_metadata, load_safetensors
 from ..errors import CheckpointError, InputError
-from ..safetensors_files import json_metadata, load_safetensors
 
 WAN_VAE_MARKER = "decoder.middle.0.residual.0.gamma"  # ComfyUI: a Wan VAE
 WAN22_VAE_MARKER = "decoder.upsamples.0.upsamples.0.residual.2.weight"  # ComfyUI: the Wan2.2 VAE

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checkpoints import load_safetensors
 from ..errors import CheckpointError, InputError
-from ..safetensors_files import load_safetensors
 from .vae import WAN22_VAE_MARKER, WAN_VAE_MARKER, CausalConv3d, streaming, strip_vae_prefix
 from .vae22_layers import Decoder22, Encoder22, patchify, unpatchify
 

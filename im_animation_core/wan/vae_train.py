@@ -22,7 +22,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
+from ..eval.metrics import psnr
+from ..frames import clip_to_video, video_to_clip
+from ..train.schedule import lr_factor
 from .latent_format import Wan21LatentFormat
 from .vae import WanVAE, WanVAEConfig, save_wan_vae
 
@@ -64,31 +66,6 @@ class VAETrainConfig:
         d = asdict(self)
         d["vae"] = self.vae.to_dict()
         return d
-
-
-def clip_to_video(clip: torch.Tensor) -> torch.Tensor:
-    """[B,T,H,W,C] (or [T,H,W,C]) in [0,1] -> [B,C,T,H,W] in [-1,1], checking the Wan shape rules."""
-    if clip.ndim == 4:
-        clip = clip.unsqueeze(0)
-    if clip.ndim != 5:
-        raise InputError(f"clips must be [B,T,H,W,C] in [0,1], got {tuple(clip.shape)}")
-    _, t, h, w, _ = clip.shape
-    if (t - 1) % 4:
-        raise InputError(f"clips need 4k+1 frames (Wan's causal x4 time compression), got {t}")
-    if h % 8 or w % 8:
-        raise InputError(f"clip height and width must be multiples of 8, got {h}x{w}")
-    return clip.permute(0, 4, 1, 2, 3) * 2.0 - 1.0
-
-
-def video_to_clip(video: torch.Tensor) -> torch.Tensor:
-    """[B,C,T,H,W] in [-1,1] -> [B,T,H,W,C] in [0,1], clamped (ComfyUI's VAE Decode convention)."""
-    return ((video.float() + 1.0) / 2.0).clamp(0.0, 1.0).permute(0, 2, 3, 4, 1)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two images/clips in [0,1]."""
-    mse = F.mse_loss(a.float(), b.float()).item()
-    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
 def edge_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -149,15 +126,6 @@ def evaluate_vae(model: WanVAE, clips: Iterable[torch.Tensor]) -> dict[str, floa
     return result
 
 
-def _lr_factor(step: int, steps: int, cfg: VAETrainConfig) -> float:
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    if cfg.lr_schedule == "cosine":
-        p = (step - cfg.warmup_steps) / max(1, steps - cfg.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, p)))
-    return 1.0
-
-
 def train_vae(config: VAETrainConfig, dataset_iter: Iterator[torch.Tensor] | Iterable[torch.Tensor], steps: int,
               out_path: str | Path | None, log: Callable[[str], None] | None = print, model: WanVAE | None = None,
               eval_clips: Iterable[torch.Tensor] | None = None, eval_every: int = 0,
@@ -204,7 +172,7 @@ def train_vae(config: VAETrainConfig, dataset_iter: Iterator[torch.Tensor] | Ite
             break
         video = clip_to_video(clip.to(device, torch.float32))
         for g in opt.param_groups:
-            g["lr"] = config.lr * _lr_factor(step, steps, config)
+            g["lr"] = config.lr * lr_factor(step, config.warmup_steps, 0, steps, config.lr_schedule)
         loss, terms, recon = vae_losses(model, video, config, gen)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"VAE training diverged at step {step}: loss {loss.item()} ({terms}); "

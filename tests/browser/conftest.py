@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.comfy_path import REPO
-from support.fixture_models import DEMO_NAMES, write_fixture_models
-from support.media import write_demo_inputs
-from support.server import ComfyServer
+
+from tools.comfy_path import REPO
+from tools.fixture_models import DEMO_NAMES, write_fixture_models
+from tools.media import write_demo_inputs
+from tools.server import ComfyServer
 
 CHROMIUM = Path(os.environ.get("IMA_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -14,10 +14,11 @@ import shutil
 
 import pytest
 from PIL import Image
-from support.comfy_path import REPO
-from support.media import read_video_info
-from support.server import PACK_DIR_NAME, assert_ok
-from support.workflow import adapt_5b_prompt_to_fixtures, input_specs, is_widget, ui_to_api
+
+from tools.comfy_path import REPO
+from tools.media import read_video_info
+from tools.server import PACK_DIR_NAME, assert_ok
+from tools.workflow import adapt_5b_prompt_to_fixtures, input_specs, is_widget, ui_to_api
 
 WORKFLOWS = REPO / "workflows"
 DOCS_IMAGES = REPO / "docs" / "images"

@@ -1,9 +1,10 @@
 """One real ComfyUI server for the integration tests, with the fixture models and demo inputs."""
 
 import pytest
-from support.fixture_models import DEMO_NAMES, write_fixture_models
-from support.media import write_demo_inputs
-from support.server import ComfyServer
+
+from tools.fixture_models import DEMO_NAMES, write_fixture_models
+from tools.media import write_demo_inputs
+from tools.server import ComfyServer
 
 
 @pytest.fixture(scope="session")

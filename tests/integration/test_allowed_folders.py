@@ -4,8 +4,9 @@
 import os
 
 import pytest
-from support.bad_files import tokens_file
-from support.server import ComfyServer, assert_ok, execution_error
+
+from tools.bad_files import tokens_file
+from tools.server import ComfyServer, assert_ok, execution_error
 
 REFUSED = "is not a readable file in the allowed folders"
 

@@ -6,8 +6,9 @@ import importlib
 
 import pytest
 import torch
-from support.fixture_models import tiny_wan_dit_state_dict
-from support.inprocess import PACKAGE, load_pack
+
+from tools.fixture_models import tiny_wan_dit_state_dict
+from tools.inprocess import PACKAGE, load_pack
 
 
 def pack(name):

@@ -6,10 +6,11 @@ import os
 import re
 
 import pytest
-from support.bad_files import write_bad_files
-from support.fixture_models import DIT_NAME, HEATMAP_HEAD_NAME, MODULES_NAME, TOKENIZER_NAME, VAE_NAME
-from support.media import DRIVING_NAME, IDENTITY_NAME
-from support.server import assert_ok, execution_error
+
+from tools.bad_files import write_bad_files
+from tools.fixture_models import DIT_NAME, HEATMAP_HEAD_NAME, MODULES_NAME, TOKENIZER_NAME, VAE_NAME
+from tools.media import DRIVING_NAME, IDENTITY_NAME
+from tools.server import assert_ok, execution_error
 
 REFUSED = "is not a readable file in the allowed folders"
 

@@ -5,10 +5,10 @@ replays its old result, so the counts below would stay those of the first file).
 import os
 
 import torch
-from support.media import write_video
-from support.server import assert_ok
 
 from im_animation_core.motion import MotionTokens, save_motion_tokens
+from tools.media import write_video
+from tools.server import assert_ok
 
 
 def write_tokens(path, frames: int) -> None:

@@ -8,10 +8,11 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
-from support.comfy_path import REPO
-from support.media import DRIVING_NAME, IDENTITY_NAME
-from support.server import ComfyServer, assert_ok
-from support.workflow import one_node_sampler, ui_to_api
+
+from tools.comfy_path import REPO
+from tools.media import DRIVING_NAME, IDENTITY_NAME
+from tools.server import ComfyServer, assert_ok
+from tools.workflow import one_node_sampler, ui_to_api
 
 sys.path.insert(0, str(REPO / "scripts"))
 import demo_support as ds  # noqa: E402

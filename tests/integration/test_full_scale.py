@@ -5,8 +5,9 @@ import importlib
 
 import pytest
 import torch
-from support.fixture_models import tiny_wan_dit_state_dict
-from support.inprocess import PACKAGE, load_pack
+
+from tools.fixture_models import tiny_wan_dit_state_dict
+from tools.inprocess import PACKAGE, load_pack
 
 WAN22_5B = {"image_model": "wan2.1", "model_type": "t2v", "dim": 3072, "ffn_dim": 14336, "num_heads": 24,
             "num_layers": 30, "in_dim": 48, "out_dim": 48, "patch_size": (1, 2, 2), "freq_dim": 256,

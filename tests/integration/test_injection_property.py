@@ -13,8 +13,9 @@ import importlib
 import pytest
 import torch
 from safetensors.torch import save_file
-from support.fixture_models import tiny_modules, tiny_wan_dit_state_dict
-from support.inprocess import PACKAGE, load_pack, stock_first_frame_latent
+
+from tools.fixture_models import tiny_modules, tiny_wan_dit_state_dict
+from tools.inprocess import PACKAGE, load_pack, stock_first_frame_latent
 
 
 @pytest.fixture(scope="module")

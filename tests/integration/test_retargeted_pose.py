@@ -7,10 +7,11 @@ import sys
 
 import pytest
 import torch
-from support.comfy_path import REPO
-from support.fixture_models import DEMO_NAMES
-from support.media import DRIVING_NAME, IDENTITY_NAME
-from support.server import ComfyServer, assert_ok, execution_error
+
+from tools.comfy_path import REPO
+from tools.fixture_models import DEMO_NAMES
+from tools.media import DRIVING_NAME, IDENTITY_NAME
+from tools.server import ComfyServer, assert_ok, execution_error
 
 sys.path.insert(0, str(REPO / "scripts"))
 import demo_support as ds  # noqa: E402

@@ -5,11 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
-from support.comfy_path import REPO
-from support.fixture_models import HEATMAP_HEAD_NAME, MODULES_NAME, TOKENIZER_NAME
-from support.media import DRIVING_NAME, read_video_info
-from support.server import assert_ok, execution_error
-from support.workflow import adapt_5b_prompt_to_fixtures, check_links, input_specs, is_widget, ui_to_api
+
+from tools.comfy_path import REPO
+from tools.fixture_models import HEATMAP_HEAD_NAME, MODULES_NAME, TOKENIZER_NAME
+from tools.media import DRIVING_NAME, read_video_info
+from tools.server import assert_ok, execution_error
+from tools.workflow import adapt_5b_prompt_to_fixtures, check_links, input_specs, is_widget, ui_to_api
 
 WORKFLOWS = REPO / "workflows"
 EXPECTED = {  # node id -> (inputs, output types)

@@ -6,8 +6,9 @@ folder name, and /api/workflow_templates/<pack>/<file> serves the JSON and the t
 import json
 
 from PIL import Image
-from support.comfy_path import REPO
-from support.server import PACK_DIR_NAME
+
+from tools.comfy_path import REPO
+from tools.server import PACK_DIR_NAME
 
 WORKFLOWS = REPO / "workflows"
 NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))

@@ -5,12 +5,12 @@ semantics gives (random weights with realistic scales; the real checkpoint is no
 import pytest
 import torch
 from safetensors.torch import save_file
-from support.media import DRIVING_NAME
-from support.server import assert_ok
 
 from im_animation_core.tokenizer import MotionTokenizerConfig, preprocess_frames, reference_encode
 from im_animation_core.tokenizer.testing import random_state_dict
 from im_animation_core.video import read_video
+from tools.media import DRIVING_NAME
+from tools.server import assert_ok
 
 FRAMES = 3
 

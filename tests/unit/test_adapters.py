@@ -9,9 +9,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from im_animation_core.errors import CheckpointError, InputError
-from im_animation_core.expression import ExpressionBlock, ExpressionConfig, crop_faces, fallback_face_boxes
+from im_animation_core.expression import ExpressionBlock, ExpressionConfig, crop_faces
 from im_animation_core.frames import latent_frame_times
 from im_animation_core.injection import MotionPatchEmbedding, motion_conv_for, widen_patch_embedding
+from im_animation_core.keypoints import fallback_face_boxes
 from im_animation_core.modules import DiTSpec, IMAnimationModules
 from im_animation_core.pipeline import encode_expression, resolve_length, retarget
 from im_animation_core.retarget import RetargetConfig, RetargetTransformer

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 import torch
-from support.comfy_path import REPO
+
+from tools.comfy_path import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
 import eval_json as ej  # noqa: E402

@@ -4,7 +4,7 @@ of different budgets never pass for a like-for-like comparison."""
 import json
 import sys
 
-from support.comfy_path import REPO
+from tools.comfy_path import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
 import eval_support as es  # noqa: E402

@@ -4,7 +4,8 @@
 import sys
 
 import torch
-from support.comfy_path import REPO
+
+from tools.comfy_path import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
 import eval_video as ev  # noqa: E402

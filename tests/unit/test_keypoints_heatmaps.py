@@ -16,9 +16,12 @@ from im_animation_core.keypoints import (
     RIGHT_HAND_START,
     SKELETON_EDGES,
     face_box_from_keypoints,
+    face_boxes_from_joints,
+    fallback_face_boxes,
     keypoints_from_pose_dict,
     keypoints_from_pose_frames,
 )
+from im_animation_core.pipeline import face_boxes
 
 CW, CH = 200, 100  # canvas width, height
 
@@ -228,3 +231,24 @@ def test_preview_image():
     assert img.shape == (1, 8, 12, 3) and float(img.min()) >= 0 and float(img.max()) <= 1
     colours = joint_colors(NUM_JOINTS)
     assert colours.shape == (NUM_JOINTS, 3) and len({tuple(c) for c in colours.tolist()}) == NUM_JOINTS
+
+
+def test_face_boxes_of_a_clip_whose_first_frames_have_no_face():
+    # frames 0-1: no head joint; 2: a face; 3: none again; 4: the face moved right
+    faceless = make_person()
+    body = [faceless["pose_keypoints_2d"][i:i + 3] for i in range(0, 54, 3)]
+    for j in HEAD_JOINTS:
+        body[j] = [0.0, 0.0, 0.0]
+    faceless = {**faceless, "pose_keypoints_2d": flat(body)}
+    people = [faceless, faceless, make_person(), faceless, make_person(offset=20.0)]
+    frames = [{"people": [p], "canvas_width": CW, "canvas_height": CH} for p in people]
+    xy, vis = keypoints_from_pose_frames(frames, CW, CH)
+    first = face_box_from_keypoints(xy[2], vis[2], image_size=(CH, CW))
+    later = face_box_from_keypoints(xy[4], vis[4], image_size=(CH, CW))
+    expected = torch.stack([first, first, first, first, later])
+    # training data (joints) and the inference node (POSE_KEYPOINT) follow the same rule
+    for boxes in (face_boxes_from_joints(xy, vis, CH, CW), face_boxes(frames, CW, CH)):
+        torch.testing.assert_close(boxes, expected)
+    # no face anywhere: the fallback box throughout
+    none = [{"people": [faceless], "canvas_width": CW, "canvas_height": CH}] * 3
+    torch.testing.assert_close(face_boxes(none, CW, CH), fallback_face_boxes(3, CH, CW))

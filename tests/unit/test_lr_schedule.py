@@ -7,7 +7,7 @@ import pytest
 from im_animation_core.data import SyntheticPairs
 from im_animation_core.train import ConfigError, Trainer, config_from_dict
 from im_animation_core.train.presets import tiny_config_dict
-from im_animation_core.train.trainer import lr_factor
+from im_animation_core.train.schedule import lr_factor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

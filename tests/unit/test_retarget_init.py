@@ -1,12 +1,12 @@
-"""The retargeter's local init (im_animation_core/retarget_init.py): mask tokens start out reading their own time and
-place, and only parameter values change."""
+"""The retargeter's local init (im_animation_core/train/retarget_init.py): mask tokens start out reading their own
+time and place, and only parameter values change."""
 
 import pytest
 import torch
 
 from im_animation_core.frames import latent_frame_times
 from im_animation_core.retarget import RetargetConfig, RetargetTransformer
-from im_animation_core.retarget_init import local_attention_init_
+from im_animation_core.train.retarget_init import retarget_local_attention_init_
 
 
 def _attention(rt, tokens, ref):
@@ -27,7 +27,7 @@ def test_local_init_sends_mask_tokens_to_their_frames_and_their_patch():
     tokens = torch.nn.functional.normalize(torch.randn(4, 17, 32, 12), dim=-1)  # unit-norm codes, as the codebook
     ref = torch.randn(4, 16, 8, 8)
     before = {k: v.clone() for k, v in rt.state_dict().items()}
-    local_attention_init_(rt, tokens, ref)
+    retarget_local_attention_init_(rt, tokens, ref)
     assert rt.state_dict().keys() == before.keys()
     assert all(rt.state_dict()[k].shape == v.shape for k, v in before.items())
     with torch.no_grad():
@@ -43,5 +43,5 @@ def test_local_init_sends_mask_tokens_to_their_frames_and_their_patch():
     own = torch.stack([masks[:, 1, f * patches + p, nm + p] for f in range(5) for p in range(patches)])
     assert own.mean() > 0.3, own.mean()  # head 1: a uniform spread would give 1/16
     with pytest.raises(ValueError, match="heads"):
-        local_attention_init_(RetargetTransformer(RetargetConfig(latent_channels=16, width=64, depth=1,
+        retarget_local_attention_init_(RetargetTransformer(RetargetConfig(latent_channels=16, width=64, depth=1,
                                                                        heads=1, out_channels=4)), tokens, ref)

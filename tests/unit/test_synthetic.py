@@ -15,13 +15,13 @@ from im_animation_core.keypoints import (
     NUM_JOINTS,
     RIGHT_HAND_START,
     face_box_from_keypoints,
+    face_boxes_from_joints,
 )
 from im_animation_core.synthetic import (
     MOTION_CHANNELS,
     SPLIT_RANGES,
     Identity,
     Motion,
-    face_boxes_from_joints,
     identity_split_values,
     in_split,
     motion_split_values,
@@ -50,7 +50,7 @@ CONTRAST = Identity(body_color=(0.9, 0.3, 0.0), leg_color=(0.3, 0.6, 0.0), head_
 
 
 def test_old_api_and_shapes():
-    """Identity / Motion keyword arguments of the first renderer (tests/support/media.py) still work."""
+    """Identity / Motion keyword arguments of the first renderer (tools/media.py) still work."""
     ident = Identity(torso=0.3, upper_arm=0.16, forearm=0.15, thigh=0.2, shin=0.19, thickness=0.02, scale=0.85,
                      center_x=0.42, pelvis_y=0.5, body_color=(0.2, 0.7, 0.3), background=(0.25, 0.22, 0.2))
     still = render_clip(ident, Motion(arm_swing=0.0, leg_swing=0.0, torso_sway=0.0), 1, 128, 96)

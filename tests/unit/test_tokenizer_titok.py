@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from im_animation_core import MotionTokenizer, MotionTokenizerConfig
+from im_animation_core import MotionTokenizerConfig
 from im_animation_core.errors import CheckpointError
-from im_animation_core.tokenizer import load_titok_init
 from im_animation_core.tokenizer.testing import random_state_dict
+from im_animation_core.train.titok import load_titok_init, tokenizer_from_titok
 
 CFG = MotionTokenizerConfig(width=64, layers=2, heads=1, codebook_size=128)
 
@@ -29,7 +29,7 @@ def test_titok_init_keeps_encoder_and_codebook(tmp_path, wrap):
     sd = titok_pickle(path, wrap=wrap)
     state = load_titok_init(path)
     assert set(state) == set(sd)
-    model = MotionTokenizer.from_titok(path)
+    model = tokenizer_from_titok(path)
     assert model.config == CFG
     assert model.encoder.patch_embed.padding == (4, 2)  # the released padding, although TiTok had none
     assert model.param_dtype == torch.float32
@@ -41,7 +41,7 @@ def test_titok_init_keeps_encoder_and_codebook(tmp_path, wrap):
 def test_titok_init_with_a_new_codebook(tmp_path):
     path = tmp_path / "tokenizer_titok_l32.bin"
     sd = titok_pickle(path)
-    model = MotionTokenizer.from_titok(path, codebook_size=512)
+    model = tokenizer_from_titok(path, codebook_size=512)
     assert model.config.codebook_size == 512
     assert model.quantize.embedding.weight.shape == (512, 12)
     assert model.quantize.embedding.weight.abs().max() <= 1 / 512

@@ -29,8 +29,8 @@ from im_animation_core.train import (
     save_modules,
 )
 from im_animation_core.train.__main__ import _apply_sets
-from im_animation_core.train.ablation import use_retarget_kind
 from im_animation_core.train.encoders import ConvEncoderConfig
+from im_animation_core.train.modules_file import use_retarget_kind
 from im_animation_core.train.targets import (
     default_shift,
     denoised_from_output,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from im_animation_core.data import SyntheticPairs, collate_pairs
-from im_animation_core.stage1 import HeatmapHead
+from im_animation_core.heatmap_head import HeatmapHead
 from im_animation_core.tokenizer import MotionTokenizer, preprocess_frames
 from im_animation_core.train import ConvMotionEncoder, Trainer, config_from_dict
 from im_animation_core.train.presets import tiny_config_dict

@@ -12,12 +12,12 @@ import torch
 from im_animation_core.data import SyntheticPairs, collate_pairs
 from im_animation_core.modules import IMAnimationModules
 from im_animation_core.pipeline import retarget
-from im_animation_core.retarget_init import local_attention_init_
 from im_animation_core.tokenizer import MotionTokenizer, encode_frames
 from im_animation_core.train import SelfAttentionRetarget, Trainer, config_from_dict, load_modules
 from im_animation_core.train.config import ConfigError
 from im_animation_core.train.encoders import encode_clips, token_spread
 from im_animation_core.train.presets import tiny_config_dict, tiny_vae
+from im_animation_core.train.retarget_init import retarget_local_attention_init_
 from im_animation_core.train.trainer import COLLAPSED_TOKEN_SPREAD, METRICS_FILE, _StepBatches, _StepItems
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -112,11 +112,11 @@ def test_local_retarget_init_is_fitted_on_the_first_training_pairs(tmp_path):
         return Trainer("stage2", cfg, dataset=items, vae=vae)
 
     local, default = trainer("local"), trainer("default")
-    # The same weights as local_attention_init_ applied by hand to the default init on those pairs.
+    # The same weights as retarget_local_attention_init_ applied by hand to the default init on those pairs.
     sample = default.stage.prepare(collate_pairs(items))
     with torch.no_grad():
         tokens, _ = encode_clips(default.model.encoder, sample["driving"], trainable=False)
-    expected = local_attention_init_(copy.deepcopy(default.model.ima.retarget), tokens,
+    expected = retarget_local_attention_init_(copy.deepcopy(default.model.ima.retarget), tokens,
                                      sample["identity_latent"][:, :, 0])
     for key, value in expected.state_dict().items():
         torch.testing.assert_close(local.model.ima.retarget.state_dict()[key], value, msg=key)

@@ -5,9 +5,9 @@ stock VAELoader reads (and the other way round)."""
 
 import pytest
 import torch
-from support.comfy_path import add_comfyui_to_path
 
 from im_animation_core.errors import CheckpointError, InputError
+from im_animation_core.frames import clip_to_video, video_to_clip
 from im_animation_core.wan.vae import (
     WanVAE,
     WanVAEConfig,
@@ -16,7 +16,7 @@ from im_animation_core.wan.vae import (
     strip_vae_prefix,
     vae_file_metadata,
 )
-from im_animation_core.wan.vae_train import clip_to_video, video_to_clip
+from tools.comfy_path import add_comfyui_to_path
 
 DIM = 8
 REL_TOL = 1e-4

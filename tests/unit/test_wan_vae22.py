@@ -5,11 +5,11 @@ clip at once)."""
 
 import pytest
 import torch
-from support.comfy_path import add_comfyui_to_path
 
 from im_animation_core.errors import CheckpointError, InputError
 from im_animation_core.wan.vae22 import Wan22VAE, Wan22VAEConfig, load_wan22_vae, load_wan22_vae_chunked
 from im_animation_core.wan.vae22_layers import patchify, unpatchify
+from tools.comfy_path import add_comfyui_to_path
 
 DIM, DEC_DIM = 8, 16
 REL_TOL = 1e-4

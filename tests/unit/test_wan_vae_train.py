@@ -2,25 +2,17 @@
 trainer: losses, a few steps that lower the reconstruction loss, and a saved file that ComfyUI reads."""
 
 import itertools
-import math
 
 import pytest
 import torch
-from support.comfy_path import add_comfyui_to_path
 
 from im_animation_core.errors import InputError
+from im_animation_core.eval.metrics import psnr
+from im_animation_core.frames import clip_to_video, video_to_clip
 from im_animation_core.wan.latent_format import Wan21LatentFormat, Wan22LatentFormat, latent_format_for
 from im_animation_core.wan.vae import WanVAEConfig, load_wan_vae, vae_file_metadata
-from im_animation_core.wan.vae_train import (
-    VAETrainConfig,
-    clip_to_video,
-    edge_loss,
-    evaluate_vae,
-    kl_loss,
-    psnr,
-    train_vae,
-    video_to_clip,
-)
+from im_animation_core.wan.vae_train import VAETrainConfig, edge_loss, evaluate_vae, kl_loss, train_vae
+from tools.comfy_path import add_comfyui_to_path
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +65,7 @@ def test_losses():
     x = torch.rand(1, 3, 5, 8, 8)
     assert edge_loss(x, x).item() == 0.0 and edge_loss(x, x + 0.3).item() < 1e-6
     assert edge_loss(x, x.flip(-1)).item() > 0
-    assert psnr(x, x) == math.inf and abs(psnr(x, (x + 0.1)) - 20.0) < 1e-3
+    assert psnr(x, x) > 90 and abs(psnr(x, (x + 0.1)) - 20.0) < 1e-3
 
 
 def test_clip_conversions():

@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
+from .checkpoints import check_finite, load_safetensors, shape_mismatch
 from .errors import CheckpointError, InputError
 from .keypoints import NUM_JOINTS
 from .layers import TransformerBlock
-from .safetensors_files import check_finite
 
 HEAD_DIM = 64
 
@@ -267,19 +267,10 @@ class HeatmapHead(nn.Module):
     @classmethod
     def from_file(cls, path: str | os.PathLike, device: torch.device | str | None = None) -> HeatmapHead:
         """Loads a safetensors file of HeatmapHead.state_dict() (sizes inferred), in eval mode on device."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise CheckpointError(f"Heatmap decoder weights '{path}' not found: check the path.")
-        try:
-            state_dict = load_file(path)
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(
-                f"Could not read '{path}' as a safetensors file ({exc}): the file is truncated or not "
-                "safetensors; re-download or re-export it."
-            ) from None
+        state_dict = load_safetensors(path, "heatmap head")
         check_finite(state_dict, f"heatmap head file '{os.path.basename(path)}'")
         if not any(k.startswith("motion_decoder.") for k in state_dict):
             raise CheckpointError(
@@ -297,13 +288,10 @@ def _load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], pref
     """Loads module's tensors from state_dict[prefix + name]; raises CheckpointError listing differences."""
     own = module.state_dict()
     given = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    missing = sorted(set(own) - set(given))
-    unexpected = sorted(set(given) - set(own))
-    mis_shaped = [
-        f"{k}: file {list(given[k].shape)} vs model {list(own[k].shape)}"
-        for k in sorted(set(own) & set(given))
-        if given[k].shape != own[k].shape
-    ]
+    missing, unexpected, wrong = shape_mismatch({k: v.shape for k, v in own.items()},
+                                                {k: v.shape for k, v in given.items()})
+    missing = sorted(missing)
+    mis_shaped = [f"{k}: file {list(given[k].shape)} vs model {list(own[k].shape)}" for k in sorted(wrong)]
     if missing or unexpected or mis_shaped:
         parts = []
         for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped)):

@@ -8,9 +8,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from im_animation_core.errors import CheckpointError, InputError
-from im_animation_core.heatmaps import heatmap_argmax, render_heatmaps
-from im_animation_core.keypoints import NUM_JOINTS
-from im_animation_core.stage1 import (
+from im_animation_core.heatmap_head import (
     HeatmapHead,
     HeatmapHeadConfig,
     JointDecoder,
@@ -19,6 +17,8 @@ from im_animation_core.stage1 import (
     MotionDecoderConfig,
     heatmap_mse,
 )
+from im_animation_core.heatmaps import heatmap_argmax, render_heatmaps
+from im_animation_core.keypoints import NUM_JOINTS
 
 
 def tiny_config(channels=(16, 8, 8), depth=2) -> HeatmapHeadConfig:

@@ -11,15 +11,12 @@ from __future__ import annotations
 import pickle
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import CheckpointError
-from .checkpoint import build_from_state_dict, resolve_config
-
-if TYPE_CHECKING:
-    from .model import MotionTokenizer
+from ..tokenizer.checkpoint import build_from_state_dict, resolve_config
+from ..tokenizer.model import MotionTokenizer
 
 _OURS = ("encoder.", "quantize.")
 
@@ -62,14 +59,15 @@ def load_titok_init(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def tokenizer_from_titok(cls: type[MotionTokenizer], path: str | Path, codebook_size: int | None = None,
-                         device: torch.device | str | None = None, dtype: torch.dtype | None = torch.float32,
+def tokenizer_from_titok(path: str | Path, codebook_size: int | None = None,
+                         device: torch.device | str | None = None, dtype: torch.dtype | None = None,
                          generator: torch.Generator | None = None) -> MotionTokenizer:
-    """A motion tokenizer initialised from TiTok-L-32 (implementation of MotionTokenizer.from_titok).
+    """Stage 1 initialisation: a motion tokenizer from the public TiTok-L-32 pickle ``tokenizer_titok_l32.bin``.
 
     codebook_size: keep TiTok's codebook when None or equal to its size; otherwise a fresh codebook of
     that many rows, uniform in [-1/K, 1/K]. The patch conv uses padding (4, 2) as the released checkpoint
-    does, although TiTok itself was trained without it. dtype: default float32 (for training).
+    does, although TiTok itself was trained without it. device: default CPU. dtype: default float32 on the
+    CPU, the file's dtype elsewhere.
     """
     state = load_titok_init(path)
     codebook = state["quantize.embedding.weight"]
@@ -80,4 +78,4 @@ def tokenizer_from_titok(cls: type[MotionTokenizer], path: str | Path, codebook_
         state["quantize.embedding.weight"] = (
             torch.rand(k, codebook.shape[1], generator=generator) * (2.0 / k) - 1.0 / k).to(codebook.dtype)
     source = f"TiTok file '{Path(path).name}'"
-    return build_from_state_dict(cls, state, device=device, dtype=dtype, source=source)
+    return build_from_state_dict(MotionTokenizer, state, device=device, dtype=dtype, source=source)

@@ -1,4 +1,4 @@
-"""tokenizer.local_init: a fresh tokenizer whose latent tokens attend to their own patch neighbourhood."""
+"""train.tokenizer_init: a fresh tokenizer whose latent tokens attend to their own patch neighbourhood."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from im_animation_core.tokenizer import MotionTokenizer, MotionTokenizerConfig
-from im_animation_core.tokenizer.local_init import latent_grid, local_attention_init_
+from im_animation_core.train.tokenizer_init import latent_grid, tokenizer_local_attention_init_
 
 CFG = MotionTokenizerConfig(width=64, layers=2, heads=2, image_size=64, patch_size=8, patch_padding=(0, 0),
                             codebook_size=16, num_latent_tokens=8)
@@ -30,7 +30,7 @@ def first_block_attention(tok: MotionTokenizer, pixels: torch.Tensor) -> torch.T
 
 def test_latent_tokens_look_at_their_own_patches(one_thread):
     torch.manual_seed(0)
-    tok = local_attention_init_(MotionTokenizer(CFG)).eval()
+    tok = tokenizer_local_attention_init_(MotionTokenizer(CFG)).eval()
     attn = first_block_attention(tok, torch.rand(3, 3, 64, 64))
     gh, gw = CFG.grid_size
     centres = latent_grid(CFG.num_latent_tokens, (gh, gw))  # patch units about the grid centre
@@ -50,7 +50,7 @@ def test_frames_get_different_tokens_and_the_schema_is_unchanged(one_thread):
     keys = {k: v.shape for k, v in fresh.state_dict().items()}
     frames = torch.rand(4, 3, 64, 64)
     before = F.normalize(fresh.encode_latents(frames).float(), dim=-1)
-    tok = local_attention_init_(fresh)
+    tok = tokenizer_local_attention_init_(fresh)
     assert {k: v.shape for k, v in tok.state_dict().items()} == keys
     after = F.normalize(tok.encode_latents(frames).float(), dim=-1)
     spread = lambda z: z.std(0).mean().item()  # noqa: E731  (spread of the tokens across frames)
@@ -59,6 +59,6 @@ def test_frames_get_different_tokens_and_the_schema_is_unchanged(one_thread):
 
 def test_too_narrow_heads_are_refused():
     with pytest.raises(ValueError, match="heads"):
-        local_attention_init_(MotionTokenizer(MotionTokenizerConfig(width=8, layers=1, heads=4, image_size=32,
+        tokenizer_local_attention_init_(MotionTokenizer(MotionTokenizerConfig(width=8, layers=1, heads=4, image_size=32,
                                                                      patch_size=8, patch_padding=(0, 0),
                                                                      codebook_size=4)))

@@ -1,5 +1,5 @@
 """A from-scratch initialisation of the retargeting transformer whose mask tokens read their own time and place
-from step 0 (modules.retarget_init "local"; the retargeter's analogue of tokenizer/local_init.py).
+from step 0 (modules.retarget_init "local"; the retargeter's analogue of train/tokenizer_init.py).
 
 Why. From random weights every mask token attends almost uniformly to all motion and reference tokens, so all
 latent frames and patches see the same average and the heatmap loss sits at its predict-the-mean plateau
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from .frames import latent_frame_times
-from .layers import sinusoidal_frequencies
-from .retarget import RetargetTransformer
+from ..frames import latent_frame_times
+from ..layers import sinusoidal_frequencies
+from ..retarget import RetargetTransformer
 
 
 def _time_channels(width: int, lo: float = 0.12, hi: float = 1.01) -> list[int]:
@@ -26,7 +26,7 @@ def _time_channels(width: int, lo: float = 0.12, hi: float = 1.01) -> list[int]:
 
 
 @torch.no_grad()
-def local_attention_init_(rt: RetargetTransformer, tokens: torch.Tensor, ref: torch.Tensor, time_sharpness=2.0,
+def retarget_local_attention_init_(rt: RetargetTransformer, tokens: torch.Tensor, ref: torch.Tensor, time_sharpness=2.0,
                           place_sharpness=10.0, ref_code=4.0, content_gain=0.3, ridge=1.0) -> RetargetTransformer:
     """Set the first block's attention so that every mask token starts out reading its own time and place.
 
@@ -42,7 +42,7 @@ def local_attention_init_(rt: RetargetTransformer, tokens: torch.Tensor, ref: to
     width, head = c.width, c.width // c.heads
     patches = (ref.shape[-2] // c.patch_size) * (ref.shape[-1] // c.patch_size)
     if c.heads < 2 or head < patches + 1:
-        raise ValueError(f"local_attention_init_ needs >= 2 heads of >= {patches + 1} channels, got {c.heads} "
+        raise ValueError(f"retarget_local_attention_init_ needs >= 2 heads of >= {patches + 1} channels, got {c.heads} "
                          f"heads of {head}")
     attn = rt.blocks[0].attn
     attn.q.weight.zero_(), attn.q.bias.zero_(), attn.kv.weight[:width].zero_(), attn.kv.bias[:width].zero_()

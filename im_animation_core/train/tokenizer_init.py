@@ -32,7 +32,7 @@ import math
 
 import torch
 
-from .model import MotionTokenizer
+from ..tokenizer.model import MotionTokenizer
 
 QUERY_CHANNELS = (0, 1, 2)
 KEY_CHANNELS = (3, 4, 5, 6)
@@ -54,7 +54,7 @@ def latent_grid(num_latent: int, grid: tuple[int, int]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def local_attention_init_(tokenizer: MotionTokenizer, sharpness: float = 4.0, latent_gain: float = 0.05,
+def tokenizer_local_attention_init_(tokenizer: MotionTokenizer, sharpness: float = 4.0, latent_gain: float = 0.05,
                           generator: torch.Generator | None = None) -> MotionTokenizer:
     """Re-initialise ``tokenizer`` in place for training from scratch (see the module docstring).
 
@@ -66,8 +66,8 @@ def local_attention_init_(tokenizer: MotionTokenizer, sharpness: float = 4.0, la
     width, heads = c.width, c.heads
     head_dim = width // heads
     if head_dim < len(QUERY_CHANNELS) or width < 16:
-        raise ValueError(f"local_attention_init_ needs heads of >= 3 channels and width >= 16, got width {width}, "
-                         f"{heads} heads")
+        raise ValueError(f"tokenizer_local_attention_init_ needs heads of >= 3 channels and width >= 16, got "
+                         f"width {width}, {heads} heads")
     gh, gw = c.grid_size
     py, px = torch.meshgrid(torch.arange(gh, dtype=torch.float32) - (gh - 1) / 2,
                             torch.arange(gw, dtype=torch.float32) - (gw - 1) / 2, indexing="ij")

@@ -102,7 +102,7 @@ DEMO_NAMES = {"dit": "ima_demo_wan.safetensors", "vae": "ima_demo_wan21_vae.safe
 def tiny_heatmap_head(seed: int = 0):
     import sys
     sys.path.insert(0, str(REPO))
-    from im_animation_core.stage1 import HeatmapHead, HeatmapHeadConfig, JointDecoderConfig, MotionDecoderConfig
+    from im_animation_core.heatmap_head import HeatmapHead, HeatmapHeadConfig, JointDecoderConfig, MotionDecoderConfig
 
     torch.manual_seed(seed)
     return HeatmapHead(HeatmapHeadConfig(MotionDecoderConfig(width=64, depth=1),
