@@ -22,6 +22,7 @@ sys.path.insert(0, str(REPO))
 
 import demo_support as ds  # noqa: E402
 
+from im_animation_core.video import read_video  # noqa: E402
 from tools.fixture_models import DEMO_NAMES, write_fixture_models  # noqa: E402
 from tools.media import DRIVING_NAME, IDENTITY_NAME  # noqa: E402
 from tools.server import ComfyServer, assert_ok  # noqa: E402
@@ -87,7 +88,7 @@ def main() -> int:
     out = REPO / "out" / "demo"
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(video, out / video.name)
-    result, _ = ds.read_video(video)
+    result = read_video(video).frames
     strip = ds.write_strip(out, item, result, random_weights=not trained)
 
     metrics = {"clip": {"split": "heldout", "seed": ds.DEMO_SEED, "index": ds.DEMO_INDEX, "frames": ds.DEMO_FRAMES,

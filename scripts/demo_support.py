@@ -1,4 +1,4 @@
-"""Helpers of scripts/demo.py: the held-out demo pair, reading and writing the videos, the strip files and the
+"""Helpers of scripts/demo.py: the held-out demo pair, writing its input files, the strip files and the
 per-clip metrics (image metrics against the exact ground truth, joint metrics of the trained retargeter)."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 from PIL import Image
@@ -48,15 +47,6 @@ def write_pair_inputs(input_dir: Path, item: dict, identity_name: str, driving_n
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     return (x.float().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-
-
-def read_video(path: Path) -> tuple[torch.Tensor, float]:
-    """Every frame of a video file as float [T,H,W,3] in [0,1], and its frame rate."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or stream.guessed_rate or 24)
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    return torch.from_numpy(np.stack(frames)).float() / 255, fps
 
 
 def write_strip(out: Path, item: dict, result: torch.Tensor, random_weights: bool = False) -> dict[str, Path]:

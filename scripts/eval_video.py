@@ -13,8 +13,8 @@ References, without the workflow: the identity image held still and the driving 
 truth), the ground truth through the VAE (vae_ceiling, the best any DiT decoding through it could do) and the
 still clip through the VAE (still_clip_vae, the same ceiling for still_driver).
 
-Reuses scripts/demo.py (model install, the workflow's prompt, reading its output) and scripts/demo_support.py
-(writing the inputs, reading videos, the scores)."""
+Reuses scripts/demo.py (model install, the workflow's prompt, finding its output) and scripts/demo_support.py
+(writing the inputs, the scores)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ import torch
 
 from im_animation_core.data import SyntheticPairs
 from im_animation_core.eval.vae_gate import vae_round_trip
+from im_animation_core.video import read_video
 from tools.media import DRIVING_NAME, IDENTITY_NAME
 from tools.server import ComfyServer
 
@@ -124,7 +125,7 @@ def video_eval(server: ComfyServer, count: int, seed: int) -> dict:
             for key, inputs in workflow_inputs(items, i).items():
                 mtime = write_inputs(server.base / "input", inputs, mtime)
                 video = demo.run_prompt(server, prompt)
-                result, _ = ds.read_video(video)
+                result = read_video(video).frames
                 if video.name in seen or (previous is not None and previous.shape == result.shape
                                           and torch.equal(previous, result)):
                     raise RuntimeError(f"pair {i} ({key}): ComfyUI returned the previous run's output "

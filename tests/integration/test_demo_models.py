@@ -18,6 +18,7 @@ import demo_support as ds  # noqa: E402
 from demo import SOURCES, install_models  # noqa: E402
 
 from im_animation_core.eval.metrics import psnr  # noqa: E402
+from im_animation_core.video import read_video  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def demo_run(tmp_path_factory):
         assert_ok(entry)
         videos = sorted((server.base / "output").rglob("*.mp4"))
         assert len(videos) == 1
-        result, _ = ds.read_video(videos[0])
+        result = read_video(videos[0]).frames
     return item, result
 
 
