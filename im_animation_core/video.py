@@ -1,7 +1,8 @@
 """Reading video files with decord: seek, stride, resize on decode, frame count and fps.
 
-Used by training data loading and by the optional "Load Driving Video (path)" node. decord is imported
-inside the functions, so importing this module never fails where decord is not installed.
+Used by training data loading, by the optional "Load Driving Video (path)" node and by the scripts that
+score saved workflow outputs. decord is imported inside the functions, so importing this module never fails
+where decord is not installed.
 
 A file that cannot be read (missing, empty, truncated, corrupt, not a video) raises ``InputError`` naming
 the path and what is wrong, never a decord stack trace.

@@ -35,6 +35,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from im_animation_core.train.outputs import run_finished  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
     "full": [],
@@ -62,7 +65,7 @@ def main() -> int:
             return 2
         for seed in (int(s) for s in args.seeds.split(",")):
             out = f"{args.out}/{variant}/seed{seed}"
-            if (REPO / out / "outputs.json").exists():
+            if run_finished(REPO / out):
                 print(f"{out}: done already, skipped")
                 continue
             sets = [f"output_dir={out}", f"seed={seed}", f"data.seed={100 + seed}", "save_every=100000",

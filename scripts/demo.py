@@ -22,6 +22,8 @@ sys.path.insert(0, str(REPO))
 
 import demo_support as ds  # noqa: E402
 
+from im_animation_core.eval.video_rows import image_metrics  # noqa: E402
+from im_animation_core.video import read_video  # noqa: E402
 from tools.fixture_models import DEMO_NAMES, write_fixture_models  # noqa: E402
 from tools.media import DRIVING_NAME, IDENTITY_NAME  # noqa: E402
 from tools.server import ComfyServer, assert_ok  # noqa: E402
@@ -87,7 +89,7 @@ def main() -> int:
     out = REPO / "out" / "demo"
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(video, out / video.name)
-    result, _ = ds.read_video(video)
+    result = read_video(video).frames
     strip = ds.write_strip(out, item, result, random_weights=not trained)
 
     metrics = {"clip": {"split": "heldout", "seed": ds.DEMO_SEED, "index": ds.DEMO_INDEX, "frames": ds.DEMO_FRAMES,
@@ -100,7 +102,7 @@ def main() -> int:
         metrics["joints"] = ds.joint_metrics(item, *models)
     else:
         metrics["joints_note"] = "not computed: they need the trained tokenizer, modules and VAE in models/"
-    metrics["image"] = ds.image_metrics(item, result, vae=models[2] if trained else None)
+    metrics["image"] = image_metrics(item, result, vae=models[2] if trained else None)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
 
     print(f"\ndemo workflow finished in {seconds:.0f} s\n")

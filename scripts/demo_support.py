@@ -1,20 +1,18 @@
-"""Helpers of scripts/demo.py: the held-out demo pair, reading and writing the videos, the strip files and the
-per-clip metrics (image metrics against the exact ground truth, joint metrics of the trained retargeter)."""
+"""Helpers of scripts/demo.py: the held-out demo pair, writing its input files, the strip files, the joint
+metrics of the trained retargeter and the metrics as Markdown (the image metrics against the exact ground truth
+are im_animation_core.eval.video_rows)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 from PIL import Image
 
 from im_animation_core.data import SyntheticPairs
-from im_animation_core.eval.metrics import motion_correlation, psnr, ssim
 from im_animation_core.eval.strip import contact_sheet, side_by_side
-from im_animation_core.eval.vae_gate import vae_round_trip
 
 # The demo clip: held-out pair DEMO_INDEX of seed DEMO_SEED (identity and motion never seen in training). A
 # dance, a thin pink driver and a broad, thick-limbed blue identity: the body shapes differ plainly.
@@ -50,15 +48,6 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return (x.float().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
-def read_video(path: Path) -> tuple[torch.Tensor, float]:
-    """Every frame of a video file as float [T,H,W,3] in [0,1], and its frame rate."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or stream.guessed_rate or 24)
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    return torch.from_numpy(np.stack(frames)).float() / 255, fps
-
-
 def write_strip(out: Path, item: dict, result: torch.Tensor, random_weights: bool = False) -> dict[str, Path]:
     """strip.gif (looping), strip.mp4 and strip.png (contact sheet) under out; returns their paths.
     random_weights: label the result panel as made by random weights."""
@@ -78,47 +67,6 @@ def write_strip(out: Path, item: dict, result: torch.Tensor, random_weights: boo
     sheet, _ = contact_sheet(panels, labels, columns=5, scale=2)
     Image.fromarray(sheet.numpy()).save(paths["png"])
     return paths
-
-
-VAE_CEILING_ROW = "ground truth through the VAE (the best any DiT could do)"
-
-
-def align_to(clip: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
-    """clip [T,H,W,3] cut to the reference's frame count and resized (area) to its size when they differ, so
-    that a workflow output of another length or size can still be scored; notes say what was changed."""
-    n = min(clip.shape[0], reference.shape[0])
-    notes = []
-    if clip.shape[0] != reference.shape[0]:
-        notes.append(f"the result has {clip.shape[0]} frames, the ground truth {reference.shape[0]}: "
-                     f"compared the first {n}")
-    if clip.shape[1:3] != reference.shape[1:3]:
-        notes.append(f"the result is {clip.shape[2]}x{clip.shape[1]}, resized (area) to the ground "
-                     f"truth's {reference.shape[2]}x{reference.shape[1]}")
-        clip = torch.nn.functional.interpolate(clip.permute(0, 3, 1, 2), size=tuple(reference.shape[1:3]),
-                                               mode="area").permute(0, 2, 3, 1)
-    return clip[:n], notes
-
-
-def clip_scores(clip: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
-    """PSNR / SSIM / motion correlation of a clip against a reference of the same frames."""
-    return {"psnr": psnr(clip.float(), reference), "ssim": ssim(clip.float(), reference),
-            "motion_corr": motion_correlation(clip.float(), reference)}
-
-
-def image_metrics(item: dict, result: torch.Tensor, vae=None) -> dict:
-    """PSNR / SSIM / motion correlation against the ground-truth clip of the result and of references: the
-    identity image held still (no motion at all), the driving clip itself (the motion on the wrong body) and,
-    given the VAE (a core WanVAE with the workflow's weights), the ground truth through it (VAE_CEILING_ROW)."""
-    target = item["target"].float()
-    aligned, notes = align_to(result.float(), target)
-    n = aligned.shape[0]
-    gt = target[:n]
-    rows = {"result": aligned, "identity image held still": item["identity"][None].expand_as(gt),
-            "driving clip (motion on the driver's body)": item["driving"][:n]}
-    if vae is not None:
-        rows[VAE_CEILING_ROW] = vae_round_trip(vae, target)[:n]
-    return {"frames_compared": n, "result_frames": int(result.shape[0]), "ground_truth_frames": int(target.shape[0]),
-            "notes": notes, "rows": {name: clip_scores(x, gt) for name, x in rows.items()}}
 
 
 def load_trained(tokenizer: Path, modules: Path, vae: Path):

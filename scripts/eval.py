@@ -32,7 +32,6 @@ in training, whatever the seed.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -50,6 +49,7 @@ import eval_video as ev  # noqa: E402
 
 from im_animation_core.data import SyntheticPairs, collate_pairs  # noqa: E402
 from im_animation_core.eval.retarget_eval import OtherDriver, evaluate_retargeting, reference_scores  # noqa: E402
+from im_animation_core.train.outputs import read_run_outputs, run_file, run_finished  # noqa: E402
 from im_animation_core.wan.vae import load_wan_vae  # noqa: E402
 
 HELDOUT_SEED = 2026
@@ -68,12 +68,11 @@ def load_run(stage2: Path):
     if str(stage2) == "committed":
         return (TokenizerEncoder(MotionTokenizer.from_file(COMMITTED["tokenizer"])).eval(),
                 load_modules(str(COMMITTED["modules"])).eval())
-    outputs = json.loads((stage2 / "outputs.json").read_text())["files"]
-    if "motion_tokenizer" in outputs:
-        encoder = TokenizerEncoder(MotionTokenizer.from_file(stage2 / outputs["motion_tokenizer"]))
+    if "motion_tokenizer" in read_run_outputs(stage2)["files"]:
+        encoder = TokenizerEncoder(MotionTokenizer.from_file(run_file(stage2, "motion_tokenizer")))
     else:
-        encoder = ConvMotionEncoder.from_file(stage2 / outputs["conv_motion_encoder"])
-    modules = load_modules(str(stage2 / outputs["modules"]))
+        encoder = ConvMotionEncoder.from_file(run_file(stage2, "conv_motion_encoder"))
+    modules = load_modules(str(run_file(stage2, "modules")))
     return encoder.eval(), modules.eval()
 
 
@@ -88,7 +87,7 @@ def evaluate_ablations(runs: Path, vae, data, count: int) -> dict[str, dict[str,
     out = {}
     for variant in sorted((p for p in runs.iterdir() if p.is_dir()), key=es.natural_key) if runs.is_dir() else []:
         seeds = {s.name: evaluate_retargeting(*load_run(s), vae, data, count)
-                 for s in sorted(variant.iterdir(), key=es.natural_key) if (s / "outputs.json").exists()}
+                 for s in sorted(variant.iterdir(), key=es.natural_key) if run_finished(s)}
         if seeds:
             out[variant.name] = seeds
     return out
@@ -155,7 +154,7 @@ def retargeting(args, out: es.Report) -> dict[str, dict | None]:
     stage2 = Path(args.stage2)
     committed = args.stage2 == "committed"
     have_committed = committed and all(COMMITTED[k].is_file() for k in ("tokenizer", "modules", "vae"))
-    if have_committed or (stage2 / "outputs.json").exists():
+    if have_committed or run_finished(stage2):
         encoder, modules = load_run(stage2)
         name = "demo models in models/" if committed else stage2.name
         rows["result"] = evaluate_retargeting(encoder, modules, vae, data, args.count)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from im_animation_core.train.outputs import read_run_outputs, run_finished
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -53,8 +55,8 @@ def training_budget(variant: Path) -> str:
     for a like-for-like comparison."""
     budgets = []
     for run in sorted(variant.iterdir(), key=natural_key):
-        if (run / "outputs.json").exists():
-            step = json.loads((run / "outputs.json").read_text())["step"]
+        if run_finished(run):
+            step = read_run_outputs(run)["step"]
             batch = json.loads((run / "config.json").read_text())["batch_size"]
             budgets.append(f"{step} steps of batch {batch}")
     return " / ".join(dict.fromkeys(budgets))

@@ -13,8 +13,8 @@ References, without the workflow: the identity image held still and the driving 
 truth), the ground truth through the VAE (vae_ceiling, the best any DiT decoding through it could do) and the
 still clip through the VAE (still_clip_vae, the same ceiling for still_driver).
 
-Reuses scripts/demo.py (model install, the workflow's prompt, reading its output) and scripts/demo_support.py
-(writing the inputs, reading videos, the scores)."""
+Reuses scripts/demo.py (model install, the workflow's prompt, finding its output), scripts/demo_support.py
+(the demo clip's sizes, writing the inputs) and im_animation_core.eval.video_rows (the scores)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,16 @@ import torch
 
 from im_animation_core.data import SyntheticPairs
 from im_animation_core.eval.vae_gate import vae_round_trip
+from im_animation_core.eval.video_rows import (
+    DRIVING_CLIP_ROW,
+    IDENTITY_STILL_ROW,
+    RESULT_ROW,
+    VAE_CEILING_ROW,
+    align_to,
+    clip_scores,
+    image_metrics,
+)
+from im_animation_core.video import read_video
 from tools.media import DRIVING_NAME, IDENTITY_NAME
 from tools.server import ComfyServer
 
@@ -46,7 +56,7 @@ VS_GROUND_TRUTH = {"result": "IM-Animation (demo workflow)",
                                   "that follows the driver loses motion correlation here)",
                    "identity_still": "identity image held still",
                    "driving_clip": "driving clip (motion on the driver's body)",
-                   "vae_ceiling": ds.VAE_CEILING_ROW}
+                   "vae_ceiling": VAE_CEILING_ROW}
 VS_IDENTITY_STILL = {"still_driver": "IM-Animation with the identity image as a still driver",
                      "still_clip_vae": "the identity held still through the VAE (the best a still driver could give)"}
 SKIP_NOTE = ("Cross-reenactment video metrics: SKIPPED: the trained demo models are not in models/ "
@@ -75,19 +85,19 @@ def pair_scores(item: dict, outputs: dict[str, torch.Tensor], vae) -> tuple[dict
     """{row: {"psnr", "ssim", "motion_corr"}} of one pair for every row of VS_GROUND_TRUTH and
     VS_IDENTITY_STILL, from the workflow's outputs per WORKFLOW_RUNS key; and notes on outputs that had to be
     cut or resized to be compared."""
-    base = ds.image_metrics(item, outputs["result"], vae)
-    rows = {"result": base["rows"]["result"],
-            "identity_still": base["rows"]["identity image held still"],
-            "driving_clip": base["rows"]["driving clip (motion on the driver's body)"],
-            "vae_ceiling": base["rows"][ds.VAE_CEILING_ROW]}
+    base = image_metrics(item, outputs["result"], vae)
+    rows = {"result": base["rows"][RESULT_ROW],
+            "identity_still": base["rows"][IDENTITY_STILL_ROW],
+            "driving_clip": base["rows"][DRIVING_CLIP_ROW],
+            "vae_ceiling": base["rows"][VAE_CEILING_ROW]}
     notes = list(base["notes"])
     target = item["target"].float()
     still = still_clip(item).float()
     for key, reference in (("driver_swap", target), ("still_driver", still)):
-        aligned, more = ds.align_to(outputs[key].float(), reference)
-        rows[key] = ds.clip_scores(aligned, reference[:aligned.shape[0]])
+        aligned, more = align_to(outputs[key].float(), reference)
+        rows[key] = clip_scores(aligned, reference[:aligned.shape[0]])
         notes += [f"{key}: {note}" for note in more]
-    rows["still_clip_vae"] = ds.clip_scores(vae_round_trip(vae, still), still)
+    rows["still_clip_vae"] = clip_scores(vae_round_trip(vae, still), still)
     return rows, notes
 
 
@@ -124,7 +134,7 @@ def video_eval(server: ComfyServer, count: int, seed: int) -> dict:
             for key, inputs in workflow_inputs(items, i).items():
                 mtime = write_inputs(server.base / "input", inputs, mtime)
                 video = demo.run_prompt(server, prompt)
-                result, _ = ds.read_video(video)
+                result = read_video(video).frames
                 if video.name in seen or (previous is not None and previous.shape == result.shape
                                           and torch.equal(previous, result)):
                     raise RuntimeError(f"pair {i} ({key}): ComfyUI returned the previous run's output "

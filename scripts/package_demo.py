@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -18,6 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 LIMIT_MB = 60
 
 from demo import SOURCES  # noqa: E402  (where make demo looks for the set; scripts/ is on the path)
+
+from im_animation_core.train.outputs import run_file  # noqa: E402  (demo put the repository on the path)
 
 
 def sha256(path: Path) -> str:
@@ -30,9 +31,8 @@ def main() -> int:
     ap.add_argument("--vae", default="runs/demo/vae_decoder17/ima_demo_wan21_vae.safetensors")
     args = ap.parse_args()
     stage3 = REPO / args.stage3
-    files = json.loads((stage3 / "outputs.json").read_text())["files"]
-    plan = {"dit": stage3 / files["dit"], "vae": REPO / args.vae, "tokenizer": stage3 / files["motion_tokenizer"],
-            "modules": stage3 / files["modules"]}
+    plan = {"dit": run_file(stage3, "dit"), "vae": REPO / args.vae, "tokenizer": run_file(stage3, "motion_tokenizer"),
+            "modules": run_file(stage3, "modules")}
     total = 0
     for key, src in plan.items():
         dst = SOURCES[key]

@@ -17,6 +17,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from im_animation_core.train.outputs import outputs_path  # noqa: E402
+
 CONFIGS = "configs/demo128"
 TRAIN = [sys.executable, "-m", "im_animation_core.train"]
 
@@ -29,18 +33,18 @@ STEPS = (
      "runs/demo128/vae16_dec/ima_demo128_wan21_vae.safetensors"),
     ("vae_gate", [sys.executable, "scripts/vae_gate.py", "--config", f"{CONFIGS}/vae16_dec.json", "--pairs", "16",
                   "--json", "runs/demo128/vae_gate.json"], "runs/demo128/vae_gate.json"),
-    ("stage1", TRAIN + ["stage1", "--config", f"{CONFIGS}/stage1.json"], "runs/demo128/stage1/outputs.json"),
-    ("stage2", TRAIN + ["stage2", "--config", f"{CONFIGS}/stage2.json"], "runs/demo128/stage2/outputs.json"),
+    ("stage1", TRAIN + ["stage1", "--config", f"{CONFIGS}/stage1.json"], outputs_path("runs/demo128/stage1")),
+    ("stage2", TRAIN + ["stage2", "--config", f"{CONFIGS}/stage2.json"], outputs_path("runs/demo128/stage2")),
     ("cache", TRAIN + ["cache", "--config", f"{CONFIGS}/stage3_dit.json"], "runs/demo128/cache_dit/index.json"),
     ("stage3_dit", TRAIN + ["stage3", "--config", f"{CONFIGS}/stage3_dit.json"],
-     "runs/demo128/stage3_dit/outputs.json"),
+     outputs_path("runs/demo128/stage3_dit")),
 )
 # the config field that picks the device, per step (the VAE trainer's sits under train)
 DEVICE_FIELD = {"vae": "train.device", "vae16": "train.device", "vae16_dec": "train.device", "stage1": "device",
                 "stage2": "device", "cache": "device", "stage3_dit": "device"}
 
 
-def done(name: str, marker: str) -> bool:
+def done(name: str, marker: str | Path) -> bool:
     path = REPO / marker
     if not path.is_file():
         return False

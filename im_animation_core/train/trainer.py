@@ -13,7 +13,7 @@ Layout of ``output_dir``:
                                  (optimiser, scheduler, step, RNG; read with torch.load(weights_only=True)),
                                  config.json
     checkpoints/latest           name of the newest checkpoint
-    <stage outputs>              written at the end (see stages.py), listed in outputs.json
+    <stage outputs>              written at the end (see stages.py), listed in outputs.json (outputs.py)
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from ..errors import IMAnimationError
 from .build import augment_fn, build_dataset, collate_fn
 from .config import CONFIG_CLASSES, CommonConfig, ConfigError, config_from_dict, config_to_dict, diff_configs
+from .outputs import write_run_outputs
 from .schedule import lr_factor
 from .stages import STAGE_CLASSES, Stage
 from .targets import mix_seed
@@ -426,8 +427,7 @@ class Trainer:
         if self.info.main:
             self.model.eval()
             files = self.stage.export(self.output_dir)
-            (self.output_dir / "outputs.json").write_text(
-                json.dumps({"stage": self.stage_name, "step": self.step, "files": files}, indent=2), encoding="utf-8")
+            write_run_outputs(self.output_dir, self.stage_name, self.step, files)
         _barrier(self.info)
         return TrainResult(self.step, self.output_dir, files, last)
 

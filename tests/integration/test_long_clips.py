@@ -19,6 +19,7 @@ from demo import SOURCES, install_models, run_prompt  # noqa: E402
 
 from im_animation_core.data import SyntheticPairs  # noqa: E402
 from im_animation_core.eval.metrics import psnr  # noqa: E402
+from im_animation_core.video import read_video  # noqa: E402
 
 FRAMES, WINDOW, OVERLAP = 49, 17, 4  # windows over latent frames 0-4, 4-8, 8-12
 # Measured on this pair: the last window 3.4 dB below the first. The demo DiT was trained on 17-frame clips and
@@ -48,7 +49,7 @@ def runs(tmp_path_factory):
             next(v for v in prompt.values() if v["class_type"] == "IMA_RetargetToIdentity")["inputs"]["length"] = length
             prompt["900"] = {"class_type": "SaveLatent", "inputs": {"samples": [sampler, 0],
                                                                     "filename_prefix": f"latents/{name}"}}
-            out[name], _ = ds.read_video(run_prompt(server, prompt))
+            out[name] = read_video(run_prompt(server, prompt)).frames
             (latent,) = (server.base / "output" / "latents").glob(f"{name}_*.latent")
             out[name + "_latent"] = load_file(str(latent))["latent_tensor"]
         out["log"] = server.log()

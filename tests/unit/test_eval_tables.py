@@ -4,6 +4,7 @@ of different budgets never pass for a like-for-like comparison."""
 import json
 import sys
 
+from im_animation_core.train.outputs import write_run_outputs
 from tools.comfy_path import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
@@ -15,7 +16,7 @@ def _run(variant, seed, step, batch, done=True):
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"batch_size": batch, "steps": step}))
     if done:
-        (run / "outputs.json").write_text(json.dumps({"step": step, "files": {}}))
+        write_run_outputs(run, "stage2", step, {})
 
 
 def test_a_variant_whose_seeds_share_a_budget_names_it_once(tmp_path):

@@ -9,6 +9,7 @@ from im_animation_core.data import SyntheticPairs, collate_pairs
 from im_animation_core.heatmap_head import HeatmapHead
 from im_animation_core.tokenizer import MotionTokenizer, preprocess_frames
 from im_animation_core.train import ConvMotionEncoder, Trainer, config_from_dict
+from im_animation_core.train.outputs import run_file
 from im_animation_core.train.presets import tiny_config_dict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -32,7 +33,7 @@ def test_stage1_loss_falls_on_a_fixed_batch_and_outputs_load(tmp_path):
     assert after["loss"] < 0.6 * before["loss"], (before, after)
 
     out = tmp_path / "s1"
-    assert json.loads((out / "outputs.json").read_text())["files"]["heatmap_head"] == "heatmap_head.safetensors"
+    assert run_file(out, "heatmap_head") == out / "heatmap_head.safetensors"
     tokenizer = MotionTokenizer.from_file(out / "motion_tokenizer.safetensors")  # + the config.yaml beside it
     trained = trainer.model.encoder.tokenizer
     assert tokenizer.config == trained.config

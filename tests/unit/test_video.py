@@ -99,6 +99,20 @@ def test_resize_on_decode(clip, size):
     torch.testing.assert_close(centre_colours(out.frames), expected([0, 4, 8]), atol=0.04, rtol=0)
 
 
+def test_saved_video_frames_are_the_decoded_frames(tmp_path):
+    """The scripts score workflow outputs (h264 yuv420p mp4s, as ComfyUI's SaveVideo writes them) read with
+    this reader: its frames are exactly what FFmpeg decodes to rgb24, divided by 255."""
+    from tools.media import write_video
+
+    path = tmp_path / "saved.mp4"
+    write_video(path, torch.rand(9, 48, 80, 3, generator=torch.Generator().manual_seed(0)), fps=12.0)
+    with av.open(str(path)) as container:
+        decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    out = read_video(path)
+    assert out.fps == pytest.approx(12.0)
+    assert torch.equal(out.frames, torch.from_numpy(decoded).float() / 255)
+
+
 def test_bad_arguments(clip):
     for kwargs in ({"stride": 0}, {"start": -1}, {"max_frames": 0}, {"size": (0, 10)}, {"size": 64}):
         with pytest.raises(InputError):
