@@ -29,9 +29,7 @@ STEPS = (
     ("vae", TRAIN + ["vae", "--config", f"{CONFIGS}/vae.json"], "runs/demo128/vae/ima_demo128_wan21_vae.safetensors"),
     ("vae16", TRAIN + ["vae", "--config", f"{CONFIGS}/vae16.json"],
      "runs/demo128/vae16/ima_demo128_wan21_vae.safetensors"),
-    ("vae16_dec", TRAIN + ["vae", "--config", f"{CONFIGS}/vae16_dec.json"],
-     "runs/demo128/vae16_dec/ima_demo128_wan21_vae.safetensors"),
-    ("vae_gate", [sys.executable, "scripts/vae_gate.py", "--config", f"{CONFIGS}/vae16_dec.json", "--pairs", "16",
+    ("vae_gate", [sys.executable, "scripts/vae_gate.py", "--config", f"{CONFIGS}/vae16.json", "--pairs", "16",
                   "--json", "runs/demo128/vae_gate.json"], "runs/demo128/vae_gate.json"),
     ("stage1", TRAIN + ["stage1", "--config", f"{CONFIGS}/stage1.json"], outputs_path("runs/demo128/stage1")),
     ("stage2", TRAIN + ["stage2", "--config", f"{CONFIGS}/stage2.json"], outputs_path("runs/demo128/stage2")),
@@ -40,7 +38,7 @@ STEPS = (
      outputs_path("runs/demo128/stage3_dit")),
 )
 # the config field that picks the device, per step (the VAE trainer's sits under train)
-DEVICE_FIELD = {"vae": "train.device", "vae16": "train.device", "vae16_dec": "train.device", "stage1": "device",
+DEVICE_FIELD = {"vae": "train.device", "vae16": "train.device", "stage1": "device",
                 "stage2": "device", "cache": "device", "stage3_dit": "device"}
 
 
@@ -50,7 +48,7 @@ def done(name: str, marker: str | Path) -> bool:
         return False
     if name == "cache":
         return bool(json.loads(path.read_text()).get("complete"))
-    if name in ("vae", "vae16", "vae16_dec"):  # rewritten every save_every steps: done when it holds the last step
+    if name in ("vae", "vae16"):  # rewritten every save_every steps: done when it holds the last step
         from safetensors import safe_open
 
         with safe_open(str(path), "pt") as f:

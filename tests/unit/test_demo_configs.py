@@ -100,10 +100,8 @@ def test_the_128_pixel_chain_reads_what_each_step_wrote_and_runs_every_config():
     from im_animation_core.train.vae_stage import VAEStageConfig
 
     vae8 = VAEStageConfig.from_dict(json.loads((DEMO128 / "vae.json").read_text()))
-    vae16 = VAEStageConfig.from_dict(json.loads((DEMO128 / "vae16.json").read_text()))
-    assert vae16.init == vae8.output and vae16.train.vae.dim == 2 * vae8.train.vae.dim  # widened, then trained
-    vae = VAEStageConfig.from_dict(json.loads((DEMO128 / "vae16_dec.json").read_text()))
-    assert vae.init == vae16.output and vae.train.freeze_encoder  # the latent space is fixed from here on
+    vae = VAEStageConfig.from_dict(json.loads((DEMO128 / "vae16.json").read_text()))
+    assert vae.init == vae8.output and vae.train.vae.dim == 2 * vae8.train.vae.dim  # widened, then trained
     s1, s2, s3 = (load_config(s, DEMO128 / f"{n}.json") for s, n in
                   (("stage1", "stage1"), ("stage2", "stage2"), ("stage3", "stage3_dit")))
     tokenizer = f"{s1.output_dir}/motion_tokenizer.safetensors"
@@ -112,7 +110,7 @@ def test_the_128_pixel_chain_reads_what_each_step_wrote_and_runs_every_config():
     assert s2.vae.path == vae.output == s3.vae.path
     assert s3.modules.path == f"{s2.output_dir}/im_animation_modules.safetensors"
     # one domain: 128-pixel frames with thick, contrasting limbs everywhere
-    for d in (vae8.data, vae16.data, vae.data, s1.data, s2.data, s3.data):
+    for d in (vae8.data, vae.data, s1.data, s2.data, s3.data):
         assert d.size == 128 and d.options == {"thickness_scale": 2.0, "min_contrast": 0.3}
     # the DiT-first phase trains from the clip cache, with the Stage-2 retargeter frozen
     assert s3.data.cache and not s3.retarget_trainable
@@ -120,6 +118,6 @@ def test_the_128_pixel_chain_reads_what_each_step_wrote_and_runs_every_config():
     commands = [" ".join(cmd) for _, cmd, _ in train_demo().STEPS]
     used = [p.name for p in sorted(DEMO128.glob("*.json")) if any(f"configs/demo128/{p.name}" in c for c in commands)]
     assert used == sorted(p.name for p in DEMO128.glob("*.json"))
-    chain = ("vae", "vae16", "vae16_dec", "stage1", "stage2")
+    chain = ("vae", "vae16", "stage1", "stage2")
     order = [next(i for i, c in enumerate(commands) if f"/{n}.json" in c) for n in chain]
     assert order == sorted(order)
