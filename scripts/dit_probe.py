@@ -6,8 +6,9 @@ RUN: a Stage-3 output folder (its config.json, wan_dit.safetensors and im_animat
 one of its checkpoints (config.json + model.safetensors), e.g. runs/demo/stage3 or
 runs/demo/stage3/checkpoints/step_00008000. Held-out pairs 0..count-1 of the video evaluation's set
 (make eval's video rows), the ground truth noised to sigma 0.3 / 0.6 / 0.9; the VAE decodes the x0 estimates
-(the demo workflow's VAE by default). Prints a Markdown table: a DiT that ignores the motion scores the same
-with its own and with another driver's motion.
+(the demo workflow's VAE by default). A run of another frame size (configs/demo128) is probed on held-out pairs
+of its own size and drawing options (the run's data.size and data.options). Prints a Markdown table: a DiT
+that ignores the motion scores the same with its own and with another driver's motion.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import demo  # noqa: E402
+import demo_support as ds  # noqa: E402
 import eval_video as ev  # noqa: E402
 from safetensors.torch import load_model  # noqa: E402
 
-from im_animation_core.data import collate_pairs  # noqa: E402
+from im_animation_core.data import SyntheticPairs, collate_pairs  # noqa: E402
 from im_animation_core.eval.dit_probe import probe_dit_motion  # noqa: E402
 from im_animation_core.frames import video_to_clip  # noqa: E402
 from im_animation_core.train.build import build_vae  # noqa: E402
@@ -64,7 +66,12 @@ def main() -> int:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as scratch:
         stage = load_stage3(args.run, scratch)
-    data = ev.video_pairs(args.count)
+    d = stage.config.data
+    if d.size == ds.DEMO_SIZE:
+        data = ev.video_pairs(args.count)
+    else:  # another demo domain (configs/demo128): the run's own frame size and drawing options
+        data = SyntheticPairs("heldout", args.count, frames=ds.DEMO_FRAMES, size=d.size, seed=ev.EVAL_VIDEO_SEED,
+                              **d.options)
     batch = stage.prepare(collate_pairs([data[i] for i in range(args.count)]))
     vae = load_wan_vae(args.vae).eval()
     rows = probe_dit_motion(stage.model, batch, lambda z: video_to_clip(vae.decode(z))[0])
