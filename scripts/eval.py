@@ -117,6 +117,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--thickness-scale", type=float, default=ds.DEMO_THICKNESS_SCALE,
                     help="SyntheticPairs thickness_scale of the held-out pairs (the demo models' training data)")
+    ap.add_argument("--min-contrast", type=float, default=0.0,
+                    help="SyntheticPairs min_contrast of the retargeting pairs (0.3 for configs/demo128)")
     ap.add_argument("--runs", default=str(REPO / "runs/ablations"))
     ap.add_argument("--pairs", "--video", dest="pairs", type=int, default=8, metavar="N",
                     help="held-out pairs for the video metrics through ComfyUI (0: skip them; else at least 2, "
@@ -140,7 +142,7 @@ def retargeting(args, out: es.Report) -> dict[str, dict | None]:
     the trained model's rows when there is none)."""
     torch.manual_seed(0)
     data = SyntheticPairs("heldout", args.count, args.frames, args.size, args.retarget_seed,
-                          thickness_scale=args.thickness_scale)
+                          thickness_scale=args.thickness_scale, min_contrast=args.min_contrast)
     vae = load_wan_vae(args.vae).eval()
     out("## Retargeting\n")
     out(f"held-out pairs: {args.count} of seed {args.retarget_seed}, {args.frames} frames of {args.size}x{args.size}; "
@@ -184,7 +186,8 @@ def clips_entry(args) -> dict:
             "split": "heldout", "thickness_scale": ds.DEMO_THICKNESS_SCALE,
             "driver_swap": DRIVER_SWAP,
             "retarget": {"size": args.size, "frames": args.frames, "pairs": args.count, "seed": args.retarget_seed,
-                         "split": "heldout", "thickness_scale": args.thickness_scale, "driver_swap": DRIVER_SWAP}}
+                         "split": "heldout", "thickness_scale": args.thickness_scale,
+                         "min_contrast": args.min_contrast, "driver_swap": DRIVER_SWAP}}
 
 
 def main() -> int:
