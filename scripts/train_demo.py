@@ -6,12 +6,18 @@ time); a step whose output exists is skipped, so rerunning the script continues 
 goes on anyway).
 
     python scripts/train_demo.py [--list] [--only NAME[,NAME]] [--device cpu|cuda] [--force]
+    python scripts/train_demo.py --save      # copy the finished steps' outputs into models/demo128/ (for git)
+    python scripts/train_demo.py --restore   # copy them back into runs/demo128/: those steps count as done
+
+A chain longer than one machine's life continues from the committed outputs: --save after a step improves
+the figures, commit models/demo128/, and on a fresh clone --restore before continuing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +63,49 @@ def done(name: str, marker: str | Path) -> bool:
     return True
 
 
+COMMITTED = REPO / "models" / "demo128"
+# What each step leaves that a later step or a continuation reads (the cache is rebuilt: it is large and
+# deterministic).
+KEEP = {
+    "vae": ["runs/demo128/vae/ima_demo128_wan21_vae.safetensors"],
+    "vae16": ["runs/demo128/vae16/ima_demo128_wan21_vae.safetensors", "runs/demo128/vae16/metrics.jsonl"],
+    "vae_gate": ["runs/demo128/vae_gate.json"],
+    "stage1": [f"runs/demo128/stage1/{f}" for f in ("motion_tokenizer.safetensors", "config.yaml",
+                                                    "heatmap_head.safetensors", "config.json", "outputs.json")],
+    "stage2": [f"runs/demo128/stage2/{f}" for f in ("im_animation_modules.safetensors", "motion_tokenizer.safetensors",
+                                                    "config.yaml", "config.json", "outputs.json", "metrics.jsonl")],
+    "stage3_dit": [f"runs/demo128/stage3_dit/{f}" for f in ("wan_dit.safetensors", "im_animation_modules.safetensors",
+                                                            "motion_tokenizer.safetensors", "config.yaml",
+                                                            "config.json", "outputs.json", "metrics.jsonl")],
+}
+
+
+def committed_path(run_path: str) -> Path:
+    """runs/demo128/<rest> -> models/demo128/<rest>."""
+    return COMMITTED / Path(run_path).relative_to("runs/demo128")
+
+
+def save_outputs() -> None:
+    for name, marker in ((n, m) for n, _, m in STEPS):
+        if name not in KEEP or not done(name, marker):
+            continue
+        for f in KEEP[name]:
+            if (REPO / f).is_file():
+                committed_path(f).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(REPO / f, committed_path(f))
+                print("saved", committed_path(f).relative_to(REPO))
+
+
+def restore_outputs() -> None:
+    for files in KEEP.values():
+        for f in files:
+            src = committed_path(f)
+            if src.is_file() and not (REPO / f).exists():
+                (REPO / f).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, REPO / f)
+                print("restored", f)
+
+
 def gate_passed() -> bool:
     return bool(json.loads((REPO / "runs/demo128/vae_gate.json").read_text()).get("passes"))
 
@@ -67,7 +116,12 @@ def main() -> int:
     ap.add_argument("--only", help="run only these steps (comma-separated names)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--force", action="store_true", help="train the DiT even when the VAE gate is not met")
+    ap.add_argument("--save", action="store_true", help="copy the finished steps' outputs into models/demo128/")
+    ap.add_argument("--restore", action="store_true", help="copy models/demo128/ back into runs/demo128/")
     args = ap.parse_args()
+    if args.save or args.restore:
+        save_outputs() if args.save else restore_outputs()
+        return 0
     only = set(args.only.split(",")) if args.only else None
     for name, cmd, marker in STEPS:
         state = "done" if done(name, marker) else "to do"

@@ -3,6 +3,7 @@ configs, and chain into each other: each stage reads the files the stage before 
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,27 @@ def test_the_128_pixel_chain_reads_what_each_step_wrote_and_runs_every_config():
     chain = ("vae", "vae16", "stage1", "stage2")
     order = [next(i for i, c in enumerate(commands) if f"/{n}.json" in c) for n in chain]
     assert order == sorted(order)
+
+
+def test_the_chain_saves_finished_steps_for_git_and_restores_them(tmp_path, monkeypatch):
+    td = train_demo()
+    monkeypatch.setattr(td, "REPO", tmp_path)
+    monkeypatch.setattr(td, "COMMITTED", tmp_path / "models" / "demo128")
+    stage1 = tmp_path / "runs" / "demo128" / "stage1"
+    stage1.mkdir(parents=True)
+    for f in ("motion_tokenizer.safetensors", "config.yaml", "heatmap_head.safetensors", "config.json"):
+        (stage1 / f).write_text(f)
+    (tmp_path / "runs" / "demo128" / "stage2").mkdir()
+    (tmp_path / "runs" / "demo128" / "stage2" / "config.json").write_text("unfinished")
+    td.save_outputs()
+    assert not (tmp_path / "models" / "demo128" / "stage1").exists()  # not finished: no outputs.json yet
+    (stage1 / "outputs.json").write_text("{}")
+    td.save_outputs()
+    saved = sorted(p.name for p in (tmp_path / "models" / "demo128" / "stage1").iterdir())
+    assert saved == sorted(["motion_tokenizer.safetensors", "config.yaml", "heatmap_head.safetensors", "config.json",
+                            "outputs.json"])
+    assert not (tmp_path / "models" / "demo128" / "stage2").exists()
+    shutil.rmtree(tmp_path / "runs")
+    td.restore_outputs()
+    assert (stage1 / "config.yaml").read_text() == "config.yaml"
+    assert td.done("stage1", td.outputs_path("runs/demo128/stage1"))
