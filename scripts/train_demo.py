@@ -39,13 +39,15 @@ STEPS = (
                   "--json", "runs/demo128/vae_gate.json"], "runs/demo128/vae_gate.json"),
     ("stage1", TRAIN + ["stage1", "--config", f"{CONFIGS}/stage1.json"], outputs_path("runs/demo128/stage1")),
     ("stage2", TRAIN + ["stage2", "--config", f"{CONFIGS}/stage2.json"], outputs_path("runs/demo128/stage2")),
+    ("stage2_more", TRAIN + ["stage2", "--config", f"{CONFIGS}/stage2_more.json"],
+     outputs_path("runs/demo128/stage2_more")),
     ("cache", TRAIN + ["cache", "--config", f"{CONFIGS}/stage3_dit.json"], "runs/demo128/cache_dit/index.json"),
     ("stage3_dit", TRAIN + ["stage3", "--config", f"{CONFIGS}/stage3_dit.json"],
      outputs_path("runs/demo128/stage3_dit")),
 )
 # the config field that picks the device, per step (the VAE trainer's sits under train)
 DEVICE_FIELD = {"vae": "train.device", "vae16": "train.device", "stage1": "device",
-                "stage2": "device", "cache": "device", "stage3_dit": "device"}
+                "stage2": "device", "stage2_more": "device", "cache": "device", "stage3_dit": "device"}
 
 
 def done(name: str, marker: str | Path) -> bool:
@@ -74,6 +76,9 @@ KEEP = {
                                                     "heatmap_head.safetensors", "config.json", "outputs.json")],
     "stage2": [f"runs/demo128/stage2/{f}" for f in ("im_animation_modules.safetensors", "motion_tokenizer.safetensors",
                                                     "config.yaml", "config.json", "outputs.json", "metrics.jsonl")],
+    "stage2_more": [f"runs/demo128/stage2_more/{f}" for f in (
+        "im_animation_modules.safetensors", "motion_tokenizer.safetensors", "config.yaml", "config.json",
+        "outputs.json", "metrics.jsonl")],
     "stage3_dit": [f"runs/demo128/stage3_dit/{f}" for f in ("wan_dit.safetensors", "im_animation_modules.safetensors",
                                                             "motion_tokenizer.safetensors", "config.yaml",
                                                             "config.json", "outputs.json", "metrics.jsonl")],
