@@ -109,7 +109,9 @@ def test_the_128_pixel_chain_reads_what_each_step_wrote_and_runs_every_config():
     assert s2.tokenizer.path == tokenizer == s3.tokenizer.path
     assert not s2.tokenizer.trainable and not s3.tokenizer.trainable
     assert s2.vae.path == vae.output == s3.vae.path
-    assert s3.modules.path == f"{s2.output_dir}/im_animation_modules.safetensors"
+    s2_more = load_config("stage2", DEMO128 / "stage2_more.json")
+    assert s2_more.modules.path == f"{s2.output_dir}/im_animation_modules.safetensors"  # a continuation
+    assert s3.modules.path == f"{s2_more.output_dir}/im_animation_modules.safetensors"
     # one domain: 128-pixel frames with thick, contrasting limbs everywhere
     for d in (vae8.data, vae.data, s1.data, s2.data, s3.data):
         assert d.size == 128 and d.options == {"thickness_scale": 2.0, "min_contrast": 0.3}
