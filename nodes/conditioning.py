@@ -63,6 +63,19 @@ def window_tokens(expression, length: int, window: Window) -> torch.Tensor | Non
     return expression.for_length(length)[window.start:window.stop]
 
 
+def motion_and_prompt_inputs() -> list:
+    """The inputs the conditioning node and the one-node sampler share, in the order both show them."""
+    return [
+        types.RetargetedMotion.Input("retargeted_motion", tooltip="From Retarget to Identity."),
+        types.Expression.Input("expression", optional=True,
+                               tooltip="From Expression Encode; leave empty to animate without expression control."),
+        io.Conditioning.Input("positive", optional=True,
+                              tooltip="Text prompt (CLIP Text Encode with umt5-xxl). Empty: no text."),
+        io.Conditioning.Input("negative", optional=True,
+                              tooltip="Negative prompt. Empty: no text (then cfg 1 saves half the time)."),
+    ]
+
+
 class IMAnimationConditioning(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -74,16 +87,7 @@ class IMAnimationConditioning(io.ComfyNode):
             description="Adds the retargeted motion (and expression) to the prompts and builds the video latent "
                         "that starts from the identity image, for a model patched by Apply IM-Animation and any "
                         "sampler (KSampler, SamplerCustomAdvanced). One window: the whole retargeted clip.",
-            inputs=[
-                types.RetargetedMotion.Input("retargeted_motion", tooltip="From Retarget to Identity."),
-                types.Expression.Input("expression", optional=True,
-                                       tooltip="From Expression Encode; leave empty to animate without "
-                                               "expression control."),
-                io.Conditioning.Input("positive", optional=True,
-                                      tooltip="Text prompt (CLIP Text Encode with umt5-xxl). Empty: no text."),
-                io.Conditioning.Input("negative", optional=True,
-                                      tooltip="Negative prompt. Empty: no text (then cfg 1 saves half the time)."),
-            ],
+            inputs=motion_and_prompt_inputs(),
             outputs=[io.Conditioning.Output(display_name="positive"),
                      io.Conditioning.Output(display_name="negative"),
                      io.Latent.Output(display_name="latent"),

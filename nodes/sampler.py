@@ -15,7 +15,13 @@ from ..im_animation_core.frames import TEMPORAL_STRIDE, latent_frame_count
 from ..im_animation_core.injection import REFERENCE_FRAMES
 from ..im_animation_core.windows import blend_into, plan_windows, window_inputs
 from . import types
-from .conditioning import checked_inputs, empty_conditioning, window_tokens, with_im_animation
+from .conditioning import (
+    checked_inputs,
+    empty_conditioning,
+    motion_and_prompt_inputs,
+    window_tokens,
+    with_im_animation,
+)
 from .errors import user_errors
 from .wan_patch import apply_im_animation, wan_diffusion_model
 
@@ -49,14 +55,7 @@ class IMAnimationSampler(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="Wan2.2 TI2V-5B (or another Wan model) from Load Diffusion Model; "
                                                 "may already carry LoRAs or other patches."),
-                types.RetargetedMotion.Input("retargeted_motion", tooltip="From Retarget to Identity."),
-                types.Expression.Input("expression", optional=True,
-                                       tooltip="From Expression Encode; leave empty to animate without "
-                                               "expression control."),
-                io.Conditioning.Input("positive", optional=True,
-                                      tooltip="Text prompt (CLIP Text Encode with umt5-xxl). Empty: no text."),
-                io.Conditioning.Input("negative", optional=True,
-                                      tooltip="Negative prompt. Empty: no text (then cfg 1 saves half the time)."),
+                *motion_and_prompt_inputs(),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="The random seed used for creating the noise."),
                 io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Denoising steps."),
