@@ -56,11 +56,16 @@ def with_im_animation(conditioning: list, inputs: WindowInputs, tokens: torch.Te
     return out
 
 
-def window_tokens(expression, length: int, window: Window) -> torch.Tensor | None:
-    """[window latent frames,K,W] expression tokens of a window (None without expression)."""
-    if expression is None:
-        return None
-    return expression.for_length(length)[window.start:window.stop]
+def latent_expression(expression, length: int) -> torch.Tensor | None:
+    """[F_lat,K,W] expression tokens of the clip's latent frames (None without expression); windows slice it."""
+    return None if expression is None else expression.for_length(length)
+
+
+def warn_long_window(node: str, frames: int, clip_frames: int, advice: str) -> None:
+    """Modules trained on short clips lose quality on longer windows (docs/long_clips.md)."""
+    if frames > clip_frames:
+        log.warning("%s: a window of %d frames is longer than the %d-frame clips these IM-Animation modules were "
+                    "trained on; the result loses quality. %s", node, frames, clip_frames, advice)
 
 
 def motion_and_prompt_inputs() -> list:
@@ -102,12 +107,10 @@ class IMAnimationConditioning(io.ComfyNode):
         rm = checked_inputs(node, retargeted_motion, expression)
         window = Window(0, latent_frame_count(rm.length), 0, 0)
         clip_frames = rm.modules.model.clip_frames
-        if rm.length > clip_frames:
-            log.warning("%s: the %d-frame clip is sampled in one window, longer than the %d-frame clips these "
-                        "modules were trained on; the result loses quality. Use the Wan2.2 IM-Animation Sampler "
-                        "with window_frames %d for long clips.", node, rm.length, clip_frames, clip_frames)
+        warn_long_window(node, rm.length, clip_frames, f"For long clips use the Wan2.2 IM-Animation Sampler with "
+                                                       f"window_frames {clip_frames}.")
         with user_errors(node):
-            tokens = window_tokens(expression, rm.length, window)
+            tokens = latent_expression(expression, rm.length)
             inputs = window_inputs(rm.identity_latent, rm.motion, window, _process_out(rm.identity_latent))
         positive = positive if positive is not None else empty_conditioning()
         negative = negative if negative is not None else empty_conditioning()

@@ -18,8 +18,9 @@ from . import types
 from .conditioning import (
     checked_inputs,
     empty_conditioning,
+    latent_expression,
     motion_and_prompt_inputs,
-    window_tokens,
+    warn_long_window,
     with_im_animation,
 )
 from .errors import user_errors
@@ -32,10 +33,7 @@ SEED_RANGE = 1 << 64  # torch seeds are unsigned 64-bit
 
 def warn_about_windows(node: str, length: int, window_frames: int, windows: int, clip_frames: int) -> None:
     """Long-clip settings that lose quality with modules trained on short clips (docs/long_clips.md)."""
-    if min(window_frames, length) > clip_frames:
-        log.warning("%s: windows of %d frames are longer than the %d-frame clips these IM-Animation modules were "
-                    "trained on; the result loses quality. Set window_frames to %d.", node,
-                    min(window_frames, length), clip_frames, clip_frames)
+    warn_long_window(node, min(window_frames, length), clip_frames, f"Set window_frames to {clip_frames}.")
     if windows > 1:
         log.warning("%s: the %d-frame video is made in %d windows, each continuing from the previous one. A model "
                     "not trained to continue a clip (the demo set) is less faithful after the first window (about "
@@ -95,8 +93,7 @@ class IMAnimationSampler(io.ComfyNode):
         with user_errors(node):
             plan = plan_windows(latent_frame_count(rm.length), latent_frame_count(window_frames),
                                 overlap_frames // TEMPORAL_STRIDE)
-            if expression is not None:
-                expression.for_length(rm.length)  # a too-short expression clip is refused before any sampling
+            tokens = latent_expression(expression, rm.length)  # a too-short clip is refused before sampling
         warn_about_windows(node, rm.length, window_frames, len(plan), rm.modules.model.clip_frames)
         text_dim = dm.text_embedding[0].in_features
         positive = positive if positive is not None else empty_conditioning(text_dim)
@@ -111,7 +108,7 @@ class IMAnimationSampler(io.ComfyNode):
             mm.throw_exception_if_processing_interrupted()
             with user_errors(node):
                 inputs = window_inputs(rm.identity_latent, rm.motion, win, latent_format.process_out, result)
-                tokens = window_tokens(expression, rm.length, win)
+            window_tokens = None if tokens is None else tokens[win.start:win.stop]
 
             def callback(step, x0, x, total, offset=i * steps):
                 preview = previewer.decode_latent_to_preview_image("JPEG", x0) if previewer else None
@@ -120,8 +117,8 @@ class IMAnimationSampler(io.ComfyNode):
             window_seed = (seed + i) % SEED_RANGE  # seeds near the top of the range wrap, as documented
             samples = comfy.sample.sample(
                 patched, comfy.sample.prepare_noise(inputs.latent, window_seed), steps, cfg, sampler_name, scheduler,
-                with_im_animation(positive, inputs, tokens, rm.modules.model),
-                with_im_animation(negative, inputs, tokens, rm.modules.model),
+                with_im_animation(positive, inputs, window_tokens, rm.modules.model),
+                with_im_animation(negative, inputs, window_tokens, rm.modules.model),
                 inputs.latent, noise_mask=inputs.noise_mask, callback=callback,
                 disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=window_seed)
             if not torch.isfinite(samples).all():
