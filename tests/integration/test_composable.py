@@ -3,27 +3,19 @@ one window, the stock KSampler and SamplerCustomAdvanced give the latents of the
 on the committed demo models."""
 
 import json
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from tools.comfy_path import REPO
-from tools.media import DRIVING_NAME, IDENTITY_NAME
-from tools.server import ComfyServer, assert_ok
+from tools.server import assert_ok
 from tools.workflow import one_node_sampler, ui_to_api
-
-sys.path.insert(0, str(REPO / "scripts"))
-import demo_support as ds  # noqa: E402
-from demo import install_models  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    server = ComfyServer(base=tmp_path_factory.mktemp("composable"))
-    assert install_models(server.models)
-    ds.write_pair_inputs(server.base / "input", ds.demo_pair(), IDENTITY_NAME, DRIVING_NAME)
+def server(demo_models_server):
+    server = demo_models_server("composable")
     with server:
         yield server
 

@@ -9,13 +9,12 @@ import pytest
 import torch
 
 from tools.comfy_path import REPO
-from tools.media import DRIVING_NAME, IDENTITY_NAME
-from tools.server import ComfyServer, assert_ok
+from tools.server import assert_ok
 from tools.workflow import ui_to_api
 
 sys.path.insert(0, str(REPO / "scripts"))
 import demo_support as ds  # noqa: E402
-from demo import SOURCES, install_models  # noqa: E402
+from demo import SOURCES  # noqa: E402
 
 from im_animation_core.eval.metrics import psnr  # noqa: E402
 from im_animation_core.eval.video_rows import (  # noqa: E402
@@ -29,13 +28,9 @@ from im_animation_core.video import read_video  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    missing = [str(p.relative_to(REPO)) for p in SOURCES.values() if not p.is_file()]
-    assert not missing, f"the committed demo model set is incomplete: {missing}"
-    server = ComfyServer(base=tmp_path_factory.mktemp("demo_models"))
-    assert install_models(server.models)
+def demo_run(demo_models_server):
     item = ds.demo_pair()
-    ds.write_pair_inputs(server.base / "input", item, IDENTITY_NAME, DRIVING_NAME)
+    server = demo_models_server("demo_models", item)
     with server:
         prompt = ui_to_api(json.loads((REPO / "workflows/im_animation_demo.json").read_text()),
                            server.get("/object_info"))

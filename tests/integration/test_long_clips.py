@@ -9,13 +9,11 @@ import torch
 from safetensors.torch import load_file
 
 from tools.comfy_path import REPO
-from tools.media import DRIVING_NAME, IDENTITY_NAME
-from tools.server import ComfyServer
 from tools.workflow import one_node_sampler, ui_to_api
 
 sys.path.insert(0, str(REPO / "scripts"))
 import demo_support as ds  # noqa: E402
-from demo import SOURCES, install_models, run_prompt  # noqa: E402
+from demo import run_prompt  # noqa: E402
 
 from im_animation_core.data import SyntheticPairs  # noqa: E402
 from im_animation_core.eval.metrics import psnr  # noqa: E402
@@ -29,16 +27,12 @@ MAX_DROP_DB = 4.0
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(demo_models_server):
     """The demo workflow on a 49-frame held-out pair in 17-frame windows, and on its first 17 frames (length 17,
     the same input files); the result frames and, through a SaveLatent node, the sampled latents of each."""
-    missing = [str(p.relative_to(REPO)) for p in SOURCES.values() if not p.is_file()]
-    assert not missing, f"the committed demo model set is incomplete: {missing}"
-    server = ComfyServer(base=tmp_path_factory.mktemp("long_clips"))
-    assert install_models(server.models)
     item = SyntheticPairs("heldout", num_samples=ds.DEMO_INDEX + 1, frames=FRAMES, size=ds.DEMO_SIZE,
                           seed=ds.DEMO_SEED, thickness_scale=ds.DEMO_THICKNESS_SCALE)[ds.DEMO_INDEX]
-    ds.write_pair_inputs(server.base / "input", item, IDENTITY_NAME, DRIVING_NAME)
+    server = demo_models_server("long_clips", item)
     out = {}
     with server:
         base = ui_to_api(json.loads((REPO / "workflows/im_animation_demo.json").read_text()),

@@ -11,11 +11,10 @@ import torch
 from tools.comfy_path import REPO
 from tools.fixture_models import DEMO_NAMES
 from tools.media import DRIVING_NAME, IDENTITY_NAME
-from tools.server import ComfyServer, assert_ok, execution_error
+from tools.server import assert_ok, execution_error
 
 sys.path.insert(0, str(REPO / "scripts"))
 import demo_support as ds  # noqa: E402
-from demo import SOURCES, install_models  # noqa: E402
 
 from im_animation_core.keypoints import keypoints_from_pose_frames  # noqa: E402
 
@@ -55,13 +54,9 @@ def pose_prompt() -> dict:
 
 
 @pytest.fixture(scope="module")
-def pose_run(tmp_path_factory):
-    missing = [str(p.relative_to(REPO)) for p in SOURCES.values() if not p.is_file()]
-    assert not missing, f"the committed demo model set is incomplete: {missing}"
-    server = ComfyServer(base=tmp_path_factory.mktemp("retargeted_pose"))
-    assert install_models(server.models)
+def pose_run(demo_models_server):
     item = ds.demo_pair()
-    ds.write_pair_inputs(server.base / "input", item, IDENTITY_NAME, DRIVING_NAME)
+    server = demo_models_server("retargeted_pose", item)
     with server:
         entry = server.run(pose_prompt())
         assert_ok(entry)
