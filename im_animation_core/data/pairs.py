@@ -51,6 +51,10 @@ class SyntheticPairs(Dataset):
         The 64-pixel demo configs use 1.75, so that limbs are 2-5 pixels wide instead of 1-2: thin
         limbs vanish under the 8x spatial compression of a small VAE. Split membership is decided on the
         sampled (unscaled) values, so train and held-out stay disjoint.
+    self_pair_fraction: the share of items that are self-reenactment pairs (B = A) although same_identity is
+        False, drawn per item from its own generator (the other items are unchanged). The paper's Stage 2 trains
+        on augmented self-reenactment clips beside the cross-identity pairs: there the target is the driver's
+        own pose, which teaches the retargeter to read the motion tokens before it has to re-proportion them.
     min_contrast: every drawn identity's shirt, trousers, skin and hair are recoloured (hue kept) to differ in
         luma from the background by at least this much (0: the generator's own colours; see
         synthetic.sampling.with_min_contrast). The 128-pixel demo domain uses it so that limbs survive the VAE.
@@ -66,7 +70,10 @@ class SyntheticPairs(Dataset):
     """
 
     def __init__(self, split: str = "train", num_samples: int = 1000, frames: int = 16, size=64, seed: int = 0,
-                 same_identity: bool = False, thickness_scale: float = 1.0, min_contrast: float = 0.0):
+                 same_identity: bool = False, thickness_scale: float = 1.0, min_contrast: float = 0.0,
+                 self_pair_fraction: float = 0.0):
+        if not 0 <= self_pair_fraction <= 1:
+            raise ValueError(f"self_pair_fraction must be in [0, 1], got {self_pair_fraction!r}")
         if not thickness_scale > 0:
             raise ValueError(f"thickness_scale must be > 0, got {thickness_scale!r}")
         if not 0 <= min_contrast <= 0.5:
@@ -80,6 +87,7 @@ class SyntheticPairs(Dataset):
         self.seed, self.same_identity = int(seed), bool(same_identity)
         self.thickness_scale = float(thickness_scale)
         self.min_contrast = float(min_contrast)
+        self.self_pair_fraction = float(self_pair_fraction)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -90,8 +98,16 @@ class SyntheticPairs(Dataset):
             raise IndexError(f"index {index} out of range for {self.num_samples} samples")
         g = item_generator("pairs", self.seed, self.split, int(self.same_identity), index)
         a = self._styled(sample_identity(g, self.split))
-        b = a if self.same_identity else self._styled(sample_identity(g, self.split))
-        return a, b, sample_motion(g, self.split)
+        b = self._styled(sample_identity(g, self.split)) if not self.same_identity else a
+        motion = sample_motion(g, self.split)
+        return a, (a if self.is_self_pair(index) else b), motion
+
+    def is_self_pair(self, index: int) -> bool:
+        """Whether item index is a self-reenactment pair (same_identity, or drawn by self_pair_fraction)."""
+        if self.same_identity or self.self_pair_fraction <= 0:
+            return self.same_identity
+        draw = torch.rand((), generator=item_generator("self_pair", self.seed, self.split, index))
+        return bool(draw < self.self_pair_fraction)
 
     def _styled(self, identity: Identity) -> Identity:
         identity = with_min_contrast(identity, self.min_contrast)
@@ -104,7 +120,7 @@ class SyntheticPairs(Dataset):
         a, b, motion = self.parameters(index)
         h, w = self.size
         drv = render_sample(a, motion, self.frames, h, w)
-        tgt = drv if self.same_identity else render_sample(b, motion, self.frames, h, w)
+        tgt = drv if b is a else render_sample(b, motion, self.frames, h, w)
         rest = render_rest(b, h, w)
         return {
             "driving": drv.frames, "driving_joints": drv.joints, "driving_visible": drv.visible,

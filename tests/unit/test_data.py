@@ -84,6 +84,22 @@ def test_same_identity_pairs():
     assert torch.equal(s["identity"], render_rest(a, 48, 48).frames[0])
 
 
+def test_self_pair_fraction_mixes_self_pairs_into_cross_pairs():
+    plain = SyntheticPairs("train", num_samples=40, frames=T, size=48, seed=3)
+    mixed = SyntheticPairs("train", num_samples=40, frames=T, size=48, seed=3, self_pair_fraction=0.5)
+    flags = [mixed.is_self_pair(i) for i in range(40)]
+    assert 10 <= sum(flags) <= 30  # about half, drawn per item
+    i_self, i_cross = flags.index(True), flags.index(False)
+    a, b, motion = mixed.parameters(i_self)
+    assert a is b and (a, motion) == plain.parameters(i_self)[::2]  # same driver and motion, B replaced by A
+    s = mixed[i_self]
+    assert torch.equal(s["driving"], s["target"]) and torch.equal(s["identity"], render_rest(a, 48, 48).frames[0])
+    assert mixed.parameters(i_cross) == plain.parameters(i_cross)  # the other items are unchanged
+    assert [mixed.is_self_pair(i) for i in range(40)] == flags  # deterministic
+    with pytest.raises(ValueError, match="self_pair_fraction"):
+        SyntheticPairs("train", num_samples=1, self_pair_fraction=1.5)
+
+
 def test_collate():
     ds = SyntheticPairs("train", num_samples=3, frames=4, size=32, seed=0)
     batch = collate_pairs([ds[0], ds[1], ds[2]])
