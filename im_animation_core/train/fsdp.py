@@ -12,7 +12,7 @@ optimiser under ``step_XXXXXXXX/dcp/``; DCP reshards on load, so a checkpoint of
 or in one process without a process group (nothing sharded then, the same files).
 
 The exported files are those of an unsharded run: the full state dict is gathered to rank 0 (on the CPU),
-which writes them with the stage's own export.
+whose model then holds it as plain CPU parameters for the stage's own export (the run is over by then).
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ if rank == 0:  # after train() rank 0 holds the gathered full weights
     save_file({k: v.detach().clone().contiguous() for k, v in trainer.model.state_dict().items()
                if k != "dit.motion_patch.weight" and k != "dit.motion_patch.bias"}, f"{out}/full.safetensors")
 
-# A NaN in one sample's target clip: both ranks stop at that step.
+# A NaN in the target clip of rank 0's first sample: both ranks stop at step 1.
+POISON = list(torch.utils.data.DistributedSampler(range(8), num_replicas=2, rank=0, shuffle=True, seed=0))[0]
 class Poisoned(torch.utils.data.Dataset):
     def __init__(self, base):
         self.base = base
@@ -52,17 +53,18 @@ class Poisoned(torch.utils.data.Dataset):
         return len(self.base)
     def __getitem__(self, i):
         s = dict(self.base[i])
-        if i == 5:
+        if i == POISON:
             s["target"] = torch.full_like(torch.as_tensor(s["target"], dtype=torch.float32), float("nan"))
         return s
 
-nan_cfg = config_from_dict("stage3", {**raw, "output_dir": raw["output_dir"] + "_nan", "steps": 4, "save_every": 100})
+nan_cfg = config_from_dict("stage3", {**raw, "output_dir": raw["output_dir"] + "_nan", "steps": 1, "save_every": 100})
 nan_trainer = Trainer("stage3", nan_cfg, dataset=Poisoned(build_dataset(nan_cfg.data)))
 try:
     nan_trainer.train()
     info["nan"] = "no error"
 except TrainingError as e:
     info["nan"] = str(e)
+info["poison"] = POISON
 json.dump(info, open(f"{out}/rank{rank}.json", "w"))
 trainer.close()
 """
@@ -76,11 +78,11 @@ def losses(path):
 
 @pytest.fixture(scope="module")
 def fsdp_run(tmp_path_factory):
-    """Two gloo processes: FSDP Stage 3 for 3 steps (batch 2 each), then a poisoned run; and one unsharded
+    """Two gloo processes: FSDP Stage 3 for 2 steps (batch 2 each), then a poisoned run; and one unsharded
     process with the global batch of 4."""
     tmp = tmp_path_factory.mktemp("fsdp")
     vae = write_tiny_vae(tmp / "vae.safetensors")
-    common = dict(vae_path=vae, steps=3, log_every=1, save_every=3, cpu_threads=1, data={"num_samples": 8})
+    common = dict(vae_path=vae, steps=2, log_every=1, save_every=2, cpu_threads=1, data={"num_samples": 8})
     cfg = tiny_config_dict("stage3", tmp / "fsdp", batch_size=2, strategy="fsdp",
                            dit={"gradient_checkpointing": True}, **common)
     (tmp / "cfg.json").write_text(json.dumps(cfg))
@@ -103,7 +105,7 @@ def test_fsdp_shards_and_matches_one_process(fsdp_run):
     assert [i["probe_local_rows"] for i in info] == [128, 128]  # ... each rank holding half of a block's rows
 
     fsdp_losses, one_losses = losses(tmp / "fsdp" / "metrics.jsonl"), losses(tmp / "single" / "metrics.jsonl")
-    assert len(fsdp_losses) == 3
+    assert len(fsdp_losses) == 2
     torch.testing.assert_close(fsdp_losses[0], one_losses[0], rtol=1e-5, atol=0)
     torch.testing.assert_close(fsdp_losses, one_losses, rtol=2e-3, atol=0)
     # The exported files (rank 0, gathered) are full-size and agree with the unsharded run's.
@@ -112,27 +114,28 @@ def test_fsdp_shards_and_matches_one_process(fsdp_run):
         assert a.keys() == b.keys()
         assert a[key].shape == b[key].shape
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=5e-4)
-    assert not (tmp / "fsdp" / "checkpoints" / "step_00000003" / "model.safetensors").exists()
-    assert (tmp / "fsdp" / "checkpoints" / "step_00000003" / "dcp" / ".metadata").is_file()
+    assert not (tmp / "fsdp" / "checkpoints" / "step_00000002" / "model.safetensors").exists()
+    assert (tmp / "fsdp" / "checkpoints" / "step_00000002" / "dcp" / ".metadata").is_file()
 
 
 def test_nan_loss_stops_every_rank_with_step_and_batch(fsdp_run):
     tmp, _ = fsdp_run
-    messages = [json.loads((tmp / f"rank{r}.json").read_text())["nan"] for r in (0, 1)]
-    steps = {re.search(r"at step (\d+)", m).group(1) for m in messages}
-    assert len(steps) == 1, messages  # both ranks stop at the same step
-    own = [m for m in messages if "the batch of dataset sample(s)" in m]
-    assert len(own) == 1 and re.search(r"sample\(s\) \[[0-9, ]*\b5\b", own[0]), messages
-    assert "another process" in [m for m in messages if m not in own][0]
+    info = [json.loads((tmp / f"rank{r}.json").read_text()) for r in (0, 1)]
+    messages = [i["nan"] for i in info]
+    assert re.search(r"the loss is nan at step 1, on ", messages[0]), messages
+    assert re.search(r"at step 1, on ", messages[1]), messages  # rank 1: its own loss, finite
+    own = re.search(r"the batch of dataset sample\(s\) \[(\d+), (\d+)\]", messages[0])
+    assert own and info[0]["poison"] in (int(own.group(1)), int(own.group(2))), messages[0]
+    assert "a batch of another process (this process's loss was finite)" in messages[1]
 
 
 def test_two_rank_checkpoint_resumes_in_one_process(fsdp_run, tmp_path):
     tmp, cfg = fsdp_run
-    ckpt = tmp / "fsdp" / "checkpoints" / "step_00000003"
-    resumed = config_from_dict("stage3", {**cfg, "output_dir": str(tmp_path / "resumed"), "steps": 4})
+    ckpt = tmp / "fsdp" / "checkpoints" / "step_00000002"
+    resumed = config_from_dict("stage3", {**cfg, "output_dir": str(tmp_path / "resumed"), "steps": 3})
     trainer = Trainer("stage3", resumed, vae=tiny_vae())
     assert not trainer.sharded
-    assert trainer.load_checkpoint(ckpt) == 3
+    assert trainer.load_checkpoint(ckpt) == 2
     full = load_file(tmp / "full.safetensors")
     state = trainer.model.state_dict()
     for k, v in full.items():
@@ -141,10 +144,10 @@ def test_two_rank_checkpoint_resumes_in_one_process(fsdp_run, tmp_path):
     shards = [load_file(tmp / f"optim{r}.safetensors")["exp_avg"] for r in (0, 1)]
     probe = dict(trainer.model.named_parameters())[PROBE]
     torch.testing.assert_close(trainer.optimizer.state[probe]["exp_avg"], torch.cat(shards), rtol=0, atol=0)
-    assert trainer.scheduler.last_epoch == 3
+    assert trainer.scheduler.last_epoch == 2
     result = trainer.train(resume=ckpt)
-    assert result.step == 4 and (tmp_path / "resumed" / DIT_FILE).is_file()
-    assert (tmp_path / "resumed" / "checkpoints" / "step_00000004" / "dcp").is_dir()
+    assert result.step == 3 and (tmp_path / "resumed" / DIT_FILE).is_file()
+    assert (tmp_path / "resumed" / "checkpoints" / "step_00000003" / "dcp").is_dir()
 
 
 def test_resume_with_another_model_size_names_the_sizes(fsdp_run, tmp_path):
