@@ -4,6 +4,7 @@ whole global batch computes, write sharded checkpoints that one process resumes,
 rank 0, and stop on a non-finite loss naming the step. A resume with another model size names the sizes."""
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -157,3 +158,45 @@ def test_resume_with_another_model_size_names_the_sizes(fsdp_run, tmp_path):
     with pytest.raises(CheckpointError, match=r"another size") as e:
         trainer.load_checkpoint(tmp / "fsdp")
     assert "checkpoint [256, 128], this model [192, 128]" in str(e.value)
+
+
+def test_bf16_compute_keeps_float32_master_weights(tmp_path, monkeypatch):
+    """mixed_precision "bf16" (CUDA only in the trainer; forced on here, with CPU autocast): the blocks compute
+    with bfloat16 parameters gathered from float32 shards, and AdamW updates the float32 shards."""
+    import socket
+
+    import torch.distributed as dist
+
+    from im_animation_core.train import fsdp
+    from im_animation_core.train import trainer as trainer_module
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for k, v in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1").items():
+        monkeypatch.setenv(k, v)
+    dist.init_process_group("gloo")
+    try:
+        shard = fsdp.shard_model
+        monkeypatch.setattr(trainer_module.fsdp, "shard_model", lambda model, device, bf16: shard(model, device, True))
+        cfg = tiny_config_dict("stage3", tmp_path / "bf16", strategy="fsdp", steps=1, save_every=100,
+                               dit={"gradient_checkpointing": True})
+        trainer = Trainer("stage3", config_from_dict("stage3", cfg), vae=tiny_vae())
+        monkeypatch.setattr(trainer, "_autocast", lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+        assert trainer.sharded
+        seen = []
+        linear = trainer.model.dit.blocks[0].ffn[0]
+        linear.register_forward_pre_hook(lambda m, args: seen.append(m.weight.dtype))
+        master = dict(trainer.model.named_parameters())[PROBE]
+        before = master.to_local().clone()
+        result = trainer.train()
+        assert seen and set(seen) == {torch.bfloat16}  # gathered for compute in bf16 (forward and recompute)
+        assert master.dtype == torch.float32 and master.to_local().dtype == torch.float32
+        # The step's update is kept: at step 1 only AdamW's weight decay (the zero-initialised head passes no
+        # gradient to the blocks yet), 1e-5 of each weight, below bfloat16's resolution: fp32 master weights.
+        assert not torch.equal(master.to_local(), before)
+        assert trainer.optimizer.state[master]["exp_avg"].dtype == torch.float32
+        assert math.isfinite(result.last_losses["loss"])
+        assert load_file(tmp_path / "bf16" / DIT_FILE)["blocks.0.ffn.0.weight"].dtype == torch.float32
+    finally:
+        dist.destroy_process_group()
