@@ -25,6 +25,7 @@ STAGES = ("stage1", "stage2", "stage3")
 MOTION_ENCODERS = ("tokenizer", "conv")
 RETARGET_KINDS = ("mask_tokens", "self_attention")
 PRECISIONS = ("no", "bf16")
+STRATEGIES = ("ddp", "fsdp")
 DTYPES = ("float32", "float16", "bfloat16")
 # Fields that may change between a checkpoint and the run resuming it (they do not change the result of a
 # step): the step budget, logging / checkpoint cadence, where outputs go, loader workers, the device.
@@ -210,6 +211,11 @@ class CommonConfig:
     heatmap_visibility_weight: weight each joint's heatmap error by its visibility (off: eq. 5 / 6
     as written; invisible joints then have all-zero targets). heatmap_supervision: the ablation switch
     (Table 2 exp. D); off drops every heatmap loss of the stage.
+    strategy: how processes launched by torchrun share the work: "ddp" (DistributedDataParallel, every
+    process holds the whole model; checkpoints are one model.safetensors) or "fsdp" (FSDP2, train/fsdp.py:
+    parameters, gradients and optimiser state sharded per DiT block, float32 master weights, bf16 compute
+    with mixed_precision "bf16" on CUDA; checkpoints sharded with torch.distributed.checkpoint, resumable on
+    another number of processes). One process without torchrun shards nothing but keeps fsdp's checkpoints.
     """
 
     output_dir: str = "runs/train"
@@ -223,6 +229,7 @@ class CommonConfig:
     device: str = "auto"
     cpu_threads: int = 0
     mixed_precision: str = "no"
+    strategy: str = "ddp"
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     motion_encoder: str = "tokenizer"
@@ -446,6 +453,7 @@ def validate(stage: str, c: CommonConfig) -> None:
     _choice("motion_encoder", c.motion_encoder, MOTION_ENCODERS)
     _choice("tokenizer.init", c.tokenizer.init, ("titok", "local"))
     _choice("mixed_precision", c.mixed_precision, PRECISIONS)
+    _choice("strategy", c.strategy, STRATEGIES)
     _choice("tokenizer.save_dtype", c.tokenizer.save_dtype, DTYPES)
     _choice("device", c.device.split(":")[0], ("auto", "cpu", "cuda"))
     if c.optim.lr <= 0 or c.optim.warmup_steps < 0 or c.optim.decay_steps < 0 or c.optim.grad_clip < 0:
@@ -464,6 +472,9 @@ def validate(stage: str, c: CommonConfig) -> None:
         _choice("dit.export", c.dit.export, ("base", "widened"))
         _choice("dit.dtype", c.dit.dtype, DTYPES)
         _choice("dit.save_dtype", c.dit.save_dtype, DTYPES)
+        if c.strategy == "fsdp" and c.dit.dtype != "float32":
+            raise ConfigError(f"strategy 'fsdp' keeps float32 master weights, but dit.dtype is '{c.dit.dtype}': set "
+                              f"it to float32 (mixed_precision 'bf16' computes in bfloat16)")
     if isinstance(c, Stage3Config):
         if c.dit_lr <= 0 or c.shift < 0 or c.retarget_weight < 0 or c.text_len < 1:
             raise ConfigError("config fields 'dit_lr' > 0, 'shift' >= 0, 'retarget_weight' >= 0 and "

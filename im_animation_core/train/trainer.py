@@ -11,7 +11,9 @@ Layout of ``output_dir``:
     metrics.jsonl                one JSON line per log_every steps (losses, lr, grad norm, speed)
     checkpoints/step_XXXXXXXX/   model.safetensors (all weights of the trained modules), state.pt
                                  (optimiser, scheduler, step, RNG; read with torch.load(weights_only=True)),
-                                 config.json
+                                 config.json; with strategy "fsdp": dcp/ (model and optimiser shards,
+                                 torch.distributed.checkpoint, fsdp.py) in place of the weights and the
+                                 optimiser, state.pt with scheduler, step and RNG
     checkpoints/latest           name of the newest checkpoint
     <stage outputs>              written at the end (see stages.py), listed in outputs.json (outputs.py)
 """
@@ -41,6 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..errors import IMAnimationError
+from . import fsdp
 from .build import augment_fn, build_dataset, collate_fn
 from .config import CONFIG_CLASSES, CommonConfig, ConfigError, config_from_dict, config_to_dict, diff_configs
 from .outputs import write_run_outputs
@@ -83,13 +86,14 @@ class DistInfo:
 
 def init_distributed(device_kind: str) -> DistInfo:
     """Join the process group torchrun describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK,
-    MASTER_ADDR/PORT); NCCL on CUDA, gloo on CPU. One process without those variables: no DDP."""
+    MASTER_ADDR/PORT); NCCL on CUDA, gloo on CPU. One process without those variables: no DDP. A process
+    group that already exists (a caller's, possibly of one process) is used as it is."""
+    if dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), False)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if dist.is_initialized():
-        return DistInfo(rank, world, local, False)
     backend = "nccl" if device_kind == "cuda" else "gloo"
     dist.init_process_group(backend, timeout=timedelta(minutes=30))
     return DistInfo(rank, world, local, True)
@@ -260,6 +264,13 @@ class Trainer:
         self.collate = collate
         self.augment = augment
         self._data_init()
+        self.ddp: nn.Module = self.model
+        # FSDP replaces the parameters by sharded ones: shard before the optimiser takes them. Any process
+        # group shards (torchrun's, or a caller's of one process); a plain process trains the model unsharded.
+        self.sharded = config.strategy == "fsdp" and dist.is_initialized()
+        if self.sharded:
+            fsdp.shard_model(self.model, self.device,
+                             bf16=config.mixed_precision == "bf16" and self.device.type == "cuda")
         groups = [g for g in self.stage.param_groups() if g["params"]]
         if not groups:
             raise ConfigError(f"{stage}: no parameter is trainable with this config")
@@ -270,8 +281,7 @@ class Trainer:
             self.optimizer, lambda k: lr_factor(k, o.warmup_steps, o.decay_steps, config.steps))
         self.step = 0
         self._collapse_warned = False
-        self.ddp: nn.Module = self.model
-        if self.info.enabled:
+        if self.info.enabled and not self.sharded:
             self.ddp = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)
@@ -344,18 +354,28 @@ class Trainer:
 
     # -- checkpoints --
     def save_checkpoint(self) -> Path | None:
-        if not self.info.main:
-            _barrier(self.info)
-            return None
         base = self.output_dir / CHECKPOINTS
         path = base / f"step_{self.step:08d}"
         tmp = base / f".tmp_step_{self.step:08d}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_model(self.model, str(tmp / WEIGHTS_FILE), metadata={"stage": self.stage_name, "step": str(self.step)})
-        torch.save({"step": self.step, "stage": self.stage_name, "world_size": self.info.world_size,
-                    "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                    "rng": _rng_state()}, tmp / STATE_FILE)
+        fsdp_format = self.config.strategy == "fsdp"
+        if fsdp_format:
+            if self.info.main:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            _barrier(self.info)
+            fsdp.save_sharded(tmp / fsdp.DCP_DIR, self.model, self.optimizer)  # every rank writes its shards
+        if not self.info.main:
+            _barrier(self.info)
+            return None
+        state: dict[str, Any] = {"step": self.step, "stage": self.stage_name, "world_size": self.info.world_size,
+                                 "scheduler": self.scheduler.state_dict(), "rng": _rng_state()}
+        if not fsdp_format:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            save_model(self.model, str(tmp / WEIGHTS_FILE),
+                       metadata={"stage": self.stage_name, "step": str(self.step)})
+            state["optimizer"] = self.optimizer.state_dict()
+        torch.save(state, tmp / STATE_FILE)
         (tmp / "config.json").write_text(json.dumps(config_to_dict(self.config), indent=2), encoding="utf-8")
         shutil.rmtree(path, ignore_errors=True)
         tmp.rename(path)
@@ -372,6 +392,11 @@ class Trainer:
         state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
         if state.get("stage") != self.stage_name:
             raise TrainingError(f"'{ckpt}' is a checkpoint of {state.get('stage')}, not of {self.stage_name}")
+        sharded_ckpt = (ckpt / fsdp.DCP_DIR).is_dir()
+        # another model size first: the message names the sizes (the config diff below would only name fields)
+        saved_shapes = (fsdp.saved_shapes_dcp(ckpt / fsdp.DCP_DIR) if sharded_ckpt
+                        else fsdp.saved_shapes_safetensors(ckpt / WEIGHTS_FILE))
+        fsdp.check_same_shapes(saved_shapes, fsdp.model_shapes(self.model), ckpt, fsdp.shared_names(self.model))
         differing = diff_configs(saved_config, config_to_dict(self.config))
         if differing:
             raise TrainingError(f"cannot resume from '{ckpt}': it was made with another configuration. Differing "
@@ -381,8 +406,11 @@ class Trainer:
         if state.get("world_size", 1) != self.info.world_size:
             log.warning("resuming a %d-process run with %d processes: the data order from here on differs from "
                         "the original run's", state.get("world_size", 1), self.info.world_size)
-        missing, unexpected = load_model(self.model, str(ckpt / WEIGHTS_FILE), strict=True, device=str(self.device))
-        self.optimizer.load_state_dict(state["optimizer"])
+        if sharded_ckpt:
+            fsdp.load_sharded(ckpt / fsdp.DCP_DIR, self.model, self.optimizer)
+        else:
+            load_model(self.model, str(ckpt / WEIGHTS_FILE), strict=True, device=str(self.device))
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         self.step = int(state["step"])
@@ -424,6 +452,11 @@ class Trainer:
             log.warning("%s: %d clip(s) of the dataset were unreadable and skipped (in this process): %s",
                         self.stage_name, len(skipped), "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:5]))
         files: dict[str, str] = {}
+        if self.sharded:  # gather on every rank; rank 0 exports the full weights as an unsharded run would
+            full = fsdp.full_state_dict(self.model)
+            if self.info.main:  # kept on the CPU: exporting computes nothing, and a 5B model is 22 GB in fp32
+                fsdp.unshard_for_export_(self.model, full, torch.device("cpu"))
+            del full
         if self.info.main:
             self.model.eval()
             files = self.stage.export(self.output_dir)
@@ -453,8 +486,8 @@ class Trainer:
                 self._check_finite(loss, step, batch["index"])
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, c.optim.grad_clip if c.optim.grad_clip > 0
-                                                           else math.inf)
+                grad_norm = fsdp.grad_norm_value(torch.nn.utils.clip_grad_norm_(
+                    params, c.optim.grad_clip if c.optim.grad_clip > 0 else math.inf))
                 self.optimizer.step()
                 self.scheduler.step()
                 self.step = step
