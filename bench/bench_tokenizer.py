@@ -1,13 +1,14 @@
 """Motion tokenizer benchmark: fast inference path vs the plain float32 reference of the released semantics.
 
 Run from the repository root:  python -m bench.bench_tokenizer [--sizes large small] [--batches 1 16]
-    [--iters 2] [--device cpu|cuda] [--threads N]
+    [--iters 4] [--device cpu|cuda] [--threads N]
 
 For every (size, batch) it encodes the same frames with (a) ``reference_encode`` (nn.MultiheadAttention
 style, float32) and (b) ``MotionTokenizer.encode`` (SDPA, fused kernels; float32 on the CPU), alternating
-the paths so that a busy machine slows all alike. It prints frames/s (best of ``iters`` timed calls after one
-warm-up), the process CPU seconds of that call, peak working memory above the weights, the ratio (b)/(a),
-how many token indices agree with (a), and GFLOP/s by the released FLOP count (all positions in all blocks).
+the paths (their order rotated each round) so that a busy machine slows all alike. It prints frames/s (best
+of ``iters`` timed calls after one warm-up), the process CPU seconds of that call, peak working memory above
+the weights, the ratio (b)/(a), how many token indices agree with (a), and GFLOP/s by the released FLOP count
+(all positions in all blocks).
 
 On the CPU, (b) runs three ways: with its timed per-shape kernel choice (``fast fp32``) and with each linear
 kernel forced (``IMA_LINEAR_KERNEL=onednn`` / ``aten``); "x best kernel" is the better forced row's wall
@@ -112,15 +113,19 @@ class PeakMemory:
 # ---- timing ---------------------------------------------------------------------------------------------
 def run_alternating(calls: dict[str, Callable[[], torch.Tensor]], iters: int,
                     device: torch.device) -> dict[str, dict]:
-    """One warm-up each, then ``iters`` rounds calling each function in turn.
+    """One warm-up each, then ``iters`` rounds calling each function in turn, the order rotated by one per
+    round: a call can run slower right after a particular other one (the reference frees large temporaries
+    that the next call faults back in), so each function follows each other one equally often.
 
     Records per call the wall seconds, the process CPU seconds and the peak memory (MiB).
     """
     results = {name: {"wall": [], "cpu": [], "peak": 0.0, "indices": None} for name in calls}
     for name, fn in calls.items():
         results[name]["indices"] = fn().cpu()
-    for _ in range(iters):
-        for name, fn in calls.items():
+    order = list(calls.items())
+    for round_ in range(iters):
+        shift = round_ % len(order)
+        for name, fn in order[shift:] + order[:shift]:
             with PeakMemory(device) as mem:
                 cpu0, wall0 = time.process_time(), time.perf_counter()
                 fn()
@@ -250,7 +255,8 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["small", "large"], choices=sorted(SIZES))
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 16])
-    parser.add_argument("--iters", type=int, default=2, help="timed calls per path after one warm-up")
+    parser.add_argument("--iters", type=int, default=4,
+                        help="timed calls per path after one warm-up (4: each of the CPU's four paths goes first once)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
