@@ -22,6 +22,11 @@ reads these frames back to the same joints.
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
 import torch
 
 from .errors import InputError
@@ -34,6 +39,7 @@ from .keypoints import (
     NUM_HAND_JOINTS,
     NUM_JOINTS,
     RIGHT_HAND_START,
+    keypoints_from_pose_frames,
 )
 
 OPENPOSE_BODY_JOINTS = 18
@@ -180,3 +186,43 @@ def render_pose_frames(xy: torch.Tensor, visible: torch.Tensor, width: int, heig
                 if v[j]:
                     _paint_segment(canvas, p[j], p[j], point_r, point_color)
     return out
+
+
+def _json_number(value):
+    """json.dump's fallback for the numpy scalars a pose node may leave in its dicts."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"a value of type {type(value).__name__} in POSE_KEYPOINT is not a number") from None
+
+
+def save_pose_keypoint_json(frames: Sequence[Mapping] | Mapping, path: str | Path) -> tuple[int, int]:
+    """Write POSE_KEYPOINT (one dict per frame, as a DWPose node outputs it, or one dict for one frame) to
+    ``path`` as the JSON list data.VideoFolder reads beside a clip (``<clip>.json``): the frames as they
+    are, so pixel or normalised coordinates, face and foot points all stay what the pose node made.
+
+    Written under a temporary name and renamed, so a file that exists is whole. Returns (frames, frames with a
+    person). Raises InputError when the frames do not parse as POSE_KEYPOINT or show no person at all (such a
+    clip would only be skipped by VideoFolder).
+    """
+    if isinstance(frames, Mapping):
+        frames = [frames]
+    frames = list(frames)
+    if not all(isinstance(f, Mapping) for f in frames):
+        raise InputError("POSE_KEYPOINT must be a list of per-frame dicts {'people': [...], 'canvas_width', "
+                         "'canvas_height'}, as a DWPose node outputs it")
+    # Parse exactly as VideoFolder will; the canvas of each frame is its own, so no size is needed here.
+    _xy, visible = keypoints_from_pose_frames(frames)
+    with_person = int(visible.any(dim=1).sum())
+    if with_person == 0:
+        raise InputError(f"no person in any of the {len(frames)} frames (no keypoint above the confidence "
+                         "threshold): check that the pose node saw the video, or leave this clip out")
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump([dict(frame) for frame in frames], f, default=_json_number)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(frames), with_person
