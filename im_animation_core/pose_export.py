@@ -226,3 +226,56 @@ def save_pose_keypoint_json(frames: Sequence[Mapping] | Mapping, path: str | Pat
     finally:
         tmp.unlink(missing_ok=True)
     return len(frames), with_person
+
+
+# COCO-WholeBody (133 points: body 0-16, feet 17-22, face 23-90, left hand 91-111, right hand 112-132), the
+# layout DWPose / RTMW models predict and the registry package rtmlib's Wholebody returns by default. Its COCO-17
+# body in OpenPose's 18-point order; None is the neck, which COCO lacks: the mean of both shoulders, as DWPose
+# and rtmlib compute it when they convert.
+OPENPOSE_FROM_COCO = (0, None, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3)
+_WHOLEBODY_PARTS = {"foot_keypoints_2d": (17, 23), "face_keypoints_2d": (23, 91),
+                    "hand_left_keypoints_2d": (91, 112), "hand_right_keypoints_2d": (112, 133)}
+
+
+def pose_frame_from_wholebody(keypoints, scores, width: int, height: int,
+                              threshold: float = DEFAULT_CONFIDENCE_THRESHOLD) -> dict:
+    """One frame of COCO-WholeBody predictions -> one POSE_KEYPOINT frame dict as comfyui_controlnet_aux's DWPose
+    Estimator writes it (pixel coordinates, c = 1.0 for a kept point, [0, 0, 0] for one under ``threshold``, a
+    part with no kept point None), plus the 6 DWPose foot points, for a pose package outside ComfyUI:
+
+        keypoints, scores = rtmlib.Wholebody(mode="balanced")(frame_bgr)   # [N,133,2] pixels, [N,133]
+        frames.append(pose_frame_from_wholebody(keypoints, scores, width, height))
+
+    keypoints: [N,133,2] (x, y) pixels of a width x height frame, one row per person; scores: [N,133].
+    """
+    kp = torch.as_tensor(keypoints, dtype=torch.float64)
+    sc = torch.as_tensor(scores, dtype=torch.float64)
+    if kp.numel() == 0:  # no person found in this frame
+        return {"people": [], "canvas_width": int(width), "canvas_height": int(height)}
+    if kp.shape[-2:] != (133, 2) or sc.shape[-1] != 133:
+        raise InputError(f"keypoints {tuple(kp.shape)} and scores {tuple(sc.shape)} are not COCO-WholeBody "
+                         "[N,133,2] and [N,133] (rtmlib's Wholebody with to_openpose=False, its default)")
+    kp, sc = kp.reshape(-1, 133, 2), sc.reshape(-1, 133)
+    if kp.shape[0] != sc.shape[0]:
+        raise InputError(f"{kp.shape[0]} people in keypoints but {sc.shape[0]} in scores")
+
+    def flat(points: torch.Tensor, conf: torch.Tensor) -> list[float] | None:
+        keep = conf >= threshold
+        if not bool(keep.any()):
+            return None
+        out: list[float] = []
+        for (x, y), k in zip(points.tolist(), keep.tolist(), strict=True):
+            out += [float(x), float(y), 1.0] if k else [0.0, 0.0, 0.0]
+        return out
+
+    people = []
+    for p, c in zip(kp, sc, strict=True):
+        neck = (p[5] + p[6]) / 2
+        neck_c = torch.minimum(c[5], c[6])  # the neck is as sure as the less sure shoulder
+        body = torch.stack([neck if i is None else p[i] for i in OPENPOSE_FROM_COCO])
+        body_c = torch.stack([neck_c if i is None else c[i] for i in OPENPOSE_FROM_COCO])
+        person = {"pose_keypoints_2d": flat(body, body_c) or [0.0] * (3 * OPENPOSE_BODY_JOINTS)}
+        for key, (a, b) in _WHOLEBODY_PARTS.items():
+            person[key] = flat(p[a:b], c[a:b])
+        people.append(person)
+    return {"people": people, "canvas_width": int(width), "canvas_height": int(height)}

@@ -74,9 +74,14 @@ def logged_losses(run_dir):
 
 
 @pytest.mark.parametrize("stage", ["stage3", "stage2"])
-def test_a_video_folder_cache_trains_with_the_live_losses(tmp_path, files, clips, stage):
+def test_a_video_folder_cache_trains_with_the_live_losses(tmp_path, files, clips, stage, capsys):
     cfg = config_from_dict(stage, config_dict(tmp_path, files, clips, stage))
-    index = build_cache(stage, cfg)
+    if stage == "stage3":  # through the command line, as a user builds it
+        path = tmp_path / "cfg.json"
+        path.write_text(json.dumps(config_dict(tmp_path, files, clips, stage)))
+        assert train_main(["cache", "--config", str(path)]) == 0
+        assert json.loads(capsys.readouterr().out.splitlines()[-1])["skipped"] == 2
+    index = build_cache(stage, cfg)  # a finished cache is reused as it is
     assert index["complete"] and index["clips"] == index["total"] == 4  # 2 good clips x 2 windows
     source = index["source"]
     assert source["clips"] == 2 and source["samples"] == 4
