@@ -16,9 +16,9 @@ x, y are normalised to [0, 1] of the canvas (x / W, y / H with the pixel coordin
 integer = pixel centre), as the ControlNet DWPose annotator writes them (comfyui_controlnet_aux's current
 DWPose Estimator writes pixels of its input image instead; keypoints_from_pose_dict reads both); a visible
 point has c = 1.0 and a hidden one is [0.0, 0.0, 0.0], because DWPose's own readers drop every point with
-c < 1. "foot_keypoints_2d" holds the 6 DWPose foot points (left big toe, left small toe, left heel, right big toe, right small toe, right heel) of
-which the project has the two big toes; the others are written hidden. keypoints.keypoints_from_pose_frames
-reads these frames back to the same joints.
+c < 1. "foot_keypoints_2d" holds the 6 DWPose foot points (left big toe, left small toe, left heel, right big
+toe, right small toe, right heel) of which the project has the two big toes; the others are written hidden.
+keypoints.keypoints_from_pose_frames reads these frames back to the same joints.
 """
 
 from __future__ import annotations
