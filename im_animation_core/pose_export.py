@@ -13,14 +13,20 @@ The POSE_KEYPOINT frame written per output frame, as comfyui_controlnet_aux's DW
                  "foot_keypoints_2d": [x, y, c] * 6}],
      "canvas_width": W, "canvas_height": H}
 x, y are normalised to [0, 1] of the canvas (x / W, y / H with the pixel coordinates of keypoints.py,
-integer = pixel centre), as DWPose writes them; a visible point has c = 1.0 and a hidden one is
-[0.0, 0.0, 0.0], because DWPose's own readers drop every point with c < 1. "foot_keypoints_2d" holds the
-6 DWPose foot points (left big toe, left small toe, left heel, right big toe, right small toe, right heel) of
-which the project has the two big toes; the others are written hidden. keypoints.keypoints_from_pose_frames
-reads these frames back to the same joints.
+integer = pixel centre), as the ControlNet DWPose annotator writes them (comfyui_controlnet_aux's current
+DWPose Estimator writes pixels of its input image instead; keypoints_from_pose_dict reads both); a visible
+point has c = 1.0 and a hidden one is [0.0, 0.0, 0.0], because DWPose's own readers drop every point with
+c < 1. "foot_keypoints_2d" holds the 6 DWPose foot points (left big toe, left small toe, left heel, right big
+toe, right small toe, right heel) of which the project has the two big toes; the others are written hidden.
+keypoints.keypoints_from_pose_frames reads these frames back to the same joints.
 """
 
 from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 
@@ -34,6 +40,7 @@ from .keypoints import (
     NUM_HAND_JOINTS,
     NUM_JOINTS,
     RIGHT_HAND_START,
+    keypoints_from_pose_frames,
 )
 
 OPENPOSE_BODY_JOINTS = 18
@@ -180,3 +187,96 @@ def render_pose_frames(xy: torch.Tensor, visible: torch.Tensor, width: int, heig
                 if v[j]:
                     _paint_segment(canvas, p[j], p[j], point_r, point_color)
     return out
+
+
+def _json_number(value):
+    """json.dump's fallback for the numpy scalars a pose node may leave in its dicts."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"a value of type {type(value).__name__} in POSE_KEYPOINT is not a number") from None
+
+
+def save_pose_keypoint_json(frames: Sequence[Mapping] | Mapping, path: str | Path) -> tuple[int, int]:
+    """Write POSE_KEYPOINT (one dict per frame, as a DWPose node outputs it, or one dict for one frame) to
+    ``path`` as the JSON list data.VideoFolder reads beside a clip (``<clip>.json``): the frames as they
+    are, so pixel or normalised coordinates, face and foot points all stay what the pose node made.
+
+    Written under a temporary name and renamed, so a file that exists is whole. Returns (frames, frames with a
+    person). Raises InputError when the frames do not parse as POSE_KEYPOINT or show no person at all (such a
+    clip would only be skipped by VideoFolder).
+    """
+    if isinstance(frames, Mapping):
+        frames = [frames]
+    frames = list(frames)
+    if not all(isinstance(f, Mapping) for f in frames):
+        raise InputError("POSE_KEYPOINT must be a list of per-frame dicts {'people': [...], 'canvas_width', "
+                         "'canvas_height'}, as a DWPose node outputs it")
+    # Parse exactly as VideoFolder will; the canvas of each frame is its own, so no size is needed here.
+    _xy, visible = keypoints_from_pose_frames(frames)
+    with_person = int(visible.any(dim=1).sum())
+    if with_person == 0:
+        raise InputError(f"no person in any of the {len(frames)} frames (no keypoint above the confidence "
+                         "threshold): check that the pose node saw the video, or leave this clip out")
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump([dict(frame) for frame in frames], f, default=_json_number)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(frames), with_person
+
+
+# COCO-WholeBody (133 points: body 0-16, feet 17-22, face 23-90, left hand 91-111, right hand 112-132), the
+# layout DWPose / RTMW models predict and the registry package rtmlib's Wholebody returns by default. Its COCO-17
+# body in OpenPose's 18-point order; None is the neck, which COCO lacks: the mean of both shoulders, as DWPose
+# and rtmlib compute it when they convert.
+OPENPOSE_FROM_COCO = (0, None, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3)
+_WHOLEBODY_PARTS = {"foot_keypoints_2d": (17, 23), "face_keypoints_2d": (23, 91),
+                    "hand_left_keypoints_2d": (91, 112), "hand_right_keypoints_2d": (112, 133)}
+
+
+def pose_frame_from_wholebody(keypoints, scores, width: int, height: int,
+                              threshold: float = DEFAULT_CONFIDENCE_THRESHOLD) -> dict:
+    """One frame of COCO-WholeBody predictions -> one POSE_KEYPOINT frame dict as comfyui_controlnet_aux's DWPose
+    Estimator writes it (pixel coordinates, c = 1.0 for a kept point, [0, 0, 0] for one under ``threshold``, a
+    part with no kept point None), plus the 6 DWPose foot points, for a pose package outside ComfyUI:
+
+        keypoints, scores = rtmlib.Wholebody(mode="balanced")(frame_bgr)   # [N,133,2] pixels, [N,133]
+        frames.append(pose_frame_from_wholebody(keypoints, scores, width, height))
+
+    keypoints: [N,133,2] (x, y) pixels of a width x height frame, one row per person; scores: [N,133].
+    """
+    kp = torch.as_tensor(keypoints, dtype=torch.float64)
+    sc = torch.as_tensor(scores, dtype=torch.float64)
+    if kp.numel() == 0:  # no person found in this frame
+        return {"people": [], "canvas_width": int(width), "canvas_height": int(height)}
+    if kp.shape[-2:] != (133, 2) or sc.shape[-1] != 133:
+        raise InputError(f"keypoints {tuple(kp.shape)} and scores {tuple(sc.shape)} are not COCO-WholeBody "
+                         "[N,133,2] and [N,133] (rtmlib's Wholebody with to_openpose=False, its default)")
+    kp, sc = kp.reshape(-1, 133, 2), sc.reshape(-1, 133)
+    if kp.shape[0] != sc.shape[0]:
+        raise InputError(f"{kp.shape[0]} people in keypoints but {sc.shape[0]} in scores")
+
+    def flat(points: torch.Tensor, conf: torch.Tensor) -> list[float] | None:
+        keep = conf >= threshold
+        if not bool(keep.any()):
+            return None
+        out: list[float] = []
+        for (x, y), k in zip(points.tolist(), keep.tolist(), strict=True):
+            out += [float(x), float(y), 1.0] if k else [0.0, 0.0, 0.0]
+        return out
+
+    people = []
+    for p, c in zip(kp, sc, strict=True):
+        neck = (p[5] + p[6]) / 2
+        neck_c = torch.minimum(c[5], c[6])  # the neck is as sure as the less sure shoulder
+        body = torch.stack([neck if i is None else p[i] for i in OPENPOSE_FROM_COCO])
+        body_c = torch.stack([neck_c if i is None else c[i] for i in OPENPOSE_FROM_COCO])
+        person = {"pose_keypoints_2d": flat(body, body_c) or [0.0] * (3 * OPENPOSE_BODY_JOINTS)}
+        for key, (a, b) in _WHOLEBODY_PARTS.items():
+            person[key] = flat(p[a:b], c[a:b])
+        people.append(person)
+    return {"people": people, "canvas_width": int(width), "canvas_height": int(height)}

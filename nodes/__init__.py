@@ -6,6 +6,7 @@ from .expression import ExpressionEncode
 from .motion_files import LoadMotionTokens, SaveMotionTokens
 from .motion_tokenizer import EncodeDrivingVideo, LoadMotionTokenizer
 from .pose import RetargetedPose
+from .pose_save import SavePoseKeypoints
 from .preview import PreviewMotionHeatmaps
 from .retarget import LoadIMAnimationModules, RetargetToIdentity
 from .sampler import IMAnimationSampler
@@ -21,6 +22,7 @@ NODES = [
     LoadIMAnimationModules,
     RetargetToIdentity,
     RetargetedPose,
+    SavePoseKeypoints,
     ExpressionEncode,
     ApplyIMAnimation,
     IMAnimationConditioning,

@@ -4,7 +4,9 @@ A dataset folder holds clips (``*.mp4``, ``*.mov``, ``*.webm``, ``*.mkv``, ``*.a
 each one ``<clip>.json``: the DWPose / POSE_KEYPOINT keypoints of every frame of the clip (facts §6), either
 a list of per-frame dicts ``{"people": [...], "canvas_width": W, "canvas_height": H}`` or a dict whose
 "frames" entry is that list. Coordinates may be pixels or normalised (keypoints.keypoints_from_pose_dict
-detects which).
+detects which). The pack's Save Pose Keypoints node writes such a file from a DWPose node in ComfyUI, and
+pose_export.pose_frame_from_wholebody makes the frames from a registry pose package's COCO-WholeBody output
+(docs/training.md, "Training on your own videos").
 
 Bad clips never stop a run: a clip that cannot be opened or decoded, has no or unreadable keypoints, no
 person, or fewer frames than one sample needs is skipped; ``dataset.skipped`` maps its path to the reason.

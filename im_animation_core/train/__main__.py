@@ -62,7 +62,8 @@ def _run_cache(args) -> int:
         data = _apply_sets(json.load(f), args.set)
     stage = args.for_stage
     index = build_cache(stage, config_from_dict(stage, data), args.config, log_fn=print)
-    print(json.dumps({"stage": "cache", "for": stage, "folder": data["data"]["cache"], "clips": index["clips"]}))
+    print(json.dumps({"stage": "cache", "for": stage, "folder": data["data"]["cache"], "clips": index["clips"],
+                      "skipped": len(index.get("source", {}).get("skipped", {}))}))
     return 0
 
 

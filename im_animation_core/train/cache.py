@@ -7,15 +7,21 @@ trains. ``build_cache`` runs that preparation once per clip (``Stage.cached_fiel
 The losses are those of live training on the same clips (tests/unit/test_train_cache.py).
 
 Layout of the folder (``data.cache``):
-    index.json            {"format", "version", "key", "clips", "shard_size", "shards": [{"file", "first",
-                          "count"}], "complete"}: rewritten (temporary file, then rename) after every shard
+    index.json            {"format", "version", "key", "clips", "total", "shard_size", "shards": [{"file",
+                          "first", "count"}], "complete", "source"}: rewritten (temporary file, then rename)
+                          after every shard. "source" describes the dataset the clips came from: for a video
+                          folder the number of clips and samples, a SHA-256 of the sample list (clip, first
+                          frame) and the skipped clips with their reasons
     shard_XXXXXX.safetensors   ``count`` clips from ``first`` on, each field stacked along axis 0; written under
                           a temporary name and renamed, so a shard that exists is whole
 
 The key: everything that decides a cached value (the data config but its loader and cache fields, SHA-256 of
 the VAE and motion-encoder files, the face-crop size and box source, whether the moving map is stored). A
-folder built for another key is refused, naming the field that differs. Building is deterministic (clip i
-is dataset item i) and resumable: a rerun keeps the shards listed in the index and continues after them.
+folder built for another key is refused, naming the field that differs; for another VAE or motion encoder
+the message names both files (the key keeps each file's path beside its hash, for that message only: a
+moved file with the same bytes still matches). Building is deterministic (clip i is dataset item i) and
+resumable: a rerun keeps the shards listed in the index and continues after them, once it has checked that
+the dataset still lists the same samples (a video folder whose clips changed would shift every later item).
 """
 
 from __future__ import annotations
@@ -70,17 +76,17 @@ def cache_key(config: Stage2Config) -> dict[str, Any]:
     if trainable:
         raise ConfigError("a clip cache holds the motion encoder's tokens, so the encoder must be frozen "
                           "(tokenizer.trainable / conv_encoder.trainable false) in a run with data.cache")
-    if config.motion_encoder == "conv":
-        encoder = {"kind": "conv", "file": file_sha256(config.conv_encoder.path) if config.conv_encoder.path else ""}
-    else:
-        encoder = {"kind": "tokenizer", "file": file_sha256(config.tokenizer.path) if config.tokenizer.path else ""}
+    kind = "conv" if config.motion_encoder == "conv" else "tokenizer"
+    path = config.conv_encoder.path if kind == "conv" else config.tokenizer.path
+    encoder = {"kind": kind, "file": file_sha256(path) if path else "", "path": str(path)}
     if not encoder["file"]:
         raise ConfigError("a clip cache needs the motion encoder from a file (tokenizer.path, or conv_encoder.path): "
                           "a freshly drawn encoder's tokens would not match between runs")
     if not config.vae.path:
         raise ConfigError("a clip cache needs the VAE from a file (vae.path)")
     key = {"stage": "stage3" if isinstance(config, Stage3Config) else "stage2", "data": data,
-           "vae": {"file": file_sha256(config.vae.path), "factory": config.vae.factory}, "motion_encoder": encoder}
+           "vae": {"file": file_sha256(config.vae.path), "path": str(config.vae.path),
+                   "factory": config.vae.factory}, "motion_encoder": encoder}
     if isinstance(config, Stage3Config):
         key["face_boxes"] = config.expression_face_boxes
         key["moving_map"] = config.moving_weight > 0
@@ -92,11 +98,20 @@ def cache_key(config: Stage2Config) -> dict[str, Any]:
     return key
 
 
+# Key fields that name a file for messages only; the file's SHA-256 beside them decides.
+_PATH_FIELDS = ("vae.path", "motion_encoder.path")
+_FILE_FIELDS = {"vae.file": ("VAE", "vae.path", "vae.path"),
+                "motion_encoder.file": ("motion encoder", "motion_encoder.path",
+                                        "tokenizer.path (or conv_encoder.path)")}
+
+
 def key_differences(built: dict, wanted: dict) -> list[str]:
     """'field (cache X, config Y)' for each flattened key field that differs."""
     a, b = flatten(built), flatten(wanted)
     out = []
     for k in sorted(set(a) | set(b)):
+        if k in _PATH_FIELDS:
+            continue
         if a.get(k, "absent") != b.get(k, "absent"):
             out.append(f"{k} (cache {json.dumps(a.get(k, 'absent'))}, config {json.dumps(b.get(k, 'absent'))})")
     return out
@@ -127,11 +142,42 @@ def check_key(folder: Path, index: dict, key: dict, config_path: str = "the conf
     built = dict(index["key"])
     if "frozen_retargeter" not in key:  # a frozen retargeter's motion maps are extra fields, unused here
         built.pop("frozen_retargeter", None)
+    a, b = flatten(built), flatten(key)
+    for field_name, (what, path_field, config_field) in _FILE_FIELDS.items():
+        if a.get(field_name) != b.get(field_name):
+            old = a.get(path_field) or "a file not recorded in this cache"
+            raise CacheError(
+                f"clip cache '{folder}' was built with another {what}: the cache's is '{old}' (SHA-256 "
+                f"{str(a.get(field_name, 'absent'))[:16]}...), this config's {config_field} is '{b.get(path_field)}' "
+                f"(SHA-256 {str(b.get(field_name))[:16]}...). Its latents / tokens would not be this {what}'s: "
+                f"rebuild the cache for this config in a new folder (python -m im_animation_core.train cache "
+                f"--config {config_path}), or point {config_field} at the file the cache was built with")
     diff = key_differences(built, key)
     if diff:
         raise CacheError(f"clip cache '{folder}' was built for another config; differing field(s): "
                          f"{'; '.join(diff[:5])}. Rebuild it for this config (python -m im_animation_core.train "
                          f"cache --config {config_path}) in a new folder, or set data.cache to the matching one")
+
+
+def dataset_source(dataset: Any) -> dict[str, Any]:
+    """What the index records of the dataset behind a cache: for a video folder the clip and sample counts, a
+    SHA-256 of the sample list (clip path relative to the folder, first frame) and the skipped clips
+    ({relative path: reason}); for a generated dataset its length."""
+    source: dict[str, Any] = {"samples": len(dataset)}
+    root = getattr(dataset, "root", None)
+    if root is None or not hasattr(dataset, "describe"):
+        return source
+
+    def rel(path: str) -> str:
+        try:
+            return Path(path).relative_to(root).as_posix()
+        except ValueError:
+            return str(path)
+
+    items = [[rel(p), start] for p, start in map(dataset.describe, range(len(dataset)))]
+    source.update(clips=len(dataset.clips), items_sha256=hashlib.sha256(json.dumps(items).encode()).hexdigest(),
+                  skipped={rel(p): r for p, r in sorted(dataset.skipped.items())})
+    return source
 
 
 def build_cache(stage_name: str, config: Stage2Config, config_path: str = "the config", log_fn=None) -> dict:
@@ -150,18 +196,29 @@ def build_cache(stage_name: str, config: Stage2Config, config_path: str = "the c
         if index["complete"]:
             say(f"cache {folder}: complete already ({index['clips']} clips)")
             return index
-    else:
+    # The dataset before any file is written: a video folder without a usable clip raises InputError (with
+    # each clip's reason) here instead of leaving an empty cache behind.
+    dataset, collate = build_dataset(config.data), collate_fn()
+    source = dataset_source(dataset)
+    total = len(dataset)
+    if index is None:
         folder.mkdir(parents=True, exist_ok=True)
-        index = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "key": key, "clips": 0, "shard_size": SHARD_SIZE,
-                 "shards": [], "complete": False}
+        index = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "key": key, "clips": 0, "total": total,
+                 "shard_size": SHARD_SIZE, "shards": [], "complete": False, "source": source}
         _write_json(folder / INDEX_FILE, index)
+    elif index["shards"] and index.get("source", {}).get("items_sha256") != source.get("items_sha256"):
+        raise CacheError(f"clip cache '{folder}' was started on other samples of '{config.data.root}' (its clips "
+                         f"changed since: {index.get('source', {}).get('samples')} samples then, {total} now), so "
+                         "the cached items would not line up; delete the folder (or pick a new data.cache) and "
+                         "rebuild")
+    if source.get("skipped"):
+        say(f"cache {folder}: {len(source['skipped'])} clip(s) skipped (reasons in {INDEX_FILE} 'source.skipped'); "
+            f"first: {next(iter(source['skipped'].items()))}")
     if config.cpu_threads > 0:
         torch.set_num_threads(config.cpu_threads)
     torch.manual_seed(config.seed)
     stage = STAGE_CLASSES[stage_name](config)
     stage.to(torch.device("cpu"))
-    dataset, collate = build_dataset(config.data), collate_fn()
-    total = len(dataset)
     done = sum(s["count"] for s in index["shards"])
     start = time.perf_counter()
     while done < total:
@@ -176,6 +233,8 @@ def build_cache(stage_name: str, config: Stage2Config, config_path: str = "the c
         done += count
         index["clips"] = done
         index["complete"] = done >= total
+        # clips whose frames failed to decode only now (VideoFolder skips them then) are counted too
+        index["source"] = {**index.get("source", {}), **dataset_source(dataset)}
         _write_json(folder / INDEX_FILE, index)
         rate = (done - index["shards"][0]["first"]) / max(time.perf_counter() - start, 1e-9)
         say(f"cache {folder}: {done}/{total} clips ({rate:.2f} clips/s)")
@@ -194,8 +253,9 @@ class CachedClips(Dataset):
                              f"(python -m im_animation_core.train cache --config {config_path})")
         check_key(self.folder, index, key, config_path)
         if not index["complete"]:
-            raise CacheError(f"clip cache '{self.folder}' is unfinished ({index['clips']} of "
-                             f"{index['key']['data']['num_samples']} clips); rerun the cache command to finish it")
+            total = index.get("total", index["key"]["data"]["num_samples"])
+            raise CacheError(f"clip cache '{self.folder}' is unfinished ({index['clips']} of {total} clips); rerun "
+                             f"the cache command to finish it")
         self.shards, self.clips, self.shard_size = index["shards"], index["clips"], index["shard_size"]
         missing = [s["file"] for s in self.shards if not (self.folder / s["file"]).is_file()]
         if missing:
@@ -226,4 +286,4 @@ class CachedClips(Dataset):
 
 
 __all__ = ["CACHE_FORMAT", "CacheError", "CachedClips", "INDEX_FILE", "build_cache", "cache_key", "check_key",
-           "read_index"]
+           "dataset_source", "read_index"]

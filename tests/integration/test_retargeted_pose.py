@@ -1,6 +1,7 @@
 """Retargeted Pose in the real server with the committed demo models: its POSE_KEYPOINT holds the identity's
 joints where the held-out pair's ground truth has them, and its skeleton video drives the host's Wan Animate
-conditioning node (WanAnimateToVideo's pose_video)."""
+conditioning node (WanAnimateToVideo's pose_video). Save Pose Keypoints writes that POSE_KEYPOINT (with the
+skeleton frames as the clip) in the layout the training's video-folder reader reads back to the same joints."""
 
 import json
 import sys
@@ -16,6 +17,7 @@ from tools.server import assert_ok, execution_error
 sys.path.insert(0, str(REPO / "scripts"))
 import demo_support as ds  # noqa: E402
 
+from im_animation_core.data import VideoFolder  # noqa: E402
 from im_animation_core.keypoints import keypoints_from_pose_frames  # noqa: E402
 
 SIZE, FRAMES = ds.DEMO_SIZE, ds.DEMO_FRAMES
@@ -109,3 +111,58 @@ def test_bad_input_names_the_input(pose_run, change, words):
     assert message.startswith("Retargeted Pose:") and "Traceback" not in message, message
     for word in words:
         assert word in message, message
+
+
+def save_prompt(images=("8", 1), prefix="training/clip") -> dict:
+    """pose_prompt plus Save Pose Keypoints of the retargeted joints, with ``images`` as the clip."""
+    prompt = pose_prompt()
+    prompt["15"] = {"class_type": "IMA_SavePoseKeypoints", "inputs": {
+        "pose_keypoint": ["8", 0], "filename_prefix": prefix, "fps": 16.0, "images": list(images)}}
+    return prompt
+
+
+def test_saved_pose_keypoints_are_read_back_by_the_video_folder(pose_run):
+    pytest.importorskip("decord")
+    _, entry, server = pose_run
+    sent = json.loads(entry["outputs"]["9"]["text"][0])  # the POSE_KEYPOINT the save node receives
+    saved = server.run(save_prompt())
+    assert_ok(saved)
+    files = saved["outputs"]["15"]["pose_keypoints"]
+    assert [f["filename"] for f in files] == ["clip_00001_.json", "clip_00001_.mp4"]
+    assert all(f["frames"] == FRAMES and f["subfolder"] == "training" for f in files)
+    folder = server.base / "output" / "training"
+    assert json.loads((folder / "clip_00001_.json").read_text()) == sent  # the frames as the pose node made them
+
+    dataset = VideoFolder(folder, frames=FRAMES, size=None)
+    assert len(dataset) == 1 and not dataset.skipped
+    item = dataset[0]
+    xy, visible = keypoints_from_pose_frames(sent)
+    assert visible.any(dim=1).all()
+    assert torch.equal(item["driving_visible"], visible)
+    torch.testing.assert_close(item["driving_joints"], xy, atol=1e-4, rtol=0)
+    assert item["driving"].shape == (FRAMES, SIZE, SIZE, 3)  # the skeleton clip beside it, every frame
+
+    # Another save into the same folder (another fps: the host reuses an unchanged node's earlier result) makes
+    # a new pair and keeps the first.
+    prompt = save_prompt()
+    prompt["15"]["inputs"]["fps"] = 24.0
+    again = server.run(prompt)
+    assert_ok(again)
+    assert (folder / "clip_00001_.json").is_file()
+    assert [f["filename"] for f in again["outputs"]["15"]["pose_keypoints"]] == ["clip_00002_.json",
+                                                                                   "clip_00002_.mp4"]
+
+
+@pytest.mark.parametrize("images, prefix, words", [
+    (("1", 0), "training/bad", ["'images' has 1 frames but 'pose_keypoint' " + str(FRAMES)]),
+    (("8", 1), "../outside", ["filename_prefix", "inside ComfyUI's output folder"]),
+])
+def test_save_pose_keypoints_bad_input_names_the_input(pose_run, images, prefix, words):
+    _, _, server = pose_run
+    err = execution_error(server.run(save_prompt(images, prefix)))
+    assert err is not None, "the bad input was accepted"
+    message = err["exception_message"]
+    assert message.startswith("Save Pose Keypoints:") and "Traceback" not in message, message
+    for word in words:
+        assert word in message, message
+    assert not list((server.base / "output").glob("bad*")) and not (server.base / "outside").exists()

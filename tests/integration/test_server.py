@@ -27,6 +27,7 @@ EXPECTED = {  # node id -> (inputs, output types)
     "IMA_SaveMotionTokens": (["motion_tokens", "filename_prefix"], []),
     "IMA_LoadMotionTokens": (["path"], ["IMA_MOTION_TOKENS"]),
     "IMA_RetargetedPose": (["retargeted_motion", "confidence_threshold", "hands"], ["POSE_KEYPOINT", "IMAGE"]),
+    "IMA_SavePoseKeypoints": (["pose_keypoint", "filename_prefix", "fps", "images"], []),
     "IMA_ApplyModel": (["model", "modules"], ["MODEL"]),
     "IMA_Conditioning": (["retargeted_motion", "expression", "positive", "negative"],
                          ["CONDITIONING", "CONDITIONING", "LATENT", "INT"]),

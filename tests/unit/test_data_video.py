@@ -127,3 +127,57 @@ def test_video_folder_bad_keypoints_and_empty(tmp_path, video_folder):
         VideoFolder(tmp_path, frames=4, size=32)
     with pytest.raises(InputError, match="does not exist"):
         VideoFolder(tmp_path / "missing", frames=4)
+
+
+# comfyui_controlnet_aux's DWPose Estimator (DWPreprocessor), as its source writes POSE_KEYPOINT
+# (src/custom_controlnet_aux/dwpose/__init__.py encode_poses_as_dict, wholebody.py Wholebody.format_result):
+# one dict per frame; per person 18 body points in OpenPose order, x and y in pixels of the input image
+# (canvas_width / canvas_height = that image's size), confidence 1.0, a point under DWPose's 0.3 written
+# [0.0, 0.0, 0.0]; face 70 points (68 + both eyes) and hands 21 points each, or null when no point of the part
+# was found; no foot points. The original ControlNet DWPose annotator writes the same with x / W, y / H.
+def _aux_person(x0: float, y0: float, s: float, hidden: tuple[int, ...] = (), hands: bool = True) -> dict:
+    body = []
+    for j in range(18):
+        body += [0.0, 0.0, 0.0] if j in hidden else [x0 + s * (j % 3), y0 + s * j, 1.0]
+    hand = [v for k in range(21) for v in (x0 + 0.5 * k, y0 + 20 * s, 1.0)]
+    face = [v for k in range(70) for v in (x0 + 0.25 * k, y0 + 0.5, 1.0)]
+    return {"pose_keypoints_2d": body, "face_keypoints_2d": face,
+            "hand_left_keypoints_2d": hand if hands else None, "hand_right_keypoints_2d": None}
+
+
+def _aux_frames(n: int, width: int, height: int) -> list[dict]:
+    """n frames: the main person (large, moving right by 1 px a frame, left ear hidden) and a small one
+    behind; the second frame without hands."""
+    return [{"people": [_aux_person(4.0 + t, 2.0, 2.0, hidden=(17,), hands=t != 1),
+                        _aux_person(60.0, 30.0, 0.5)],
+             "canvas_height": height, "canvas_width": width} for t in range(n)]
+
+
+def test_video_folder_reads_what_comfyui_controlnet_aux_writes(tmp_path, video_folder):
+    from im_animation_core.pose_export import save_pose_keypoint_json
+
+    root, _ = video_folder
+    frames = _aux_frames(VN, VW, VH)
+    for name, data in (("pixels", frames), ("normalised", [
+        {**f, "people": [{k: None if v is None else [c / (VW, VH, 1)[i % 3] for i, c in enumerate(v)]
+                          for k, v in p.items()} for p in f["people"]]} for f in frames])):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "clip.mp4").write_bytes((root / "good.mp4").read_bytes())
+        assert save_pose_keypoint_json(data, folder / "clip.json") == (VN, VN)  # as the save node writes it
+        assert json.loads((folder / "clip.json").read_text()) == data  # the frames as they are
+        s = VideoFolder(folder, frames=VN, size=None)[0]
+        xy, vis = s["driving_joints"], s["driving_visible"]
+        for t in range(VN):
+            expect = torch.tensor([[4.0 + t + 2.0 * (j % 3), 2.0 + 2.0 * j] for j in range(18)])
+            assert vis[t, :17].all() and not vis[t, 17]  # the main person; the hidden left ear stays hidden
+            torch.testing.assert_close(xy[t, :17], expect[:17], atol=1e-4, rtol=0)
+            assert not vis[t, 18:LEFT_HAND_START].any()  # no feet in this format
+            assert bool(vis[t, LEFT_HAND_START:RIGHT_HAND_START].all()) == (t != 1)  # null hands: hidden
+            assert not vis[t, RIGHT_HAND_START:].any()
+        assert s["driving_face_boxes"].shape == (VN, 4)
+    with pytest.raises(InputError, match="no person in any of the 2 frames"):
+        save_pose_keypoint_json([{"people": [], "canvas_width": VW, "canvas_height": VH}] * 2, tmp_path / "x.json")
+    with pytest.raises(InputError, match="per-frame dicts"):
+        save_pose_keypoint_json(["not a frame"], tmp_path / "x.json")
+    assert not (tmp_path / "x.json").exists() and not list(tmp_path.glob(".*.tmp"))

@@ -1,5 +1,7 @@
 """Retargeted joints out: kept by the retarget step, written as POSE_KEYPOINT and drawn as a skeleton."""
 
+import json
+
 import pytest
 import torch
 
@@ -199,3 +201,46 @@ def test_long_clips_keep_one_pose_per_output_frame(modules):
     # The first segment's frames are those of a short run on its frames.
     _, short_xy, _ = retarget_with_keypoints(modules, tokens, ref, 17, (64, 64))
     torch.testing.assert_close(xy[:15], short_xy[:15], rtol=0, atol=1e-5)
+
+
+# COCO-17 body point names in COCO's order (the first 17 of COCO-WholeBody's 133), written out here rather
+# than derived from the converter's table, so the test checks the mapping by name.
+COCO_BODY = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+             "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+             "right_knee", "left_ankle", "right_ankle")
+
+
+def test_coco_wholebody_predictions_become_the_dwpose_layout():
+    from im_animation_core.keypoints import BODY_JOINT_NAMES
+    from im_animation_core.pose_export import pose_frame_from_wholebody
+
+    kp = torch.zeros(2, 133, 2)
+    kp[0, :, 0] = 10 + torch.arange(133) * 1.25  # a distinct place per point
+    kp[0, :, 1] = 5 + (torch.arange(133) % 97) * 1.1
+    kp[1] = kp[0] * 0.1 + 100  # a small second person in a corner
+    sc = torch.full((2, 133), 0.9)
+    sc[0, COCO_BODY.index("left_ear")] = 0.1  # under DWPose's 0.3: dropped
+    sc[0, 112:133] = 0.05  # the right hand not found at all
+    frame = pose_frame_from_wholebody(kp.numpy(), sc.numpy(), 200, 120)
+    assert frame["canvas_width"] == 200 and frame["canvas_height"] == 120 and len(frame["people"]) == 2
+    person = frame["people"][0]
+    assert len(person["pose_keypoints_2d"]) == 54 and len(person["face_keypoints_2d"]) == 68 * 3
+    assert person["hand_right_keypoints_2d"] is None and len(person["hand_left_keypoints_2d"]) == 63
+    json.dumps(frame)  # plain numbers and None only
+
+    (xy,), (vis,) = keypoints_from_pose_frames([frame])
+    for j, name in enumerate(BODY_JOINT_NAMES):
+        if name == "neck":
+            expect = (kp[0, 5] + kp[0, 6]) / 2
+        elif name in ("left_big_toe", "right_big_toe"):  # COCO-WholeBody feet 17-22: big toe, small toe, heel
+            expect = kp[0, 17 if name.startswith("left") else 20]
+        else:
+            expect = kp[0, COCO_BODY.index(name)]
+        assert bool(vis[j]) == (name != "left_ear"), name
+        if vis[j]:
+            torch.testing.assert_close(xy[j], expect, atol=1e-4, rtol=0, msg=name)
+    torch.testing.assert_close(xy[LEFT_HAND_START:RIGHT_HAND_START], kp[0, 91:112], atol=1e-4, rtol=0)
+    assert not vis[RIGHT_HAND_START:].any()
+    assert pose_frame_from_wholebody(torch.zeros(0, 133, 2), torch.zeros(0, 133), 200, 120)["people"] == []
+    with pytest.raises(InputError, match="not COCO-WholeBody"):
+        pose_frame_from_wholebody(torch.zeros(1, 134, 2), torch.zeros(1, 134), 200, 120)
