@@ -30,6 +30,10 @@ from im_animation_core.train.outputs import outputs_path  # noqa: E402
 CONFIGS = "configs/demo128"
 TRAIN = [sys.executable, "-m", "im_animation_core.train"]
 
+# The retargeter's Stage-2 runs, each a continuation of the one before it (docs/training.md says why each).
+STAGE2_CHAIN = ("stage2", "stage2_more", "stage2_self", "stage2_self_more", "stage2_mix")
+LATEST_STAGE2 = STAGE2_CHAIN[-1]  # the retargeter the DiT-first phase reads (configs/demo128/stage3_dit.json)
+
 # (name, command, the file whose presence means the step is done)
 STEPS = (
     ("vae", TRAIN + ["vae", "--config", f"{CONFIGS}/vae.json"], "runs/demo128/vae/ima_demo128_wan21_vae.safetensors"),
@@ -38,19 +42,21 @@ STEPS = (
     ("vae_gate", [sys.executable, "scripts/vae_gate.py", "--config", f"{CONFIGS}/vae16.json", "--pairs", "16",
                   "--json", "runs/demo128/vae_gate.json"], "runs/demo128/vae_gate.json"),
     ("stage1", TRAIN + ["stage1", "--config", f"{CONFIGS}/stage1.json"], outputs_path("runs/demo128/stage1")),
-    ("stage2", TRAIN + ["stage2", "--config", f"{CONFIGS}/stage2.json"], outputs_path("runs/demo128/stage2")),
-    ("stage2_more", TRAIN + ["stage2", "--config", f"{CONFIGS}/stage2_more.json"],
-     outputs_path("runs/demo128/stage2_more")),
+    *((name, TRAIN + ["stage2", "--config", f"{CONFIGS}/{name}.json"], outputs_path(f"runs/demo128/{name}"))
+      for name in STAGE2_CHAIN),
     ("cache", TRAIN + ["cache", "--config", f"{CONFIGS}/stage3_dit.json"], "runs/demo128/cache_dit/index.json"),
     ("stage3_dit", TRAIN + ["stage3", "--config", f"{CONFIGS}/stage3_dit.json"],
      outputs_path("runs/demo128/stage3_dit")),
 )
 # the config field that picks the device, per step (the VAE trainer's sits under train)
-DEVICE_FIELD = {"vae": "train.device", "vae16": "train.device", "stage1": "device",
-                "stage2": "device", "stage2_more": "device", "cache": "device", "stage3_dit": "device"}
+DEVICE_FIELD = {"vae": "train.device", "vae16": "train.device", "stage1": "device", "cache": "device",
+                "stage3_dit": "device", **dict.fromkeys(STAGE2_CHAIN, "device")}
 
 
 def done(name: str, marker: str | Path) -> bool:
+    if name in STAGE2_CHAIN:  # a continuation's output stands for the runs it continued (only it is kept)
+        later = STAGE2_CHAIN[STAGE2_CHAIN.index(name):]
+        return any((REPO / outputs_path(f"runs/demo128/{n}")).is_file() for n in later)
     path = REPO / marker
     if not path.is_file():
         return False
@@ -74,11 +80,11 @@ KEEP = {
     "vae_gate": ["runs/demo128/vae_gate.json"],
     "stage1": [f"runs/demo128/stage1/{f}" for f in ("motion_tokenizer.safetensors", "config.yaml",
                                                     "heatmap_head.safetensors", "config.json", "outputs.json")],
-    "stage2": [f"runs/demo128/stage2/{f}" for f in ("im_animation_modules.safetensors", "motion_tokenizer.safetensors",
-                                                    "config.yaml", "config.json", "outputs.json", "metrics.jsonl")],
-    "stage2_more": [f"runs/demo128/stage2_more/{f}" for f in (
-        "im_animation_modules.safetensors", "motion_tokenizer.safetensors", "config.yaml", "config.json",
-        "outputs.json", "metrics.jsonl")],
+    # the record of every Stage-2 run, and the weights of the latest only (the chain continues from it)
+    **{name: [f"runs/demo128/{name}/{f}" for f in ("config.yaml", "config.json", "outputs.json", "metrics.jsonl")]
+       + ([f"runs/demo128/{name}/{f}" for f in ("im_animation_modules.safetensors", "motion_tokenizer.safetensors")]
+          if name == LATEST_STAGE2 else [])
+       for name in STAGE2_CHAIN},
     "stage3_dit": [f"runs/demo128/stage3_dit/{f}" for f in ("wan_dit.safetensors", "im_animation_modules.safetensors",
                                                             "motion_tokenizer.safetensors", "config.yaml",
                                                             "config.json", "outputs.json", "metrics.jsonl")],

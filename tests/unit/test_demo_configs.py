@@ -109,9 +109,14 @@ def test_the_128_pixel_chain_reads_what_each_step_wrote_and_runs_every_config():
     assert s2.tokenizer.path == tokenizer == s3.tokenizer.path
     assert not s2.tokenizer.trainable and not s3.tokenizer.trainable
     assert s2.vae.path == vae.output == s3.vae.path
-    s2_more = load_config("stage2", DEMO128 / "stage2_more.json")
-    assert s2_more.modules.path == f"{s2.output_dir}/im_animation_modules.safetensors"  # a continuation
-    assert s3.modules.path == f"{s2_more.output_dir}/im_animation_modules.safetensors"
+    # each later Stage-2 run continues the one before it; the DiT-first phase reads the last
+    chain = [load_config("stage2", DEMO128 / f"{n}.json") for n in train_demo().STAGE2_CHAIN]
+    assert chain[0].output_dir == s2.output_dir and not chain[0].modules.path
+    for before, after in zip(chain, chain[1:], strict=False):
+        assert after.modules.path == f"{before.output_dir}/im_animation_modules.safetensors"
+        assert after.tokenizer.path == tokenizer and after.vae.path == vae.output and after.data.size == 128
+    assert s3.modules.path == f"{chain[-1].output_dir}/im_animation_modules.safetensors"
+    assert {c.data.options.get("self_pair_fraction", 0.0) for c in chain} == {0.0, 0.5, 1.0}
     # one domain: 128-pixel frames with thick, contrasting limbs everywhere
     for d in (vae8.data, vae.data, s1.data, s2.data, s3.data):
         assert d.size == 128 and d.options == {"thickness_scale": 2.0, "min_contrast": 0.3}
