@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tools.server import ComfyServer  # noqa: E402
-from tools.workflow import input_specs, is_widget  # noqa: E402
+from tools.workflow import DYNAMIC_COMBO, input_specs, is_widget, option_specs  # noqa: E402
 
 UPLOAD_WIDGET = {"LoadImage": "image", "LoadVideo": "image"}  # the frontend's upload button keeps a value
 
@@ -26,6 +26,25 @@ GRAPH_NOTE = (
 def model_note(files: list[tuple[str, str]], extra: str) -> str:
     rows = "\n".join(f"| `{name}` | `ComfyUI/models/{folder}/` |" for name, folder in files)
     return f"## Model files\n\n| file | put it in |\n|---|---|\n{rows}\n\n{extra}\n\n{GRAPH_NOTE}"
+
+
+def widget_values(name: str, type_, options: dict, given: dict, prefix: str = "") -> list:
+    """The saved values of one widget as the frontend lays them out: its value (given, else the default, else the
+    first choice), "fixed" for a seed's control_after_generate, then the widgets a dynamic combo's selected option
+    adds (named "<name>.<input>")."""
+    key = prefix + name
+    if type_ == DYNAMIC_COMBO:
+        choices = [o["key"] for o in options["options"]]
+    else:
+        choices = type_ if isinstance(type_, list) else options.get("options") or [None]
+    out = [given.get(key, options.get("default", choices[0] if choices else None))]
+    if options.get("control_after_generate"):
+        out.append("fixed")
+    if type_ == DYNAMIC_COMBO:
+        for sub, sub_type, sub_options in option_specs(options, out[0]):
+            if is_widget(sub_type, sub_options):
+                out += widget_values(sub, sub_type, sub_options, given, key + ".")
+    return out
 
 
 COLUMN_X = {-1: -640, 0: 0, 1: 460, 2: 900, 3: 1360, 4: 1820, 5: 2240}
@@ -78,10 +97,7 @@ def graph(nodes: list[dict], object_info: dict) -> dict:
         for name, type_, options in input_specs(info):
             widget = is_widget(type_, options)
             if widget:
-                choices = type_ if isinstance(type_, list) else options.get("options") or [None]
-                values.append(n.get("widgets", {}).get(name, options.get("default", choices[0] if choices else None)))
-                if options.get("control_after_generate"):
-                    values.append("fixed")
+                values += widget_values(name, type_, options, n.get("widgets", {}))
                 if UPLOAD_WIDGET.get(n["type"]) and name in ("image", "file"):
                     values.append(UPLOAD_WIDGET[n["type"]])
             link = next((lk for lk in links if lk[3] == n["id"] and lk[6] == name), None)
