@@ -16,6 +16,22 @@ from tools.workflow import DYNAMIC_COMBO, input_specs, is_widget, option_specs  
 UPLOAD_WIDGET = {"LoadImage": "image", "LoadVideo": "image"}  # the frontend's upload button keeps a value
 
 
+# Where the 5B graph's stock loaders fetch their files: the frontend lists an absent file as a missing model with
+# a download link from the loader node's properties.models (name, url, directory), as in ComfyUI's official
+# Wan2.2 TI2V-5B template (video_wan2_2_5B_ti2v.json), from which these three entries are copied.
+WAN22_5B_MODELS = {
+    "UNETLoader": {"name": "wan2.2_ti2v_5B_fp16.safetensors", "directory": "diffusion_models",
+                   "url": "https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files/"
+                          "diffusion_models/wan2.2_ti2v_5B_fp16.safetensors"},
+    "VAELoader": {"name": "wan2.2_vae.safetensors", "directory": "vae",
+                  "url": "https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files/"
+                         "vae/wan2.2_vae.safetensors"},
+    "CLIPLoader": {"name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "directory": "text_encoders",
+                   "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/"
+                          "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors"},
+}
+
+
 GRAPH_NOTE = (
     "## Sampling\n\nApply IM-Animation patches the model and IM-Animation Conditioning builds the prompts and the "
     "latent, so any sampler works (KSampler here; SamplerCustomAdvanced, other packs' samplers). Trim Video Latent "
@@ -88,6 +104,8 @@ def graph(nodes: list[dict], object_info: dict) -> dict:
                 "flags": {}, "order": order, "mode": 0, "properties": {"Node name for S&R": n["type"]}}
         if n.get("title"):
             node["title"] = n["title"]
+        if n.get("models"):
+            node["properties"]["models"] = n["models"]
         if n["type"] == "MarkdownNote":
             node.update(inputs=[], outputs=[], widgets_values=[n["text"]], color="#432", bgcolor="#653")
             ui_nodes.append(node)
@@ -164,6 +182,10 @@ def im_animation_nodes(dit: str, vae: str, tokenizer: str, modules: str, sampler
              "links": {"clip": (16, 0)}, "widgets": {"text": "blurry, distorted limbs, extra limbs, static"}},
         ]
         next(n for n in nodes if n["id"] == 11)["links"]["model"] = (15, 0)
+        for n in nodes:
+            if n["type"] in WAN22_5B_MODELS:
+                m = WAN22_5B_MODELS[n["type"]]
+                n["models"] = [{k: m[k] for k in ("name", "url", "directory")}]  # the template's key order
         next(n for n in nodes if n["id"] == 19)["links"].update(positive=(17, 0), negative=(18, 0))
     return nodes
 
@@ -180,7 +202,9 @@ def main() -> None:
          ("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders"),
          ("motion_encoder_latest.safetensors (+ config.yaml)", "im_animation"),
          ("im_animation_wan22_5b_modules.safetensors", "im_animation")],
-        "The motion encoder is the released IM-Animation checkpoint. The modules file is trained with this "
+        "The frontend offers the first three for download (ComfyUI's official Wan2.2 5B links). The motion encoder "
+        "is the released IM-Animation checkpoint, published by the paper's authors in the public repository "
+        "`rabberk/IM-Animation` (download it from there by hand). The modules file is trained with this "
         "project's trainer: no public IM-Animation weights exist for it (see README, Limitations).")
     demo_note = model_note(
         [("ima_demo_wan.safetensors", "diffusion_models"), ("ima_demo_wan21_vae.safetensors", "vae"),

@@ -40,7 +40,7 @@ def option_specs(options: dict, key) -> list[tuple[str, object, dict]]:
 
 
 def is_widget(type_, options: dict) -> bool:
-    if type_ in UNSUPPORTED_DYNAMIC:
+    if isinstance(type_, str) and type_ in UNSUPPORTED_DYNAMIC:
         raise NotImplementedError(f"dynamic input type {type_} is not handled by this converter")
     return isinstance(type_, list) or (type_ in WIDGET_TYPES and not options.get("forceInput"))
 
