@@ -325,9 +325,38 @@ MISSING_MODELS_JS = """() => {
 }"""
 
 
-def test_5b_workflow_offers_its_model_downloads(page, frontend_server):
-    """Opened with its model files absent, the 5B workflow lists each as a missing model, the DiT, VAE and text
-    encoder with the download links of its loaders' properties.models; with the files there nothing is flagged."""
+SETTING_JS = "([k, v]) => app.extensionManager.setting.set(k, v)"
+# The names among ``names`` that the Errors panel's missing-model group shows (the smallest element holding all its
+# Download buttons and a "locate node" button; not the page, whose Markdown note names every file too).
+LISTED_JS = """(names) => {
+  const downloads = document.querySelectorAll('[data-testid="missing-model-download"]').length;
+  let el = document.querySelector('[data-testid="missing-model-download"]');
+  while (el && !(el.querySelectorAll('[data-testid="missing-model-download"]').length === downloads
+                 && el.querySelector('[data-testid="missing-model-locate"]'))) el = el.parentElement;
+  return names.filter(n => el && el.textContent.includes(n));
+}"""
+
+
+def shown_missing_models(page, out_dir) -> tuple[set[str], set[str]]:
+    """Through the error overlay's "see errors" button, the Errors panel: the file names it lists and those it
+    offers a Download button for. Its screenshot goes to out/browser/missing_models.png."""
+    page.click('[data-testid="error-overlay-see-errors"]', timeout=15_000)
+    page.wait_for_selector('[data-testid="missing-model-download"]', timeout=15_000)
+    page.wait_for_timeout(300)
+    page.mouse.move(5, page.viewport_size["height"] - 5)
+    (out_dir / "missing_models.png").write_bytes(page.screenshot())
+    if UPDATE_TRACKED_IMAGES:
+        shutil.copyfile(out_dir / "missing_models.png", DOCS_IMAGES / "missing_models.png")
+    labels = page.eval_on_selector_all('[data-testid="missing-model-download"]',
+                                       "els => els.map(e => e.getAttribute('aria-label') || '')")
+    listed = page.evaluate(LISTED_JS, sorted(FIVE_B_FILES))
+    return set(listed), {label.removeprefix("Download ") for label in labels}
+
+
+def test_5b_workflow_offers_its_model_downloads(page, frontend_server, out_dir):
+    """Opened with its model files absent, the 5B workflow lists each as a missing model (the frontend's list and
+    its Errors panel), the DiT, VAE and text encoder with the download links of its loaders' properties.models
+    and a Download button; with the files there nothing is flagged."""
     if page.evaluate("() => !window.app.refreshMissingModels"):
         pytest.fail("this frontend has no missing-model pipeline (app.refreshMissingModels): run the browser tests "
                     "on the default host (v0.33, frontend 1.49)")
@@ -344,8 +373,11 @@ def test_5b_workflow_offers_its_model_downloads(page, frontend_server):
         page.evaluate("async () => { await app.reloadNodeDefs(); }")
         return page.evaluate(LOAD_JS, ui), page.evaluate(MISSING_MODELS_JS)
 
+    page.evaluate(SETTING_JS, ["Comfy.Workflow.ShowMissingModelsWarning", True])  # the warning a user sees
     try:
         loaded, missing = open_with_files(present=False)
+        listed, downloads = shown_missing_models(page, out_dir)
+        assert listed == set(FIVE_B_FILES) and downloads == DOWNLOADABLE, (listed, downloads)
         got = {m["name"]: m for m in missing}
         assert set(got) == set(FIVE_B_FILES), missing
         for name, m in got.items():
@@ -357,6 +389,7 @@ def test_5b_workflow_offers_its_model_downloads(page, frontend_server):
         flagged = {str(n["id"]) for n in loaded["nodes"] if n["has_errors"]}
         assert flagged == {m["node"] for m in missing}, (flagged, missing)
     finally:
+        page.evaluate(SETTING_JS, ["Comfy.Workflow.ShowMissingModelsWarning", False])
         loaded, missing = open_with_files(present=True)
     assert missing == [], missing
     assert [n["id"] for n in loaded["nodes"] if n["has_errors"]] == []
