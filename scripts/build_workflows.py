@@ -11,9 +11,25 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tools.server import ComfyServer  # noqa: E402
-from tools.workflow import input_specs, is_widget  # noqa: E402
+from tools.workflow import DYNAMIC_COMBO, input_specs, is_widget, option_specs  # noqa: E402
 
 UPLOAD_WIDGET = {"LoadImage": "image", "LoadVideo": "image"}  # the frontend's upload button keeps a value
+
+
+# Where the 5B graph's stock loaders fetch their files: the frontend lists an absent file as a missing model with
+# a download link from the loader node's properties.models (name, url, directory), as in ComfyUI's official
+# Wan2.2 TI2V-5B template (video_wan2_2_5B_ti2v.json), from which these three entries are copied.
+WAN22_5B_MODELS = {
+    "UNETLoader": {"name": "wan2.2_ti2v_5B_fp16.safetensors", "directory": "diffusion_models",
+                   "url": "https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files/"
+                          "diffusion_models/wan2.2_ti2v_5B_fp16.safetensors"},
+    "VAELoader": {"name": "wan2.2_vae.safetensors", "directory": "vae",
+                  "url": "https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files/"
+                         "vae/wan2.2_vae.safetensors"},
+    "CLIPLoader": {"name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "directory": "text_encoders",
+                   "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/"
+                          "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors"},
+}
 
 
 GRAPH_NOTE = (
@@ -26,6 +42,25 @@ GRAPH_NOTE = (
 def model_note(files: list[tuple[str, str]], extra: str) -> str:
     rows = "\n".join(f"| `{name}` | `ComfyUI/models/{folder}/` |" for name, folder in files)
     return f"## Model files\n\n| file | put it in |\n|---|---|\n{rows}\n\n{extra}\n\n{GRAPH_NOTE}"
+
+
+def widget_values(name: str, type_, options: dict, given: dict, prefix: str = "") -> list:
+    """The saved values of one widget as the frontend lays them out: its value (given, else the default, else the
+    first choice), "fixed" for a seed's control_after_generate, then the widgets a dynamic combo's selected option
+    adds (named "<name>.<input>")."""
+    key = prefix + name
+    if type_ == DYNAMIC_COMBO:
+        choices = [o["key"] for o in options["options"]]
+    else:
+        choices = type_ if isinstance(type_, list) else options.get("options") or [None]
+    out = [given.get(key, options.get("default", choices[0] if choices else None))]
+    if options.get("control_after_generate"):
+        out.append("fixed")
+    if type_ == DYNAMIC_COMBO:
+        for sub, sub_type, sub_options in option_specs(options, out[0]):
+            if is_widget(sub_type, sub_options):
+                out += widget_values(sub, sub_type, sub_options, given, key + ".")
+    return out
 
 
 COLUMN_X = {-1: -640, 0: 0, 1: 460, 2: 900, 3: 1360, 4: 1820, 5: 2240}
@@ -69,6 +104,8 @@ def graph(nodes: list[dict], object_info: dict) -> dict:
                 "flags": {}, "order": order, "mode": 0, "properties": {"Node name for S&R": n["type"]}}
         if n.get("title"):
             node["title"] = n["title"]
+        if n.get("models"):
+            node["properties"]["models"] = n["models"]
         if n["type"] == "MarkdownNote":
             node.update(inputs=[], outputs=[], widgets_values=[n["text"]], color="#432", bgcolor="#653")
             ui_nodes.append(node)
@@ -78,10 +115,7 @@ def graph(nodes: list[dict], object_info: dict) -> dict:
         for name, type_, options in input_specs(info):
             widget = is_widget(type_, options)
             if widget:
-                choices = type_ if isinstance(type_, list) else options.get("options") or [None]
-                values.append(n.get("widgets", {}).get(name, options.get("default", choices[0] if choices else None)))
-                if options.get("control_after_generate"):
-                    values.append("fixed")
+                values += widget_values(name, type_, options, n.get("widgets", {}))
                 if UPLOAD_WIDGET.get(n["type"]) and name in ("image", "file"):
                     values.append(UPLOAD_WIDGET[n["type"]])
             link = next((lk for lk in links if lk[3] == n["id"] and lk[6] == name), None)
@@ -148,6 +182,10 @@ def im_animation_nodes(dit: str, vae: str, tokenizer: str, modules: str, sampler
              "links": {"clip": (16, 0)}, "widgets": {"text": "blurry, distorted limbs, extra limbs, static"}},
         ]
         next(n for n in nodes if n["id"] == 11)["links"]["model"] = (15, 0)
+        for n in nodes:
+            if n["type"] in WAN22_5B_MODELS:
+                m = WAN22_5B_MODELS[n["type"]]
+                n["models"] = [{k: m[k] for k in ("name", "url", "directory")}]  # the template's key order
         next(n for n in nodes if n["id"] == 19)["links"].update(positive=(17, 0), negative=(18, 0))
     return nodes
 
@@ -164,7 +202,9 @@ def main() -> None:
          ("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders"),
          ("motion_encoder_latest.safetensors (+ config.yaml)", "im_animation"),
          ("im_animation_wan22_5b_modules.safetensors", "im_animation")],
-        "The motion encoder is the released IM-Animation checkpoint. The modules file is trained with this "
+        "The frontend offers the first three for download (ComfyUI's official Wan2.2 5B links). The motion encoder "
+        "is the released IM-Animation checkpoint, published by the paper's authors in the public repository "
+        "`rabberk/IM-Animation` (download it from there by hand). The modules file is trained with this "
         "project's trainer: no public IM-Animation weights exist for it (see README, Limitations).")
     demo_note = model_note(
         [("ima_demo_wan.safetensors", "diffusion_models"), ("ima_demo_wan21_vae.safetensors", "vae"),

@@ -1,4 +1,5 @@
-"""make demo: run workflows/im_animation_demo.json headless through the real ComfyUI server.
+"""make demo: run workflows/im_animation_demo.json headless through the real ComfyUI server, as the frontend
+exports it (workflows/api/im_animation_demo.json).
 
 The inputs are a held-out pair of the synthetic generator (demo_support.DEMO_SEED / DEMO_INDEX): a driving
 clip (a motion on identity A) and an identity image (identity B), whose exact ground truth (the same motion
@@ -27,7 +28,6 @@ from im_animation_core.video import read_video  # noqa: E402
 from tools.fixture_models import DEMO_NAMES, write_fixture_models  # noqa: E402
 from tools.media import DRIVING_NAME, IDENTITY_NAME  # noqa: E402
 from tools.server import ComfyServer, assert_ok  # noqa: E402
-from tools.workflow import ui_to_api  # noqa: E402
 
 TRAINED = {"dit": "diffusion_models", "vae": "vae", "tokenizer": "im_animation", "modules": "im_animation"}
 SOURCES = {k: REPO / "models" / sub / DEMO_NAMES[k] for k, sub in TRAINED.items()}
@@ -48,10 +48,14 @@ def install_models(models: Path) -> bool:
     return True
 
 
-def demo_prompt(server: ComfyServer) -> dict:
-    """The demo workflow in the API format, for a started server."""
-    info = server.get("/object_info")
-    return ui_to_api(json.loads((REPO / "workflows" / "im_animation_demo.json").read_text()), info)
+API_WORKFLOW = REPO / "workflows" / "api" / "im_animation_demo.json"
+
+
+def demo_prompt(server: ComfyServer | None = None) -> dict:
+    """The demo workflow as the real ComfyUI frontend exports it in the API format ("Export (API)"): the browser
+    tests write workflows/api/ through the frontend's own graphToPrompt and fail when it is stale. The same export
+    runs on v0.8 (tests/integration: test_demo_workflow_runs_end_to_end runs it on both hosts)."""
+    return json.loads(API_WORKFLOW.read_text())
 
 
 def run_prompt(server: ComfyServer, prompt: dict) -> Path:

@@ -90,6 +90,18 @@ def git_commit() -> str:
     return commit + (" (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
+def comfyui_host() -> str:
+    """The ComfyUI the video rows run in (tools.comfy_path's choice): its version and folder."""
+    from tools.comfy_path import find_comfyui
+
+    try:
+        root = find_comfyui()
+    except RuntimeError as e:
+        return f"not found ({e})"
+    version = re.search(r'__version__ = "([^"]+)"', (root / "comfyui_version.py").read_text())
+    return f"v{version.group(1) if version else '?'} ({root})"
+
+
 def write_report(path: Path, report: Report, held_out: list[str]) -> None:
     """report's lines as a Markdown file, under a header: command, date, commit, machine and held-out sets."""
     command = shlex.join(["python", os.path.relpath(sys.argv[0], Path.cwd()), *sys.argv[1:]])
@@ -98,6 +110,7 @@ def write_report(path: Path, report: Report, held_out: list[str]) -> None:
               f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
               f"- commit: {git_commit()}",
               f"- machine: {machine_facts()}",
+              f"- ComfyUI host of the video rows: {comfyui_host()}",
               *[f"- {line}" for line in held_out], ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(header) + "\n" + report.text())

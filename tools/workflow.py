@@ -1,9 +1,16 @@
 """Convert a UI-format workflow (what users save and share) into the API format that POST /prompt takes,
-using the server's /object_info to know which inputs are widgets and in which order."""
+using the server's /object_info to know which inputs are widgets and in which order.
+
+For tests and tools only: what users run (make demo, the headless examples) is the frontend's own export in
+workflows/api/. The browser tests check this converter against the real frontend's ``app.graphToPrompt()``."""
 
 from __future__ import annotations
 
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # a combo whose selected option adds widgets "<name>.<input>" after it
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", DYNAMIC_COMBO}
+# The other dynamic input types of the newer hosts (sockets that grow or change type): not converted here.
+UNSUPPORTED_DYNAMIC = {"COMFY_AUTOGROW_V3", "COMFY_MATCHTYPE_V3", "COMFY_DYNAMICSLOT_V3"}
+UPLOAD_OPTIONS = ("image_upload", "video_upload", "audio_upload")  # the frontend adds an upload button widget
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 
 
@@ -11,6 +18,10 @@ def input_specs(info: dict) -> list[tuple[str, object, dict]]:
     """(name, type, options) of a node's inputs in the order the frontend lays out widgets."""
     spec = info["input"]
     order = info.get("input_order") or {k: list(spec.get(k, {})) for k in ("required", "optional")}
+    return _specs(spec, order)
+
+
+def _specs(spec: dict, order: dict) -> list[tuple[str, object, dict]]:
     out = []
     for section in ("required", "optional"):
         for name in order.get(section, []):
@@ -19,8 +30,35 @@ def input_specs(info: dict) -> list[tuple[str, object, dict]]:
     return out
 
 
+def option_specs(options: dict, key) -> list[tuple[str, object, dict]]:
+    """The inputs that a dynamic combo's option ``key`` adds (required, then optional, as the frontend adds them)."""
+    option = next((o for o in options["options"] if o["key"] == key), None)
+    if option is None:
+        raise ValueError(f"{key!r} is not an option of this dynamic combo: {[o['key'] for o in options['options']]}")
+    inputs = option.get("inputs") or {}
+    return _specs(inputs, {k: list(inputs.get(k) or {}) for k in ("required", "optional")})
+
+
 def is_widget(type_, options: dict) -> bool:
+    if isinstance(type_, str) and type_ in UNSUPPORTED_DYNAMIC:
+        raise NotImplementedError(f"dynamic input type {type_} is not handled by this converter")
     return isinstance(type_, list) or (type_ in WIDGET_TYPES and not options.get("forceInput"))
+
+
+def take_widget_values(specs, values: list, inputs: dict, prefix: str = "") -> None:
+    """Move the saved widget values into ``inputs`` by name, in the frontend's widget order: each widget's value,
+    then control_after_generate's and an upload button's (not inputs), then a dynamic combo's added widgets."""
+    for name, type_, options in specs:
+        if not is_widget(type_, options) or not values:
+            continue
+        key = prefix + name
+        inputs[key] = values.pop(0)
+        if options.get("control_after_generate") and values:
+            values.pop(0)
+        if any(options.get(k) for k in UPLOAD_OPTIONS) and values:
+            values.pop(0)
+        if type_ == DYNAMIC_COMBO:
+            take_widget_values(option_specs(options, inputs[key]), values, inputs, key + ".")
 
 
 def ui_to_api(ui: dict, object_info: dict) -> dict:
@@ -36,15 +74,10 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
         linked = {i["name"]: i["link"] for i in node.get("inputs", []) if i.get("link") is not None}
         values = list(node.get("widgets_values") or [])
         inputs = {}
-        for name, type_, options in input_specs(object_info[node["type"]]):
-            if is_widget(type_, options):
-                if values:
-                    inputs[name] = values.pop(0)
-                if options.get("control_after_generate") and values:
-                    values.pop(0)
-            if name in linked:
-                link = links[linked[name]]
-                inputs[name] = [str(link[1]), link[2]]
+        take_widget_values(input_specs(object_info[node["type"]]), values, inputs)
+        for name, link_id in linked.items():  # a link replaces a widget's value
+            link = links[link_id]
+            inputs[name] = [str(link[1]), link[2]]
         api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return api
 

@@ -37,12 +37,19 @@ FRONTEND_SETTINGS = {
     "Comfy.Graph.CanvasInfo": False,
     "LiteGraph.Canvas.MinFontSizeForLOD": 0,       # never switch to the text-less low-detail drawing
     "LiteGraph.Node.TooltipDelay": 100,
-    "Comfy.Workflow.ShowMissingModelsWarning": False,  # the 5B graph names the real (absent) model files
+    "Comfy.Workflow.ShowMissingModelsWarning": False,  # no dialog: the tests read the missing-model list itself
     "Comfy.Workflow.ShowMissingNodesWarning": True,    # kept on: the test checks that this dialog stays shut
     "Comfy.Validation.Workflows": True,
     "Comfy.NodeBadge.NodeSourceBadgeMode": "Hide built-in",
 }
 
+# The 5B workflow's model files, by folder. The frontend_server fixture writes empty files under these names (so
+# that nothing is flagged while the graph is checked); test_5b_workflow_offers_its_model_downloads takes them away
+# and puts them back.
+FIVE_B_FILES = {"wan2.2_ti2v_5B_fp16.safetensors": "diffusion_models", "wan2.2_vae.safetensors": "vae",
+                "umt5_xxl_fp8_e4m3fn_scaled.safetensors": "text_encoders",
+                "motion_encoder_latest.safetensors": "im_animation",
+                "im_animation_wan22_5b_modules.safetensors": "im_animation"}
 _skipped: list[str] = []
 
 
@@ -87,6 +94,9 @@ def frontend_server(browser):
     write_fixture_models(srv.models)
     write_fixture_models(srv.models, names=DEMO_NAMES)
     write_demo_inputs(srv.base / "input")
+    for file, folder in FIVE_B_FILES.items():
+        (srv.models / folder).mkdir(parents=True, exist_ok=True)
+        (srv.models / folder / file).write_bytes(b"")
     settings = srv.base / "user" / "default" / "comfy.settings.json"
     settings.parent.mkdir(parents=True, exist_ok=True)
     settings.write_text(json.dumps(FRONTEND_SETTINGS, indent=1))

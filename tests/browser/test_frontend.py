@@ -3,7 +3,9 @@ Debian's chromium: loaded through the page's own ``app.loadGraphData``; no missi
 IM-Animation node drawn with its sockets and widgets (values as saved) and its help (description and input
 tooltips) shown on hover; the frontend's own ``app.graphToPrompt()`` accepted by POST /prompt and executed to
 an output video; a screenshot of the laid-out graph kept (out/browser/, docs/images/graph_<name>.png) and a
-template-browser thumbnail written beside the workflow (workflows/<name>.jpg)."""
+template-browser thumbnail written beside the workflow (workflows/<name>.jpg); the frontend's API-format export
+committed in workflows/api/<name>.json (what make demo submits) checked to be current; the 5B workflow's loaders
+offering their model downloads."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import shutil
 import pytest
 from PIL import Image
 
+from tests.browser.conftest import FIVE_B_FILES
 from tools.comfy_path import REPO
 from tools.media import read_video_info
 from tools.server import PACK_DIR_NAME, assert_ok
@@ -26,6 +29,8 @@ DOCS_IMAGES = REPO / "docs" / "images"
 # thumbnails beside the workflows) are rewritten only on request: `make images` sets this.
 UPDATE_TRACKED_IMAGES = os.environ.get("IMA_UPDATE_IMAGES") == "1"
 WORKFLOW_NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+API_DIR = WORKFLOWS / "api"  # the frontend's own API-format export of each workflow (its "Export (API)")
+UPDATE_API = os.environ.get("IMA_UPDATE_API") == "1"  # `make workflows` rewrites the exports
 THUMBNAIL_SIZE = 512  # the template browser shows extension templates as <name>.jpg, square cards
 
 
@@ -77,7 +82,7 @@ FIT_JS = """([top, right, bottom, left]) => {
 
 # Where (page coordinates) to point to get a node's title, one input socket, one widget.
 POINTS_JS = """(id) => {
-  const n = app.graph.getNodeById(id), r = app.canvas.canvas.getBoundingClientRect();
+  const n = app.graph.nodes.find(n => String(n.id) === String(id)), r = app.canvas.canvas.getBoundingClientRect();
   const toPage = ([x, y]) => {
     const o = app.canvas.ds.convertOffsetToCanvas([x, y]);
     return [r.left + o[0], r.top + o[1]];
@@ -119,11 +124,11 @@ def hover_text(page, point) -> str:
 def check_ima_nodes(ui: dict, loaded: dict, object_info: dict) -> None:
     """Every IM-Animation node of the file is on the canvas with the node definition's sockets and widgets,
     widget values as saved, links where the file has them."""
-    by_id = {n["id"]: n for n in loaded["nodes"]}
+    by_id = {str(n["id"]): n for n in loaded["nodes"]}  # the frontend's ids are numbers (1.35) or strings (1.49)
     ima = [n for n in ui["nodes"] if n["type"].startswith("IMA_")]
     assert len(ima) >= 6, [n["type"] for n in ima]
     for saved in ima:
-        node = by_id.get(saved["id"])
+        node = by_id.get(str(saved["id"]))
         assert node is not None and node["type"] == saved["type"], f"{saved['type']} ({saved['id']}) not on the canvas"
         info = object_info[saved["type"]]
         specs = input_specs(info)
@@ -203,6 +208,19 @@ def screenshots(page, name: str, out_dir) -> None:
         (WORKFLOWS / f"{name}.jpg").write_bytes(buf.getvalue())
 
 
+def check_export(page, name: str, prompt: dict) -> None:
+    """workflows/api/<name>.json is the frontend's export of workflows/<name>.json: rewritten with IMA_UPDATE_API=1
+    (make workflows), else it must equal what the frontend gives now."""
+    path = API_DIR / f"{name}.json"
+    if UPDATE_API:
+        API_DIR.mkdir(exist_ok=True)
+        path.write_text(json.dumps(prompt, indent=1) + "\n")
+    version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ ?? 'unknown'")
+    assert path.is_file() and json.loads(path.read_text()) == prompt, (
+        f"workflows/api/{name}.json is not the frontend's ({version}) export of workflows/{name}.json: "
+        "run `make workflows` on the default host")
+
+
 def test_every_pack_node_has_help_in_the_frontend(page, object_info):
     """The frontend's node definitions of every node of this pack (not only those in the workflows): in the
     IM-Animation category, with a description and a tooltip on every input."""
@@ -241,7 +259,7 @@ def test_workflow_in_the_frontend(page, frontend_server, object_info, out_dir, n
     assert bad == [], f"nodes the frontend cannot draw: {bad}"
     assert not loaded["missingDialog"], loaded["dialogs"]
     assert loaded["dialogs"] == [], f"dialogs opened on load: {loaded['dialogs']}"
-    assert sorted(n["id"] for n in loaded["nodes"]) == sorted(n["id"] for n in ui["nodes"])
+    assert sorted(str(n["id"]) for n in loaded["nodes"]) == sorted(str(n["id"]) for n in ui["nodes"])
     assert loaded["links"] == len(ui["links"])
     check_ima_nodes(ui, loaded, object_info)
 
@@ -255,9 +273,12 @@ def test_workflow_in_the_frontend(page, frontend_server, object_info, out_dir, n
     assert set(prompt) == set(ours)
     for key, node in ours.items():
         assert prompt[key]["class_type"] == node["class_type"]
-        declared = {n for n, _, _ in input_specs(object_info[node["class_type"]])}  # not frontend-only widgets
-        inputs = {k: v for k, v in prompt[key]["inputs"].items() if k in declared}  # such as LoadVideo's preview
+        # Declared inputs (a dynamic combo's "<name>.<input>" among them), not frontend-only widgets such as
+        # LoadVideo's preview.
+        declared = {n for n, _, _ in input_specs(object_info[node["class_type"]])}
+        inputs = {k: v for k, v in prompt[key]["inputs"].items() if k.split(".")[0] in declared}
         assert inputs == node["inputs"], (node["class_type"], prompt[key]["inputs"], node["inputs"])
+    check_export(page, name, prompt)
     adapt, expected = RUNS[name]
     entry = frontend_server.run(adapt(prompt))
     assert_ok(entry)
@@ -270,7 +291,8 @@ def test_workflows_in_the_template_browser(page, frontend_server, out_dir):
     listing = frontend_server.get("/workflow_templates")
     assert sorted(listing.get(PACK_DIR_NAME, [])) == WORKFLOW_NAMES, listing
     page.evaluate("() => app.extensionManager.command.execute('Comfy.BrowseTemplates')")
-    page.get_by_text(PACK_DIR_NAME, exact=True).first.click()  # the pack's entry under Extensions
+    dialog = page.locator('[role="dialog"]', has=page.locator('[data-testid="template-workflows-content"]'))
+    dialog.get_by_text(PACK_DIR_NAME, exact=True).first.click()  # the pack's entry under Extensions
     for name in WORKFLOW_NAMES:
         img = page.locator(f'[data-testid="template-workflow-{name}"] img')
         img.wait_for(timeout=10_000)
@@ -279,7 +301,7 @@ def test_workflows_in_the_template_browser(page, frontend_server, out_dir):
         assert "default-template" not in src and width == THUMBNAIL_SIZE, f"{name}: thumbnail {src} ({width} px)"
     page.mouse.move(5, 5)
     page.wait_for_timeout(200)
-    (out_dir / "template_browser.png").write_bytes(page.locator(".p-dialog").last.screenshot())
+    (out_dir / "template_browser.png").write_bytes(dialog.screenshot())
     if UPDATE_TRACKED_IMAGES:
         shutil.copyfile(out_dir / "template_browser.png", DOCS_IMAGES / "template_browser.png")
 
@@ -289,3 +311,85 @@ def test_workflows_in_the_template_browser(page, frontend_server, out_dir):
                            " && app.graph.nodes.some(n => n.type === 'IMA_Conditioning')", timeout=15_000)
     ui = json.loads((WORKFLOWS / "im_animation_demo.json").read_text())
     assert page.evaluate("() => app.graph.nodes.length") == len(ui["nodes"])
+
+
+DOWNLOADABLE = {"wan2.2_ti2v_5B_fp16.safetensors", "wan2.2_vae.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors"}
+
+# The frontend's missing-model list (its Pinia store "missingModel", which the Errors panel shows) after a load.
+MISSING_MODELS_JS = """() => {
+  const pinia = document.querySelector('#vue-app').__vue_app__.config.globalProperties.$pinia;
+  const store = pinia._s.get('missingModel');
+  if (!store) return null;
+  return (store.missingModelCandidates || []).map(c => ({name: c.name, url: c.url ?? null,
+    directory: c.directory ?? null, node: String(c.nodeId), widget: c.widgetName}));
+}"""
+
+
+SETTING_JS = "([k, v]) => app.extensionManager.setting.set(k, v)"
+# The names among ``names`` that the Errors panel's missing-model group shows (the smallest element holding all its
+# Download buttons and a "locate node" button; not the page, whose Markdown note names every file too).
+LISTED_JS = """(names) => {
+  const downloads = document.querySelectorAll('[data-testid="missing-model-download"]').length;
+  let el = document.querySelector('[data-testid="missing-model-download"]');
+  while (el && !(el.querySelectorAll('[data-testid="missing-model-download"]').length === downloads
+                 && el.querySelector('[data-testid="missing-model-locate"]'))) el = el.parentElement;
+  return names.filter(n => el && el.textContent.includes(n));
+}"""
+
+
+def shown_missing_models(page, out_dir) -> tuple[set[str], set[str]]:
+    """Through the error overlay's "see errors" button, the Errors panel: the file names it lists and those it
+    offers a Download button for. Its screenshot goes to out/browser/missing_models.png."""
+    page.click('[data-testid="error-overlay-see-errors"]', timeout=15_000)
+    page.wait_for_selector('[data-testid="missing-model-download"]', timeout=15_000)
+    page.wait_for_timeout(300)
+    page.mouse.move(5, page.viewport_size["height"] - 5)
+    (out_dir / "missing_models.png").write_bytes(page.screenshot())
+    if UPDATE_TRACKED_IMAGES:
+        shutil.copyfile(out_dir / "missing_models.png", DOCS_IMAGES / "missing_models.png")
+    labels = page.eval_on_selector_all('[data-testid="missing-model-download"]',
+                                       "els => els.map(e => e.getAttribute('aria-label') || '')")
+    listed = page.evaluate(LISTED_JS, sorted(FIVE_B_FILES))
+    return set(listed), {label.removeprefix("Download ") for label in labels}
+
+
+def test_5b_workflow_offers_its_model_downloads(page, frontend_server, out_dir):
+    """Opened with its model files absent, the 5B workflow lists each as a missing model (the frontend's list and
+    its Errors panel), the DiT, VAE and text encoder with the download links of its loaders' properties.models
+    and a Download button; with the files there nothing is flagged."""
+    if page.evaluate("() => !window.app.refreshMissingModels"):
+        pytest.fail("this frontend has no missing-model pipeline (app.refreshMissingModels): run the browser tests "
+                    "on the default host (v0.33, frontend 1.49)")
+    ui = json.loads((WORKFLOWS / "im_animation_wan22_5b.json").read_text())
+    embedded = {m["name"]: m for n in ui["nodes"] for m in n.get("properties", {}).get("models", [])}
+    assert set(embedded) == DOWNLOADABLE, sorted(embedded)
+
+    def open_with_files(present: bool):
+        for file, folder in FIVE_B_FILES.items():
+            path = frontend_server.models / folder / file
+            path.unlink(missing_ok=True)
+            if present:
+                path.write_bytes(b"")
+        page.evaluate("async () => { await app.reloadNodeDefs(); }")
+        return page.evaluate(LOAD_JS, ui), page.evaluate(MISSING_MODELS_JS)
+
+    page.evaluate(SETTING_JS, ["Comfy.Workflow.ShowMissingModelsWarning", True])  # the warning a user sees
+    try:
+        loaded, missing = open_with_files(present=False)
+        listed, downloads = shown_missing_models(page, out_dir)
+        assert listed == set(FIVE_B_FILES) and downloads == DOWNLOADABLE, (listed, downloads)
+        got = {m["name"]: m for m in missing}
+        assert set(got) == set(FIVE_B_FILES), missing
+        for name, m in got.items():
+            if name in DOWNLOADABLE:
+                assert (m["url"], m["directory"]) == (embedded[name]["url"], embedded[name]["directory"]), m
+                assert m["url"].startswith("https://huggingface.co/Comfy-Org/") and m["url"].endswith("/" + name)
+            else:
+                assert m["url"] is None, m  # no download link exists for these (see the workflow's note)
+        flagged = {str(n["id"]) for n in loaded["nodes"] if n["has_errors"]}
+        assert flagged == {m["node"] for m in missing}, (flagged, missing)
+    finally:
+        page.evaluate(SETTING_JS, ["Comfy.Workflow.ShowMissingModelsWarning", False])
+        loaded, missing = open_with_files(present=True)
+    assert missing == [], missing
+    assert [n["id"] for n in loaded["nodes"] if n["has_errors"]] == []

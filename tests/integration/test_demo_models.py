@@ -2,7 +2,6 @@
 it, and the demo workflow turns a held-out pair into a video that is measurably the trained model's work
 (not noise from random or broken weights)."""
 
-import json
 import sys
 
 import pytest
@@ -10,11 +9,10 @@ import torch
 
 from tools.comfy_path import REPO
 from tools.server import assert_ok
-from tools.workflow import ui_to_api
 
 sys.path.insert(0, str(REPO / "scripts"))
 import demo_support as ds  # noqa: E402
-from demo import SOURCES  # noqa: E402
+from demo import SOURCES, demo_prompt  # noqa: E402
 
 from im_animation_core.eval.metrics import psnr  # noqa: E402
 from im_animation_core.eval.video_rows import (  # noqa: E402
@@ -32,9 +30,7 @@ def demo_run(demo_models_server):
     item = ds.demo_pair()
     server = demo_models_server("demo_models", item)
     with server:
-        prompt = ui_to_api(json.loads((REPO / "workflows/im_animation_demo.json").read_text()),
-                           server.get("/object_info"))
-        entry = server.run(prompt)
+        entry = server.run(demo_prompt(server))
         assert_ok(entry)
         videos = sorted((server.base / "output").rglob("*.mp4"))
         assert len(videos) == 1

@@ -70,6 +70,7 @@ def test_patched_wan22_5b_structure_and_parameter_counts(comfy):
     assert parts["motion_patch"] == 3072 * 16 * 4 + 3072
 
 
+@pytest.mark.default_host_only  # slow, and the pack's own numerics rather than the host's API: run on v0.33 only
 def test_cpu_forward_at_5b_widths_with_two_layers(comfy):
     import comfy.sd
 

@@ -94,13 +94,26 @@ def test_long_clip_runs_in_windows_with_one_progress_bar(comfy, tmp_path, clean)
     rm = core.pipeline.RetargetedMotion(motion=torch.randn(1, 8, 9, h, w), identity_latent=torch.randn(1, 16, 1, h, w),
                                         length=length, width=32, height=32, fps=24.0, modules=patcher)
     expression = core.pipeline.ExpressionFeatures(tokens=torch.randn(length, 4, 32), modules=patcher)
-    updates = []
+    updates, bars, steps = [], [], []  # what the host's hook sends; the bars made; every step given to a bar
     utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: updates.append((value, total)))
+    bar_class = utils.ProgressBar
+
+    class SpyBar(bar_class):  # the host's own bar (its throttling included), recording what it is given
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self.total)
+
+        def update_absolute(self, value, total=None, preview=None):
+            steps.append((value, total))
+            super().update_absolute(value, total, preview)
+
+    utils.ProgressBar = SpyBar
     try:
         out = pack("nodes.sampler").IMAnimationSampler.execute(
             model, rm, seed=5, steps=2, cfg=1.0, sampler_name="euler", scheduler="simple", window_frames=17,
             overlap_frames=8, expression=expression).result[0]["samples"]
     finally:
+        utils.ProgressBar = bar_class
         utils.set_progress_bar_global_hook(None)
         handle.remove()
     assert out.shape == (1, 16, 9, h, w) and torch.isfinite(out).all()
@@ -110,8 +123,14 @@ def test_long_clip_runs_in_windows_with_one_progress_bar(comfy, tmp_path, clean)
         assert all(t.shape == (1,) for t in timesteps)
     windows = core.windows.plan_windows(9, 5, 2)
     assert len(windows) == 3
-    assert {t for _, t in updates} == {2 * len(windows)}  # one bar over all windows
-    assert [v for v, _ in updates] == list(range(1, 2 * len(windows) + 1))
+    total = 2 * len(windows)
+    assert bars == [total]  # one bar over all windows
+    assert [v for v, t in steps if t == total] == list(range(1, total + 1))  # every step of every window, in order
+    # What reaches the frontend: v0.8 sends every step, v0.33 throttles (first, last and at most one per 0.1 s);
+    # on both, one bar that counts up and ends full.
+    assert {t for _, t in updates} == {total}
+    values = [v for v, _ in updates]
+    assert values[0] == 1 and values[-1] == total and values == sorted(set(values))
 
 
 def sampler_inputs(comfy, tmp_path, **module_sizes):

@@ -10,7 +10,15 @@ from tools.comfy_path import REPO
 from tools.fixture_models import HEATMAP_HEAD_NAME, MODULES_NAME, TOKENIZER_NAME
 from tools.media import DRIVING_NAME, read_video_info
 from tools.server import assert_ok, execution_error
-from tools.workflow import adapt_5b_prompt_to_fixtures, check_links, input_specs, is_widget, ui_to_api
+from tools.workflow import (
+    DYNAMIC_COMBO,
+    FRONTEND_ONLY,
+    adapt_5b_prompt_to_fixtures,
+    check_links,
+    input_specs,
+    is_widget,
+    ui_to_api,
+)
 
 WORKFLOWS = REPO / "workflows"
 EXPECTED = {  # node id -> (inputs, output types)
@@ -46,6 +54,12 @@ def load(name):
     return json.loads((WORKFLOWS / name).read_text())
 
 
+def load_export(name):
+    """The frontend's API-format export of workflows/<name> (workflows/api/, written and kept current by the
+    browser tests on the default host): what make demo submits."""
+    return json.loads((WORKFLOWS / "api" / name).read_text())
+
+
 def saved_video(server, entry) -> Path:
     for out in entry["outputs"].values():
         for item in out.get("images", []):
@@ -66,16 +80,43 @@ def test_every_node_registered_with_declared_io(object_info):
             assert options.get("tooltip"), f"{node}.{name} has no tooltip"
 
 
+def test_this_host_is_in_the_supported_range():
+    """pyproject.toml's requires-comfyui (what ComfyUI-Manager and the registry read) admits the host under test,
+    and its floor is a host the suite runs against (v0.8.0)."""
+    import tomllib
+    from packaging.specifiers import SpecifierSet
+
+    from tools.comfy_path import find_comfyui
+
+    spec = SpecifierSet(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["comfy"]["requires-comfyui"])
+    version = (find_comfyui() / "comfyui_version.py").read_text().split('"')[1]
+    assert version in spec, (version, str(spec))
+    assert "0.8.0" in spec and "0.7.0" not in spec, str(spec)
+
+
 def test_pack_imports_cleanly(server):
     log = server.log()
     assert "comfyui-im-animation" in log  # listed among the custom nodes it imported
     assert "IMPORT FAILED" not in log and "Cannot import" not in log, log[-3000:]
 
 
+@pytest.mark.parametrize("name", ["im_animation_demo.json", "im_animation_wan22_5b.json"])
+def test_frontend_exports_are_the_workflows(name):
+    """Each export has the workflow's nodes (less the frontend-only notes) with their links."""
+    ui, export = load(name), load_export(name)
+    nodes = {str(n["id"]): n["type"] for n in ui["nodes"] if n["type"] not in FRONTEND_ONLY}
+    assert {k: v["class_type"] for k, v in export.items()} == nodes
+    links = {(str(dst), n["name"]): [str(src), slot] for n_ in ui["nodes"] for n in n_.get("inputs", [])
+             for lid, src, slot, dst, _, _ in ui["links"] if lid == n.get("link")}
+    got = {(k, i): v for k, node in export.items() for i, v in node["inputs"].items() if isinstance(v, list)}
+    assert got == links
+
+
 def test_demo_workflow_runs_end_to_end(server, object_info):
+    """The frontend's export of the demo workflow (what make demo submits) runs on this host."""
     ui = load("im_animation_demo.json")
     assert check_links(ui, object_info) == []
-    entry = server.run(ui_to_api(ui, object_info))
+    entry = server.run(load_export("im_animation_demo.json"))
     assert_ok(entry)
     frames, width, height = read_video_info(saved_video(server, entry))
     assert (frames, width, height) == (17, 128, 128)  # the 17-frame, 128x128 driving clip, identity size
@@ -96,6 +137,8 @@ def widget_problems(ui: dict, object_info: dict, allowed_files: set[str]) -> lis
                 continue
             value = api_inputs[name]
             choices = type_ if isinstance(type_, list) else opt.get("options")
+            if type_ == DYNAMIC_COMBO:
+                choices = [o["key"] for o in choices]
             if choices is not None or type_ == "COMBO":
                 if value not in (choices or []) and value not in allowed_files:
                     problems.append(f"{node['type']}.{name}={value!r} not among {choices}")
@@ -121,8 +164,9 @@ def test_wan22_5b_workflow_is_valid_for_the_server(object_info):
 def test_wan22_5b_workflow_executes_with_fixture_models(server, object_info):
     """The 5B graph with the tiny fixture DiT/VAE/tokenizer/modules in place of the real files. The umt5-xxl
     text encoder cannot be made small (ComfyUI builds it at a fixed size), so this test bypasses the
-    CLIPLoader and both CLIPTextEncode nodes: the sampler then runs with its empty-text context."""
-    prompt = adapt_5b_prompt_to_fixtures(ui_to_api(load("im_animation_wan22_5b.json"), object_info))
+    CLIPLoader and both CLIPTextEncode nodes: the sampler then runs with its empty-text context. The graph is the
+    frontend's export; the converter's version of it is checked in test_wan22_5b_workflow_is_valid_for_the_server."""
+    prompt = adapt_5b_prompt_to_fixtures(load_export("im_animation_wan22_5b.json"))
     entry = server.run(prompt)
     assert_ok(entry)
     assert read_video_info(saved_video(server, entry)) == (9, 64, 96)
