@@ -71,7 +71,8 @@ def cache_key(config: Stage2Config) -> dict[str, Any]:
     if d.augment:
         raise ConfigError("config field 'data.augment' is on: augmentation draws new crops and colours at every "
                           "step, so its clips cannot be cached; turn it off or drop data.cache")
-    data = {k: v for k, v in asdict(d).items() if k not in _DATA_FIELDS_NOT_IN_KEY}
+    # as index.json will read it back (a [height, width] size is a tuple here, a list there)
+    data = json.loads(json.dumps({k: v for k, v in asdict(d).items() if k not in _DATA_FIELDS_NOT_IN_KEY}))
     trainable = config.conv_encoder.trainable if config.motion_encoder == "conv" else config.tokenizer.trainable
     if trainable:
         raise ConfigError("a clip cache holds the motion encoder's tokens, so the encoder must be frozen "

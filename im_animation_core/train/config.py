@@ -63,7 +63,8 @@ class DataConfig:
     kind: "synthetic" (im_animation_core.data.SyntheticPairs: procedural characters with exact
         cross-identity ground truth) or "video_folder" (im_animation_core.data.VideoFolder: real clips +
         DWPose keypoint JSON under ``root``; unreadable clips are skipped with a count).
-    frames: clip length, 4k+1 (81 in the paper). size: frame side in pixels (synthetic).
+    frames: clip length, 4k+1 (81 in the paper). size: frame side in pixels, or [height, width] (e.g. the
+        paper's 704 x 1280); clips of another size are resized (video_folder: fitted, see its ``fit``).
     same_identity: synthetic pairs whose identity is the driver's (self-reenactment) instead of another.
     augment: apply data.augment_pair to the identity / target side (colour, random crop / scale / padding;
         on by default in Stage 2 only, as in the paper); augment_options: data.AugmentConfig fields.
@@ -78,7 +79,7 @@ class DataConfig:
     split: str = "train"
     num_samples: int = 10000
     frames: int = 81
-    size: int = 256
+    size: int | tuple[int, int] = 256
     seed: int = 0
     same_identity: bool = False
     root: str = ""
@@ -439,6 +440,15 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"config field '{name}' is '{value}'; choose one of {', '.join(choices)}")
 
 
+def _frame_size(size: Any) -> int | tuple[int, int]:
+    """data.size as a positive int or a (height, width) tuple of positive ints (JSON gives a list)."""
+    sides = list(size) if isinstance(size, (list, tuple)) else [size]
+    if len(sides) not in (1, 2) or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sides):
+        raise ConfigError(f"config field 'data.size' must be a frame side or [height, width] in pixels (positive "
+                          f"integers), got {size!r}")
+    return sides[0] if not isinstance(size, (list, tuple)) else (sides[0], sides[-1])
+
+
 def validate(stage: str, c: CommonConfig) -> None:
     """Raise ConfigError for values no run can use."""
     for name in ("steps", "batch_size", "log_every", "save_every", "keep_checkpoints"):
@@ -449,6 +459,7 @@ def validate(stage: str, c: CommonConfig) -> None:
                           f"17, 5)")
     if c.data.num_workers < 0:
         raise ConfigError("config field 'data.num_workers' must be >= 0")
+    c.data.size = _frame_size(c.data.size)
     _choice("data.kind", c.data.kind, ("synthetic", "video_folder"))
     _choice("motion_encoder", c.motion_encoder, MOTION_ENCODERS)
     _choice("tokenizer.init", c.tokenizer.init, ("titok", "local"))

@@ -97,6 +97,15 @@ def test_a_cache_of_another_config_is_refused_naming_the_field(tmp_path, files):
         build_cache("stage3", config_from_dict("stage3", other))
 
 
+def test_a_cache_of_frames_that_are_not_square_is_read_back(tmp_path, files):
+    d = stage3_dict(tmp_path, files)
+    d["data"]["size"] = [32, 64]  # [height, width] from JSON; the key read back from index.json must still match
+    build_cache("stage3", config_from_dict("stage3", d))
+    trainer = Trainer("stage3", config_from_dict("stage3", d))
+    trainer.train()
+    assert tuple(int(v) for v in trainer.dataset[0]["frame_size"]) == (32, 64)
+
+
 def test_an_interrupted_build_leaves_whole_shards_and_resumes(tmp_path, files, monkeypatch):
     cfg = config_from_dict("stage3", stage3_dict(tmp_path, files))
     monkeypatch.setattr(cache_mod, "SHARD_SIZE", 2)

@@ -204,3 +204,18 @@ def test_moving_weight_reweights_the_fit_but_logs_the_plain_l_dit(tmp_path, item
     assert weighted["loss"] - plain["loss"] == pytest.approx(weighted["dit_moving"] - plain["dit"], rel=1e-4)
     with pytest.raises(ConfigError, match="moving_weight"):
         config_from_dict("stage3", tiny_config_dict("stage3", tmp_path / "bad", moving_weight=-1.0))
+
+
+def test_stage3_trains_on_frames_that_are_not_square(tmp_path):
+    # data.size [height, width], as the paper's 704 x 1280: a config from JSON gives the pair as a list
+    data = {"kind": "synthetic", "num_samples": 2, "frames": 5, "size": [32, 64], "seed": 3}
+    cfg = config_from_dict("stage3", tiny_config_dict("stage3", tmp_path / "s3", steps=2, save_every=100, data=data))
+    assert cfg.data.size == (32, 64)
+    trainer = Trainer("stage3", cfg, vae=tiny_vae())
+    trainer.train()
+    item = trainer.dataset[0]
+    assert item["target"].shape[1:3] == (32, 64)
+    losses = trainer.evaluate(collate_pairs([item]), seed_step=1)
+    assert all(torch.isfinite(torch.as_tensor(v)).all() for v in losses.values())
+    with pytest.raises(ConfigError, match="data.size"):
+        config_from_dict("stage3", tiny_config_dict("stage3", tmp_path / "x", data={**data, "size": [32, 0]}))
