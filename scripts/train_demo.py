@@ -31,7 +31,7 @@ CONFIGS = "configs/demo128"
 TRAIN = [sys.executable, "-m", "im_animation_core.train"]
 
 # The retargeter's Stage-2 runs, each a continuation of the one before it (docs/training.md says why each).
-STAGE2_CHAIN = ("stage2", "stage2_more", "stage2_self", "stage2_self_more", "stage2_mix")
+STAGE2_CHAIN = ("stage2", "stage2_more", "stage2_self", "stage2_self_more", "stage2_mix", "stage2_mix2")
 LATEST_STAGE2 = STAGE2_CHAIN[-1]  # the retargeter the DiT-first phase reads (configs/demo128/stage3_dit.json)
 
 # (name, command, the file whose presence means the step is done)
