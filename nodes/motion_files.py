@@ -16,19 +16,21 @@ DEFAULT_PREFIX = "motion"
 MAX_NAME_BYTES = 200
 
 
-def checked_prefix(node: str, prefix: str) -> str:
-    """The prefix to save under: the default when empty; refused when it cannot make a file in the folder."""
+def checked_prefix(node: str, prefix: str, default: str = DEFAULT_PREFIX, inside: str = f"output/{SUBFOLDER}/",
+                   max_name_bytes: int = MAX_NAME_BYTES) -> str:
+    """The prefix a save node writes under: ``default`` when empty; refused (naming ``node`` and the folder
+    ``inside``) when it cannot make a file inside that folder. Shared by every save node of the pack."""
     prefix = (prefix or "").strip()
     if not prefix:
-        return DEFAULT_PREFIX
+        return default
     if "\x00" in prefix:
         raise ValueError(f"{node}: filename_prefix contains a NUL character; use letters, digits, '-' and '_'.")
     norm = os.path.normpath(prefix)
     if os.path.isabs(prefix) or norm == ".." or norm.startswith(".." + os.sep) or prefix.endswith(("/", "\\")):
         raise ValueError(f"{node}: filename_prefix '{prefix[:80]}' must be a file name (optionally under "
-                         f"sub-folders) inside output/{SUBFOLDER}/, not a folder or a path outside it.")
-    if any(len(part.encode()) > MAX_NAME_BYTES for part in norm.split(os.sep)) or len(prefix) > 1000:
-        raise ValueError(f"{node}: filename_prefix is too long (at most {MAX_NAME_BYTES} bytes per name); "
+                         f"sub-folders) inside {inside}, not a folder or a path outside it.")
+    if any(len(part.encode()) > max_name_bytes for part in norm.split(os.sep)) or len(prefix) > 1000:
+        raise ValueError(f"{node}: filename_prefix is too long (at most {max_name_bytes} bytes per name); "
                          "shorten it.")
     return prefix
 

@@ -14,22 +14,11 @@ from comfy_api.latest import InputImpl, Types, io
 from ..im_animation_core.pose_export import save_pose_keypoint_json
 from . import types
 from .errors import user_errors
+from .motion_files import checked_prefix
 
 NODE = "Save Pose Keypoints"
 DEFAULT_PREFIX = "im_animation_clips/clip"
 MAX_NAME_BYTES = 200  # a name part stays under common file-system limits with "_00001_.json" appended
-
-
-def _prefix(prefix: str) -> str:
-    prefix = (prefix or "").strip() or DEFAULT_PREFIX
-    norm = os.path.normpath(prefix)
-    if "\x00" in prefix or os.path.isabs(prefix) or norm == ".." or norm.startswith(".." + os.sep) \
-            or prefix.endswith(("/", "\\")):
-        raise ValueError(f"{NODE}: filename_prefix '{prefix[:80]}' must be a file name (optionally under "
-                         "sub-folders) inside ComfyUI's output folder, not a folder or a path outside it.")
-    if any(len(part.encode()) > MAX_NAME_BYTES for part in norm.split(os.sep)):
-        raise ValueError(f"{NODE}: filename_prefix is too long (at most {MAX_NAME_BYTES} bytes per name).")
-    return prefix
 
 
 class SavePoseKeypoints(io.ComfyNode):
@@ -73,7 +62,7 @@ class SavePoseKeypoints(io.ComfyNode):
             # A clip whose frames and keypoints differ in number would train on shifted poses.
             raise ValueError(f"{NODE}: 'images' has {len(images)} frames but 'pose_keypoint' {len(frames)}: "
                              "connect the frames the pose node ran on.")
-        prefix = _prefix(filename_prefix)
+        prefix = checked_prefix(NODE, filename_prefix, DEFAULT_PREFIX, "ComfyUI's output folder", MAX_NAME_BYTES)
         width, height = (int(images.shape[2]), int(images.shape[1])) if images is not None else (0, 0)
         try:
             full, name, counter, subfolder, _ = folder_paths.get_save_image_path(
