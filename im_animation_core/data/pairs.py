@@ -98,7 +98,7 @@ class SyntheticPairs(Dataset):
             raise IndexError(f"index {index} out of range for {self.num_samples} samples")
         g = item_generator("pairs", self.seed, self.split, int(self.same_identity), index)
         a = self._styled(sample_identity(g, self.split))
-        b = self._styled(sample_identity(g, self.split)) if not self.same_identity else a
+        b = a if self.same_identity else self._styled(sample_identity(g, self.split))
         motion = sample_motion(g, self.split)
         return a, (a if self.is_self_pair(index) else b), motion
 

@@ -358,11 +358,11 @@ class Trainer:
         path = base / f"step_{self.step:08d}"
         tmp = base / f".tmp_step_{self.step:08d}"
         fsdp_format = self.config.strategy == "fsdp"
+        if self.info.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
         if fsdp_format:
-            if self.info.main:
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir(parents=True)
-            _barrier(self.info)
+            _barrier(self.info)  # the folder exists before any rank writes into it
             fsdp.save_sharded(tmp / fsdp.DCP_DIR, self.model, self.optimizer)  # every rank writes its shards
         if not self.info.main:
             _barrier(self.info)
@@ -370,8 +370,6 @@ class Trainer:
         state: dict[str, Any] = {"step": self.step, "stage": self.stage_name, "world_size": self.info.world_size,
                                  "scheduler": self.scheduler.state_dict(), "rng": _rng_state()}
         if not fsdp_format:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
             save_model(self.model, str(tmp / WEIGHTS_FILE),
                        metadata={"stage": self.stage_name, "step": str(self.step)})
             state["optimizer"] = self.optimizer.state_dict()
