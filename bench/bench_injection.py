@@ -6,6 +6,7 @@ expression blocks). Runs alternate and the median per-step time of each is repor
 
     python -m bench.bench_injection [--dim 256 --layers 6 --frames 5 --size 16 --steps 4 --repeats 5]
     python -m bench.bench_injection --flops [...]   # per-step FLOPs and aten op counts instead of times
+    python -m bench.bench_injection --profile [...] # cProfile of one --steps call of each side instead
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--flops", action="store_true",
                     help="count the FLOPs of one sampling step on each side instead of timing")
+    ap.add_argument("--profile", action="store_true",
+                    help="cProfile one call of --steps steps on each side instead of timing")
     args = ap.parse_args()
 
     from tools.fixture_models import tiny_modules, tiny_wan_dit_state_dict
@@ -75,6 +78,9 @@ def main() -> None:
     if args.flops:
         count_flops(patched, unpatched, args)
         return
+    if args.profile:
+        profile_calls(patched, unpatched, args)
+        return
 
     # A sampling call = fixed setup (patching, loading, conditioning) + steps x per-step time. Timing calls
     # of S and 2S steps and taking the difference gives the per-step time without the setup.
@@ -97,6 +103,22 @@ def main() -> None:
     print(f"per step:  unpatched {step['unpatched'] * 1000:.1f} ms   patched {step['patched'] * 1000:.1f} ms")
     print(f"per call (setup):  unpatched {setup['unpatched'] * 1000:.0f} ms   patched {setup['patched'] * 1000:.0f} ms")
     print(f"per-step ratio patched/unpatched: {step['patched'] / step['unpatched']:.3f}")
+
+
+def profile_calls(patched, unpatched, args) -> None:
+    """cProfile of one sampling call of ``args.steps`` steps per side (after a 2-step warm-up of each): the
+    total time of each call and the functions with the most own time."""
+    import cProfile
+    import pstats
+
+    patched(2), unpatched(2)
+    for name, fn in (("unpatched", unpatched), ("patched", patched)):
+        profiler = cProfile.Profile()
+        profiler.enable()
+        fn(args.steps)
+        profiler.disable()
+        print(f"===== {name}, {args.steps} steps")
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(14)
 
 
 def count_flops(patched, unpatched, args) -> None:
