@@ -12,6 +12,7 @@ expression blocks). Runs alternate and the median per-step time of each is repor
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import time
@@ -84,17 +85,29 @@ def main() -> None:
 
     # A sampling call = fixed setup (patching, loading, conditioning) + steps x per-step time. Timing calls
     # of S and 2S steps and taking the difference gives the per-step time without the setup.
+    # Besides wall time, the process's CPU time and minor page faults per step: CPU time tells work from
+    # waiting, and page faults show memory the allocator handed back to the OS and took again.
     times = {(name, n): [] for name in ("unpatched", "patched") for n in (args.steps, 2 * args.steps)}
+    cpu = {k: [] for k in times}
+    faults = {k: [] for k in times}
     patched(1), unpatched(1)  # warm-up
     for _ in range(args.repeats):
         for (name, n), bucket in times.items():
             fn = patched if name == "patched" else unpatched
-            t = time.perf_counter()
+            f0, c0, t = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.process_time(), time.perf_counter()
             fn(n)
             bucket.append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+            cpu[(name, n)].append(time.process_time() - c0)
+            faults[(name, n)].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
     s = args.steps
-    step = {name: (med[(name, 2 * s)] - med[(name, s)]) / s for name in ("unpatched", "patched")}
+
+    def per_step(samples):
+        med = {k: statistics.median(v) for k, v in samples.items()}
+        return {name: (med[(name, 2 * s)] - med[(name, s)]) / s for name in ("unpatched", "patched")}, med
+
+    step, med = per_step(times)
+    cpu_step, _ = per_step(cpu)
+    fault_step, _ = per_step(faults)
     setup = {name: med[(name, s)] - s * step[name] for name in ("unpatched", "patched")}
     tokens = (1 + f) * (args.size // 2) ** 2
     print(f"config: dim {args.dim}, {args.layers} layers, {c} channels, {1 + f} latent frames of {args.size}x"
@@ -103,6 +116,9 @@ def main() -> None:
     print(f"per step:  unpatched {step['unpatched'] * 1000:.1f} ms   patched {step['patched'] * 1000:.1f} ms")
     print(f"per call (setup):  unpatched {setup['unpatched'] * 1000:.0f} ms   patched {setup['patched'] * 1000:.0f} ms")
     print(f"per-step ratio patched/unpatched: {step['patched'] / step['unpatched']:.3f}")
+    print(f"CPU time per step (all threads):  unpatched {cpu_step['unpatched'] * 1000:.1f} ms   patched "
+          f"{cpu_step['patched'] * 1000:.1f} ms   ratio {cpu_step['patched'] / cpu_step['unpatched']:.3f}")
+    print(f"minor page faults per step:  unpatched {fault_step['unpatched']:.0f}   patched {fault_step['patched']:.0f}")
 
 
 def profile_calls(patched, unpatched, args) -> None:

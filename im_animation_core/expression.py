@@ -87,11 +87,14 @@ class ExpressionBlock(nn.Module):
         nn.init.zeros_(self.attn.out.weight)
         nn.init.zeros_(self.attn.out.bias)
 
-    def forward(self, x: torch.Tensor, expression: torch.Tensor, skip_frames: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, expression: torch.Tensor, skip_frames: int = 0,
+                inplace: bool = False) -> torch.Tensor:
         """x: [B,F*L,dim] video tokens, frame-major (F latent frames of L tokens each).
         expression: [F-skip_frames,K,width] tokens for the latent frames after the first ``skip_frames``
         (those, e.g. a reference frame, get no expression), the same for every sample, or [B,F-skip_frames,K,
-        width] per sample. Returns x of the same shape and dtype."""
+        width] per sample. Returns x of the same shape and dtype.
+        inplace: add the result into x itself when no gradient is recorded (sampling, where x is a DiT block's
+        fresh output that nothing else holds), saving a copy of every video token per call."""
         frames = expression.shape[-3] + skip_frames
         if x.shape[1] % frames:
             raise InputError(
@@ -108,6 +111,9 @@ class ExpressionBlock(nn.Module):
             ctx = rearrange(expression.to(driven), "b f k w -> (b f) k w")
         else:
             ctx = expression.to(driven).repeat(b, 1, 1)
-        delta = self.attn(self.norm(driven), ctx)
-        driven_out = per_frame[:, skip_frames:] + rearrange(delta, "(b f) l d -> b f l d", b=b).to(x.dtype)
+        delta = rearrange(self.attn(self.norm(driven), ctx), "(b f) l d -> b f l d", b=b).to(x.dtype)
+        if inplace and not torch.is_grad_enabled() and x.is_contiguous():  # per_frame is then a view of x
+            per_frame[:, skip_frames:] += delta
+            return x
+        driven_out = per_frame[:, skip_frames:] + delta
         return rearrange(torch.cat([per_frame[:, :skip_frames], driven_out], dim=1), "b f l d -> b (f l) d")

@@ -62,7 +62,7 @@ class ExpressionPatch:
         tokens = args.get("transformer_options", {}).get(EXPRESSION_COND)
         if tokens is not None:
             img = out["img"]
-            out["img"] = self.block(img, tokens.to(img.device), skip_frames=REFERENCE_FRAMES)
+            out["img"] = self.block(img, tokens.to(img.device), skip_frames=REFERENCE_FRAMES, inplace=True)
         return out
 
 

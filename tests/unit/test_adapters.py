@@ -88,6 +88,23 @@ def test_expression_block_is_frame_by_frame():
     assert torch.equal(a[:, :6], b[:, :6]) and not torch.allclose(a[:, 6:], b[:, 6:])
 
 
+def test_expression_block_in_place_when_sampling_equals_the_copying_form():
+    block = ExpressionBlock(32, 2, 8)
+    torch.nn.init.normal_(block.attn.out.weight)
+    x, expr = torch.randn(2, 3 * 6, 32), torch.randn(2, 4, 8)
+    with torch.no_grad():
+        expected = block(x, expr, skip_frames=1)
+        y = x.clone()
+        out = block(y, expr, skip_frames=1, inplace=True)
+    assert out.data_ptr() == y.data_ptr() and torch.equal(out, expected)
+    # with autograd recording, or on a strided x, it copies as before and leaves x alone
+    z = x.clone()
+    assert torch.equal(block(z, expr, skip_frames=1, inplace=True).detach(), expected) and torch.equal(z, x)
+    strided = x.transpose(0, 1).contiguous().transpose(0, 1)
+    with torch.no_grad():
+        assert torch.equal(block(strided, expr, skip_frames=1, inplace=True), expected) and torch.equal(strided, x)
+
+
 def test_face_crop_takes_the_box():
     frames = torch.zeros(1, 64, 64, 3)
     frames[0, 10:20, 30:40] = 1.0
