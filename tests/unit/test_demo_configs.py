@@ -153,3 +153,27 @@ def test_the_chain_saves_finished_steps_for_git_and_restores_them(tmp_path, monk
     td.restore_outputs()
     assert (stage1 / "config.yaml").read_text() == "config.yaml"
     assert td.done("stage1", td.outputs_path("runs/demo128/stage1"))
+
+
+def test_make_demo_and_make_eval_use_the_domain_the_demo_set_trains_on(monkeypatch):
+    """scripts/demo_support.py's DEMO_* are the 128-pixel set's training data and flow shift; the held-out clips
+    of make demo and make eval are drawn with them, and eval.py's retargeting pairs by default too."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import demo_support as ds
+    import eval_video as ev
+
+    s3 = load_config("stage3", DEMO128 / "stage3_dit.json")
+    assert (ds.DEMO_SIZE, ds.DEMO_FRAMES, ds.DEMO_SHIFT) == (s3.data.size, s3.data.frames, s3.shift)
+    assert s3.data.options == {"thickness_scale": ds.DEMO_THICKNESS_SCALE, "min_contrast": ds.DEMO_MIN_CONTRAST}
+    for data in (ds.demo_pairs("heldout", 1, ds.DEMO_SEED), ev.video_pairs(2)):
+        assert (data.size, data.frames) == ((ds.DEMO_SIZE, ds.DEMO_SIZE), ds.DEMO_FRAMES)
+        assert (data.thickness_scale, data.min_contrast) == (ds.DEMO_THICKNESS_SCALE, ds.DEMO_MIN_CONTRAST)
+    spec = importlib.util.spec_from_file_location("eval_script", REPO / "scripts" / "eval.py")
+    ev_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ev_script)
+    monkeypatch.setattr("sys.argv", ["eval.py"])
+    args = ev_script.parse_args()
+    assert (args.size, args.thickness_scale, args.min_contrast) == (ds.DEMO_SIZE, ds.DEMO_THICKNESS_SCALE,
+                                                                    ds.DEMO_MIN_CONTRAST)
+    clips = ev_script.clips_entry(args)
+    assert clips["min_contrast"] == clips["retarget"]["min_contrast"] == ds.DEMO_MIN_CONTRAST
