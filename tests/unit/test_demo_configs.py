@@ -158,6 +158,53 @@ def test_the_chain_saves_finished_steps_for_git_and_restores_them(tmp_path, monk
     assert td.done("stage1", td.outputs_path("runs/demo128/stage1"))
 
 
+def _vae_file(path: Path, config: dict, **changes) -> None:
+    """A stand-in VAE file whose recorded training is config's (the trainer records more settings than the
+    config gives), with ``changes`` to the recorded VAE settings."""
+    import torch
+    from safetensors.torch import save_file
+
+    recorded = {"steps": config["steps"], **config["train"], "betas": [0.9, 0.99], "device": "cpu",
+                "vae": {**config["train"]["vae"], "z_dim": 16, **changes}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"im_animation_vae_train": json.dumps(recorded)})
+
+
+def test_the_dim16_vae_is_committed_once_as_the_demo_sets_vae(tmp_path, monkeypatch):
+    """Once package_demo made the dim-16 VAE the demo's VAE (models/vae/), --save leaves it out of
+    models/demo128/vae16/ and --restore takes it from models/vae/, but only a VAE trained by vae16.json."""
+    td = train_demo()
+    monkeypatch.setattr(td, "REPO", tmp_path)
+    monkeypatch.setattr(td, "COMMITTED", tmp_path / "models" / "demo128")
+    (tmp_path / td.CONFIGS).mkdir(parents=True)
+    shutil.copyfile(DEMO128 / "vae16.json", tmp_path / td.CONFIGS / "vae16.json")
+    config = json.loads((DEMO128 / "vae16.json").read_text())
+    (run_vae, packaged), = td.PACKAGED.items()
+    assert run_vae in td.KEEP["vae16"] and packaged == f"models/vae/{DEMO_NAMES['vae']}"  # make demo's VAE
+    _vae_file(tmp_path / run_vae, config)
+    (tmp_path / "runs/demo128/vae16/metrics.jsonl").write_text("{}\n")
+    (tmp_path / packaged).parent.mkdir(parents=True)
+    shutil.copyfile(tmp_path / run_vae, tmp_path / packaged)  # what package_demo does
+    td.save_outputs()
+    assert sorted(p.name for p in (tmp_path / "models/demo128/vae16").iterdir()) == ["metrics.jsonl"]
+
+    shutil.rmtree(tmp_path / "runs")
+    td.restore_outputs()
+    assert (tmp_path / run_vae).read_bytes() == (tmp_path / packaged).read_bytes()
+    assert (tmp_path / "runs/demo128/vae16/metrics.jsonl").is_file()
+    assert td.done("vae16", run_vae)
+
+    # A demo VAE of another training (the 64-pixel set's dim-8 VAE, say) is not the vae16 step's output.
+    shutil.rmtree(tmp_path / "runs")
+    _vae_file(tmp_path / packaged, config, dim=8)
+    td.restore_outputs()
+    assert not (tmp_path / run_vae).exists() and (tmp_path / "runs/demo128/vae16/metrics.jsonl").is_file()
+    # A copy in models/demo128/ is still restored as before.
+    _vae_file(td.committed_path(run_vae), config)
+    td.restore_outputs()
+    assert (tmp_path / run_vae).read_bytes() == td.committed_path(run_vae).read_bytes()
+
+
 def test_package_demo_limits_models_as_a_whole(tmp_path, monkeypatch):
     """The 60 MB limit is on everything under models/ (the 128-pixel chain's committed outputs too), not on the
     four files package_demo copies."""
