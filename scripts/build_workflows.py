@@ -10,6 +10,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import demo_support as ds  # noqa: E402  (scripts/ is on the path)
+
 from tools.server import ComfyServer  # noqa: E402
 from tools.workflow import DYNAMIC_COMBO, input_specs, is_widget, option_specs  # noqa: E402
 
@@ -139,7 +141,10 @@ def graph(nodes: list[dict], object_info: dict) -> dict:
 
 
 def im_animation_nodes(dit: str, vae: str, tokenizer: str, modules: str, sampler: dict, note: str,
-                       with_text: bool) -> list[dict]:
+                       with_text: bool, shift: float | None = None) -> list[dict]:
+    """The graph's nodes (see graph()). with_text: the text encoder and both prompts, and ModelSamplingSD3 at
+    shift 8 before Apply IM-Animation. shift: a ModelSamplingSD3 at this flow shift between Apply IM-Animation
+    and the KSampler (the shift the DiT was trained at)."""
     nodes = [
         {"id": 20, "type": "MarkdownNote", "col": -1, "size": (560, 460), "text": note},
         {"id": 1, "type": "UNETLoader", "col": 0, "widgets": {"unet_name": dit}},
@@ -187,6 +192,11 @@ def im_animation_nodes(dit: str, vae: str, tokenizer: str, modules: str, sampler
                 m = WAN22_5B_MODELS[n["type"]]
                 n["models"] = [{k: m[k] for k in ("name", "url", "directory")}]  # the template's key order
         next(n for n in nodes if n["id"] == 19)["links"].update(positive=(17, 0), negative=(18, 0))
+    if shift is not None:
+        ksampler = next(i for i, n in enumerate(nodes) if n["id"] == 21)
+        nodes.insert(ksampler, {"id": 23, "type": "ModelSamplingSD3", "col": 4, "widgets": {"shift": shift},
+                                "links": {"model": (11, 0)}})  # listed first: it sits above the KSampler
+        nodes[ksampler + 1]["links"]["model"] = (23, 0)
     return nodes
 
 
@@ -210,8 +220,10 @@ def main() -> None:
         [("ima_demo_wan.safetensors", "diffusion_models"), ("ima_demo_wan21_vae.safetensors", "vae"),
          ("ima_demo_motion_tokenizer.safetensors", "im_animation"),
          ("ima_demo_modules.safetensors", "im_animation")],
-        "The small demo model set of this project (`make demo` installs and runs it). It runs on a CPU in "
-        "about a minute and needs no text encoder.")
+        "The small demo model set of this project (`make demo` installs and runs it), trained on "
+        f"{ds.DEMO_FRAMES}-frame clips of {ds.DEMO_SIZE}x{ds.DEMO_SIZE}. It runs on a CPU and needs no text encoder. "
+        f"ModelSamplingSD3 sets the sampling's flow shift to {ds.DEMO_SHIFT:g}, the shift the demo DiT was trained "
+        "at (ComfyUI's default for Wan models is 8).")
     workflows = {
         "im_animation_wan22_5b.json": graph(im_animation_nodes(
             "wan2.2_ti2v_5B_fp16.safetensors", "wan2.2_vae.safetensors", "motion_encoder_latest.safetensors",
@@ -222,7 +234,7 @@ def main() -> None:
             "ima_demo_wan.safetensors", "ima_demo_wan21_vae.safetensors", "ima_demo_motion_tokenizer.safetensors",
             "ima_demo_modules.safetensors",
             dict(width=0, height=0, length=0, seed=0, steps=8, cfg=1.0, sampler_name="euler",
-                 scheduler="simple"), demo_note, with_text=False), info),
+                 scheduler="simple"), demo_note, with_text=False, shift=ds.DEMO_SHIFT), info),
     }
     for name, wf in workflows.items():
         (REPO / "workflows" / name).write_text(json.dumps(wf, indent=1) + "\n")

@@ -98,7 +98,7 @@ def main() -> int:
 
     metrics = {"clip": {"split": "heldout", "seed": ds.DEMO_SEED, "index": ds.DEMO_INDEX, "frames": ds.DEMO_FRAMES,
                         "size": ds.DEMO_SIZE, "thickness_scale": ds.DEMO_THICKNESS_SCALE,
-                        "motion": item["motion_kind"]},
+                        "min_contrast": ds.DEMO_MIN_CONTRAST, "motion": item["motion_kind"]},
                "weights": "trained (models/)" if trained else "RANDOM fixture weights: the numbers mean nothing",
                "video": video.name, "joints": None}
     if trained:

@@ -15,21 +15,32 @@ from im_animation_core.data import SyntheticPairs
 from im_animation_core.eval.strip import contact_sheet, side_by_side
 
 # The demo clip: held-out pair DEMO_INDEX of seed DEMO_SEED (identity and motion never seen in training). A
-# dance, a thin pink driver and a broad, thick-limbed blue identity: the body shapes differ plainly.
+# dance, a thin pink driver and a broad blue identity: the body shapes differ plainly.
 DEMO_SEED = 2026
 DEMO_INDEX = 21
 DEMO_FRAMES = 17
-DEMO_SIZE = 64
-DEMO_THICKNESS_SCALE = 1.75
+# The demo domain, the one place make demo, make eval and their helpers take it from: the data of the demo
+# model set's training (configs/demo128/*.json: SyntheticPairs size, thickness_scale and min_contrast) and the
+# flow shift its Stage 3 trained at (the demo workflow's ModelSamplingSD3; stock Wan models default to 8).
+DEMO_SIZE = 128
+DEMO_THICKNESS_SCALE = 2.0
+DEMO_MIN_CONTRAST = 0.3
+DEMO_SHIFT = 3.0
 STRIP_LABELS = ("driving", "identity", "result", "ground truth")
 STRIP_SCALE = 3
 STRIP_FPS = 12  # the strip plays at half the driving clip's 24 fps, to be watchable
 
 
+def demo_pairs(split: str, count: int, seed: int, frames: int = DEMO_FRAMES) -> SyntheticPairs:
+    """``count`` pairs of ``split`` and ``seed`` in the demo domain (DEMO_SIZE, DEMO_THICKNESS_SCALE,
+    DEMO_MIN_CONTRAST), of ``frames`` frames."""
+    return SyntheticPairs(split, num_samples=count, frames=frames, size=DEMO_SIZE, seed=seed,
+                          thickness_scale=DEMO_THICKNESS_SCALE, min_contrast=DEMO_MIN_CONTRAST)
+
+
 def demo_pair() -> dict[str, torch.Tensor]:
     """The demo's SyntheticPairs item (keys and shapes in SyntheticPairs' docstring)."""
-    data = SyntheticPairs("heldout", num_samples=DEMO_INDEX + 1, frames=DEMO_FRAMES, size=DEMO_SIZE,
-                          seed=DEMO_SEED, thickness_scale=DEMO_THICKNESS_SCALE)
+    data = demo_pairs("heldout", DEMO_INDEX + 1, DEMO_SEED)
     item = data[DEMO_INDEX]
     item["motion_kind"] = data.parameters(DEMO_INDEX)[2].kind
     return item
@@ -109,9 +120,10 @@ def _f(x: float, digits: int) -> str:
 def markdown_tables(metrics: dict) -> str:
     """The metrics.json content as Markdown tables."""
     img = metrics["image"]
-    lines = [f"Clip: held-out pair {metrics['clip']['index']} (seed {metrics['clip']['seed']}, "
-             f"{metrics['clip']['motion']}), {img['frames_compared']} frames of "
-             f"{metrics['clip']['size']}x{metrics['clip']['size']}; weights: {metrics['weights']}", ""]
+    clip = metrics["clip"]
+    lines = [f"Clip: held-out pair {clip['index']} (seed {clip['seed']}, {clip['motion']}), {img['frames_compared']} "
+             f"frames of {clip['size']}x{clip['size']}, thickness_scale {clip['thickness_scale']}, min_contrast "
+             f"{clip['min_contrast']}; weights: {metrics['weights']}", ""]
     lines += [f"Note: {n}" for n in img["notes"]] + ([""] if img["notes"] else [])
     lines += ["| vs ground truth | PSNR (dB) | SSIM | motion correlation |", "|---|---|---|---|"]
     lines += [f"| {name} | {_f(m['psnr'], 2)} | {_f(m['ssim'], 3)} | {_f(m['motion_corr'], 3)} |"

@@ -4,11 +4,11 @@
 
 RUN: a Stage-3 output folder (its config.json, wan_dit.safetensors and im_animation_modules.safetensors) or
 one of its checkpoints (config.json + model.safetensors), e.g. runs/demo/stage3 or
-runs/demo/stage3/checkpoints/step_00008000. Held-out pairs 0..count-1 of the video evaluation's set
-(make eval's video rows), the ground truth noised to sigma 0.3 / 0.6 / 0.9; the VAE decodes the x0 estimates
-(the demo workflow's VAE by default). A run of another frame size (configs/demo128) is probed on held-out pairs
-of its own size and drawing options (the run's data.size and data.options). Prints a Markdown table: a DiT
-that ignores the motion scores the same with its own and with another driver's motion.
+runs/demo/stage3/checkpoints/step_00008000. Held-out pairs 0..count-1 of the video evaluation's seed (make
+eval's video rows) at the run's own frame size and drawing options (its data.size and data.options: for a run
+of the demo domain, make eval's video pairs themselves), the ground truth noised to sigma 0.3 / 0.6 / 0.9; the
+VAE decodes the x0 estimates (the demo workflow's VAE by default). Prints a Markdown table: a DiT that ignores
+the motion scores the same with its own and with another driver's motion.
 """
 
 from __future__ import annotations
@@ -67,11 +67,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         stage = load_stage3(args.run, scratch)
     d = stage.config.data
-    if d.size == ds.DEMO_SIZE:
-        data = ev.video_pairs(args.count)
-    else:  # another demo domain (configs/demo128): the run's own frame size and drawing options
-        data = SyntheticPairs("heldout", args.count, frames=ds.DEMO_FRAMES, size=d.size, seed=ev.EVAL_VIDEO_SEED,
-                              **d.options)
+    data = SyntheticPairs("heldout", args.count, frames=ds.DEMO_FRAMES, size=d.size, seed=ev.EVAL_VIDEO_SEED,
+                          **d.options)
     batch = stage.prepare(collate_pairs([data[i] for i in range(args.count)]))
     vae = load_wan_vae(args.vae).eval()
     rows = probe_dit_motion(stage.model, batch, lambda z: video_to_clip(vae.decode(z))[0])

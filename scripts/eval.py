@@ -114,11 +114,14 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--vae", default=str(COMMITTED["vae"]))
     ap.add_argument("--count", type=int, default=48, help="held-out pairs for the retargeting metrics")
     ap.add_argument("--frames", type=int, default=9)
-    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--size", type=int, default=ds.DEMO_SIZE,
+                    help="frame size of the retargeting pairs (default: the demo models' training data)")
     ap.add_argument("--thickness-scale", type=float, default=ds.DEMO_THICKNESS_SCALE,
-                    help="SyntheticPairs thickness_scale of the held-out pairs (the demo models' training data)")
-    ap.add_argument("--min-contrast", type=float, default=0.0,
-                    help="SyntheticPairs min_contrast of the retargeting pairs (0.3 for configs/demo128)")
+                    help="SyntheticPairs thickness_scale of the retargeting pairs (default: the demo models' "
+                         "training data)")
+    ap.add_argument("--min-contrast", type=float, default=ds.DEMO_MIN_CONTRAST,
+                    help="SyntheticPairs min_contrast of the retargeting pairs (default: the demo models' training "
+                         "data)")
     ap.add_argument("--runs", default=str(REPO / "runs/ablations"))
     ap.add_argument("--pairs", "--video", dest="pairs", type=int, default=8, metavar="N",
                     help="held-out pairs for the video metrics through ComfyUI (0: skip them; else at least 2, "
@@ -145,8 +148,9 @@ def retargeting(args, out: es.Report) -> dict[str, dict | None]:
                           thickness_scale=args.thickness_scale, min_contrast=args.min_contrast)
     vae = load_wan_vae(args.vae).eval()
     out("## Retargeting\n")
-    out(f"held-out pairs: {args.count} of seed {args.retarget_seed}, {args.frames} frames of {args.size}x{args.size}; "
-        "PCK@0.05 of the frame side; leakage 0 = identity's proportions, 1 = driver's\n")
+    out(f"held-out pairs: {args.count} of seed {args.retarget_seed}, {args.frames} frames of {args.size}x{args.size} "
+        f"(thickness_scale {args.thickness_scale}, min_contrast {args.min_contrast}); PCK@0.05 of the frame side; "
+        "leakage 0 = identity's proportions, 1 = driver's\n")
     out("| model | PCK@0.05 | mean error (px) | leakage | d_identity | d_driver |\n|---|---|---|---|---|---|")
     references = reference_scores(collate_pairs([data[i] for i in range(args.count)]))
     for name, m in references.items():
@@ -183,7 +187,7 @@ def retargeting(args, out: es.Report) -> dict[str, dict | None]:
 def clips_entry(args) -> dict:
     """The JSON "clips" entry: the video pairs and, under "retarget", the retargeting pairs."""
     return {"size": ds.DEMO_SIZE, "frames": ds.DEMO_FRAMES, "pairs": args.pairs, "seed": args.video_seed,
-            "split": "heldout", "thickness_scale": ds.DEMO_THICKNESS_SCALE,
+            "split": "heldout", "thickness_scale": ds.DEMO_THICKNESS_SCALE, "min_contrast": ds.DEMO_MIN_CONTRAST,
             "driver_swap": DRIVER_SWAP,
             "retarget": {"size": args.size, "frames": args.frames, "pairs": args.count, "seed": args.retarget_seed,
                          "split": "heldout", "thickness_scale": args.thickness_scale,
@@ -203,10 +207,12 @@ def main() -> int:
     if args.write:
         clips = (f"video: held-out pairs 0..{args.pairs - 1} of SyntheticPairs seed {args.video_seed}, "
                  f"{ds.DEMO_FRAMES} frames of {ds.DEMO_SIZE}x{ds.DEMO_SIZE}, thickness_scale "
-                 f"{ds.DEMO_THICKNESS_SCALE}") if args.pairs > 0 else "video: not run (--pairs 0)"
+                 f"{ds.DEMO_THICKNESS_SCALE}, min_contrast {ds.DEMO_MIN_CONTRAST}"
+                 if args.pairs > 0 else "video: not run (--pairs 0)")
         es.write_report(Path(args.write), out, [
             f"retargeting: held-out pairs 0..{args.count - 1} of SyntheticPairs seed {args.retarget_seed}, "
-            f"{args.frames} frames of {args.size}x{args.size}", clips,
+            f"{args.frames} frames of {args.size}x{args.size}, thickness_scale {args.thickness_scale}, min_contrast "
+            f"{args.min_contrast}", clips,
             f"stage 2: {args.stage2}; ablations: {args.runs}; VAE: {args.vae}"])
         print(f"\nwrote {args.write}")
     if args.json:

@@ -64,8 +64,7 @@ SKIP_NOTE = ("Cross-reenactment video metrics: SKIPPED: the trained demo models 
 
 
 def video_pairs(count: int, seed: int = EVAL_VIDEO_SEED) -> SyntheticPairs:
-    return SyntheticPairs("heldout", count, frames=ds.DEMO_FRAMES, size=ds.DEMO_SIZE, seed=seed,
-                          thickness_scale=ds.DEMO_THICKNESS_SCALE)
+    return ds.demo_pairs("heldout", count, seed)
 
 
 def still_clip(item: dict) -> torch.Tensor:
@@ -173,10 +172,11 @@ def video_table(results: dict, weights: str) -> list[str]:
     summaries = ej.row_summaries([p["rows"] for p in pairs], [*VS_GROUND_TRUTH, *VS_IDENTITY_STILL])
     lines = [f"Cross-reenactment through the real ComfyUI pipeline (workflows/im_animation_demo.json, its seed "
              f"fixed): held-out pairs 0..{n - 1} of seed {seed} ({ds.DEMO_FRAMES} frames of "
-             f"{ds.DEMO_SIZE}x{ds.DEMO_SIZE}, thickness_scale {ds.DEMO_THICKNESS_SCALE}); each clip against its "
-             f"ground truth (the driving motion rendered on the identity's body), {pairs[0]['frames_compared']} "
-             f"frames compared; weights: {weights}. The control gives pair i the driving clip of pair "
-             f"(i+1) mod {n} and scores it against pair i's own ground truth.", ""]
+             f"{ds.DEMO_SIZE}x{ds.DEMO_SIZE}, thickness_scale {ds.DEMO_THICKNESS_SCALE}, min_contrast "
+             f"{ds.DEMO_MIN_CONTRAST}); each clip against its ground truth (the driving motion rendered on the "
+             f"identity's body), {pairs[0]['frames_compared']} frames compared; weights: {weights}. The control "
+             f"gives pair i the driving clip of pair (i+1) mod {n} and scores it against pair i's own ground "
+             "truth.", ""]
     notes = sorted({note for p in pairs for note in p["notes"]})
     lines += [f"Note: {note}" for note in notes] + ([""] if notes else [])
     lines += _table(f"vs ground truth, mean ± std over {n} pairs", VS_GROUND_TRUTH, summaries)

@@ -10,12 +10,15 @@ goes on anyway).
     python scripts/train_demo.py --restore   # copy them back into runs/demo128/: those steps count as done
 
 A chain longer than one machine's life continues from the committed outputs: --save after a step improves
-the figures, commit models/demo128/, and on a fresh clone --restore before continuing.
+the figures, commit models/demo128/, and on a fresh clone --restore before continuing. The dim-16 VAE's weights
+are committed once: once scripts/package_demo.py has made them the demo's VAE (models/vae/), --save leaves them
+out of models/demo128/vae16/ and --restore takes them from models/vae/.
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import shutil
 import subprocess
@@ -91,9 +94,37 @@ KEEP = {
 }
 
 
+# Step outputs that the demo model set may hold already, as scripts/package_demo.py copies them into models/:
+# {the step's output: the demo set's file}. Committed once, in the demo set.
+PACKAGED = {"runs/demo128/vae16/ima_demo128_wan21_vae.safetensors": "models/vae/ima_demo_wan21_vae.safetensors"}
+
+
 def committed_path(run_path: str) -> Path:
     """runs/demo128/<rest> -> models/demo128/<rest>."""
     return COMMITTED / Path(run_path).relative_to("runs/demo128")
+
+
+def packaged_copy(run_path: str) -> Path | None:
+    """The demo set's file that stands for this step output (PACKAGED), when it is in models/."""
+    path = REPO / PACKAGED[run_path] if run_path in PACKAGED else None
+    return path if path is not None and path.is_file() else None
+
+
+def vae_trained_for(path: Path, name: str) -> bool:
+    """Whether the VAE file was trained by step ``name``'s config: the steps and the training settings recorded
+    in the file are the config's."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        recorded = json.loads((f.metadata() or {}).get("im_animation_vae_train", "{}"))
+    config = json.loads((REPO / CONFIGS / f"{name}.json").read_text())
+
+    def agrees(want, have) -> bool:
+        if isinstance(want, dict):
+            return isinstance(have, dict) and all(agrees(v, have.get(k)) for k, v in want.items())
+        return want == have
+
+    return recorded.get("steps") == config["steps"] and agrees(config["train"], recorded)
 
 
 def save_outputs() -> None:
@@ -101,20 +132,27 @@ def save_outputs() -> None:
         if name not in KEEP or not done(name, marker):
             continue
         for f in KEEP[name]:
-            if (REPO / f).is_file():
-                committed_path(f).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(REPO / f, committed_path(f))
-                print("saved", committed_path(f).relative_to(REPO))
+            if not (REPO / f).is_file():
+                continue
+            packaged = packaged_copy(f)
+            if packaged and filecmp.cmp(REPO / f, packaged, shallow=False):
+                print(f"not saved {f}: the same as {PACKAGED[f]} (--restore takes it from there)")
+                continue
+            committed_path(f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REPO / f, committed_path(f))
+            print("saved", committed_path(f).relative_to(REPO))
 
 
 def restore_outputs() -> None:
-    for files in KEEP.values():
+    for name, files in KEEP.items():
         for f in files:
-            src = committed_path(f)
+            src, packaged = committed_path(f), packaged_copy(f)
+            if not src.is_file() and packaged and vae_trained_for(packaged, name):
+                src = packaged  # committed once, as the demo set's file
             if src.is_file() and not (REPO / f).exists():
                 (REPO / f).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, REPO / f)
-                print("restored", f)
+                print(f"restored {f} (from {src.relative_to(REPO)})")
 
 
 def gate_passed() -> bool:
@@ -128,7 +166,8 @@ def main() -> int:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--force", action="store_true", help="train the DiT even when the VAE gate is not met")
     ap.add_argument("--save", action="store_true", help="copy the finished steps' outputs into models/demo128/")
-    ap.add_argument("--restore", action="store_true", help="copy models/demo128/ back into runs/demo128/")
+    ap.add_argument("--restore", action="store_true", help="copy models/demo128/ back into runs/demo128/ (the "
+                    "dim-16 VAE from models/vae/ when only the demo set holds it)")
     args = ap.parse_args()
     if args.save or args.restore:
         save_outputs() if args.save else restore_outputs()

@@ -134,13 +134,19 @@ def one_node_sampler(prompt: dict) -> tuple[dict, str]:
     """A workflow's composable sampling (Apply IM-Animation, IM-Animation Conditioning, KSampler, Trim Video
     Latent; API format) replaced by the one-node Wan2.2 IM-Animation Sampler with the same settings, which
     samples long clips in windows. Returns the new prompt and the sampler's node id (its output takes the place
-    of the trimmed latent)."""
+    of the trimmed latent). Model nodes between Apply IM-Animation and the KSampler (the demo's ModelSamplingSD3)
+    stay, now on Apply's input model: the sampler applies IM-Animation to their output."""
     prompt = {k: {"class_type": v["class_type"], "inputs": dict(v["inputs"])} for k, v in prompt.items()}
     ids = {v["class_type"]: k for k, v in prompt.items()
            if v["class_type"] in ("IMA_ApplyModel", "IMA_Conditioning", "KSampler", "TrimVideoLatent")}
     apply, cond, ksampler = (prompt.pop(ids[c])["inputs"] for c in ("IMA_ApplyModel", "IMA_Conditioning", "KSampler"))
     trim = ids["TrimVideoLatent"]
-    inputs = {"model": apply["model"], "retargeted_motion": cond["retargeted_motion"]}
+    applied = [ids["IMA_ApplyModel"], 0]
+    for node in prompt.values():
+        if node["inputs"].get("model") == applied:
+            node["inputs"]["model"] = apply["model"]
+    model = apply["model"] if ksampler["model"] == applied else ksampler["model"]
+    inputs = {"model": model, "retargeted_motion": cond["retargeted_motion"]}
     inputs.update({k: cond[k] for k in ("expression", "positive", "negative") if k in cond})
     inputs.update({k: ksampler[k] for k in ("seed", "steps", "cfg", "sampler_name", "scheduler")})
     inputs.update(window_frames=81, overlap_frames=16)  # the node's defaults

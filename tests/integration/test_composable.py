@@ -80,6 +80,6 @@ def sampler_latent(server):
 def test_host_samplers_give_the_one_node_samplers_latents(server, sampler_latent, how):
     prompt, sampler = demo_graph(server)
     out = latent_of(server, composable(prompt, sampler, how), ["trim", 0], how)
-    assert out.shape == sampler_latent.shape  # [1,16,5,8,8]: 17 frames of 64x64, the identity frame trimmed
+    assert out.shape == sampler_latent.shape  # [1,16,5,16,16]: 17 frames of 128x128, the identity frame trimmed
     assert torch.isfinite(out).all() and out.abs().max() > 0.1
     assert torch.equal(out, sampler_latent)

@@ -41,7 +41,7 @@ def demo_run(demo_models_server):
 def test_demo_models_make_the_identitys_scene(demo_run):
     item, result = demo_run
     target = item["target"].float()
-    assert result.shape == target.shape  # 17 frames of 64x64
+    assert result.shape == target.shape  # DEMO_FRAMES frames of DEMO_SIZE x DEMO_SIZE
     assert torch.isfinite(result).all()
     # Random-weight models score about 7.5 dB here; the trained set must be far from that.
     assert psnr(result, target) > 14.0
@@ -69,13 +69,13 @@ def test_the_committed_retargeter_follows_the_driver():
     """The first demo set's tokenizer had collapsed, so its retargeter ignored the driver and no metric said
     so. Here: the committed set's tokens differ between frames, and its joints are far closer to the truth
     with each pair's own driving clip than with another pair's (docs/results.md, the control row)."""
-    from im_animation_core.data import SyntheticPairs, collate_pairs
+    from im_animation_core.data import collate_pairs
     from im_animation_core.eval.retarget_eval import OtherDriver, evaluate_retargeting
     from im_animation_core.train.encoders import encode_clips
     from im_animation_core.train.trainer import COLLAPSED_TOKEN_SPREAD
 
     encoder, modules, vae = ds.load_trained(SOURCES["tokenizer"], SOURCES["modules"], SOURCES["vae"])
-    data = SyntheticPairs("heldout", 8, 9, 64, 2026, thickness_scale=ds.DEMO_THICKNESS_SCALE)
+    data = ds.demo_pairs("heldout", 8, ds.DEMO_SEED, frames=9)
     _, aux = encode_clips(encoder, collate_pairs([data[i] for i in range(4)])["driving"], trainable=False)
     assert float(aux["token_spread"]) > 100 * COLLAPSED_TOKEN_SPREAD
     own = evaluate_retargeting(encoder, modules, vae, data, 8)

@@ -15,7 +15,6 @@ sys.path.insert(0, str(REPO / "scripts"))
 import demo_support as ds  # noqa: E402
 from demo import run_prompt  # noqa: E402
 
-from im_animation_core.data import SyntheticPairs  # noqa: E402
 from im_animation_core.eval.metrics import psnr  # noqa: E402
 from im_animation_core.video import read_video  # noqa: E402
 
@@ -30,8 +29,7 @@ MAX_DROP_DB = 4.0
 def runs(demo_models_server):
     """The demo workflow on a 49-frame held-out pair in 17-frame windows, and on its first 17 frames (length 17,
     the same input files); the result frames and, through a SaveLatent node, the sampled latents of each."""
-    item = SyntheticPairs("heldout", num_samples=ds.DEMO_INDEX + 1, frames=FRAMES, size=ds.DEMO_SIZE,
-                          seed=ds.DEMO_SEED, thickness_scale=ds.DEMO_THICKNESS_SCALE)[ds.DEMO_INDEX]
+    item = ds.demo_pairs("heldout", ds.DEMO_INDEX + 1, ds.DEMO_SEED, frames=FRAMES)[ds.DEMO_INDEX]
     server = demo_models_server("long_clips", item)
     out = {}
     with server:

@@ -24,8 +24,8 @@ SIZE, FRAMES = ds.DEMO_SIZE, ds.DEMO_FRAMES
 
 
 def pose_prompt() -> dict:
-    """Demo inputs -> Retarget to Identity (64x64, 17 frames) -> Retargeted Pose -> (keypoints as text, skeleton
-    frames as images, skeleton video as WanAnimateToVideo's pose_video, its conditioning as text)."""
+    """Demo inputs -> Retarget to Identity (the demo clip's size, 17 frames) -> Retargeted Pose -> (keypoints as
+    text, skeleton frames as images, skeleton video as WanAnimateToVideo's pose_video, its conditioning as text)."""
     return {
         "1": {"class_type": "LoadImage", "inputs": {"image": IDENTITY_NAME}},
         "2": {"class_type": "IMA_LoadDrivingVideoPath", "inputs": {"video": DRIVING_NAME, "path": "",

@@ -10,6 +10,7 @@ import pytest
 
 from im_animation_core.train.__main__ import _apply_sets
 from im_animation_core.train.config import config_from_dict, load_config
+from tools.fixture_models import DEMO_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs" / "demo"
@@ -46,18 +47,17 @@ def test_the_demo_stages_read_what_the_stage_before_wrote():
     assert more["dit"]["path"] == f"{s3['output_dir']}/wan_dit.safetensors"
     assert more["modules"]["path"] == f"{s3['output_dir']}/im_animation_modules.safetensors"
     assert more["tokenizer"] == s3["tokenizer"] and more["moving_weight"] > 0
-    # Its continuation with 8 noise draws per clip reads its exports and is the set package_demo copies.
+    # Its continuation with 8 noise draws per clip reads its exports.
     draws = json.loads((DEMO / "stage3_draws.json").read_text())
     assert draws["dit"]["path"] == f"{more['output_dir']}/wan_dit.safetensors"
     assert draws["modules"]["path"] == f"{more['output_dir']}/im_animation_modules.safetensors"
     assert draws["tokenizer"] == more["tokenizer"] and draws["dit_draws"] > 1
-    # Its continuation with a clean reference frame and a decaying rate is the set package_demo copies.
+    # Its continuation with a clean reference frame and a decaying rate is the 64-pixel demo set.
     clean = json.loads((DEMO / "stage3_clean.json").read_text())
     assert clean["dit"]["path"] == f"{draws['output_dir']}/wan_dit.safetensors"
     assert clean["modules"]["path"] == f"{draws['output_dir']}/im_animation_modules.safetensors"
     assert clean["tokenizer"] == draws["tokenizer"] and clean["reference"] == "clean"
     assert 0 < clean["optim"]["decay_steps"] <= clean["steps"]
-    assert f'default="{clean["output_dir"]}"' in (REPO / "scripts" / "package_demo.py").read_text()
 
 
 def test_every_ablation_variant_is_a_valid_stage2_config_with_a_frozen_encoder_but_the_first_recipe():
@@ -129,6 +129,9 @@ def test_the_128_pixel_chain_reads_what_each_step_wrote_and_runs_every_config():
     chain = ("vae", "vae16", "stage1", "stage2")
     order = [next(i for i, c in enumerate(commands) if f"/{n}.json" in c) for n in chain]
     assert order == sorted(order)
+    # package_demo copies the chain's last DiT run and its dim-16 VAE into models/ by default
+    package = (REPO / "scripts" / "package_demo.py").read_text()
+    assert f'default="{s3.output_dir}"' in package and f'default="{vae.output}"' in package
 
 
 def test_the_chain_saves_finished_steps_for_git_and_restores_them(tmp_path, monkeypatch):
@@ -153,3 +156,103 @@ def test_the_chain_saves_finished_steps_for_git_and_restores_them(tmp_path, monk
     td.restore_outputs()
     assert (stage1 / "config.yaml").read_text() == "config.yaml"
     assert td.done("stage1", td.outputs_path("runs/demo128/stage1"))
+
+
+def _vae_file(path: Path, config: dict, **changes) -> None:
+    """A stand-in VAE file whose recorded training is config's (the trainer records more settings than the
+    config gives), with ``changes`` to the recorded VAE settings."""
+    import torch
+    from safetensors.torch import save_file
+
+    recorded = {"steps": config["steps"], **config["train"], "betas": [0.9, 0.99], "device": "cpu",
+                "vae": {**config["train"]["vae"], "z_dim": 16, **changes}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"im_animation_vae_train": json.dumps(recorded)})
+
+
+def test_the_dim16_vae_is_committed_once_as_the_demo_sets_vae(tmp_path, monkeypatch):
+    """Once package_demo made the dim-16 VAE the demo's VAE (models/vae/), --save leaves it out of
+    models/demo128/vae16/ and --restore takes it from models/vae/, but only a VAE trained by vae16.json."""
+    td = train_demo()
+    monkeypatch.setattr(td, "REPO", tmp_path)
+    monkeypatch.setattr(td, "COMMITTED", tmp_path / "models" / "demo128")
+    (tmp_path / td.CONFIGS).mkdir(parents=True)
+    shutil.copyfile(DEMO128 / "vae16.json", tmp_path / td.CONFIGS / "vae16.json")
+    config = json.loads((DEMO128 / "vae16.json").read_text())
+    (run_vae, packaged), = td.PACKAGED.items()
+    assert run_vae in td.KEEP["vae16"] and packaged == f"models/vae/{DEMO_NAMES['vae']}"  # make demo's VAE
+    _vae_file(tmp_path / run_vae, config)
+    (tmp_path / "runs/demo128/vae16/metrics.jsonl").write_text("{}\n")
+    (tmp_path / packaged).parent.mkdir(parents=True)
+    shutil.copyfile(tmp_path / run_vae, tmp_path / packaged)  # what package_demo does
+    td.save_outputs()
+    assert sorted(p.name for p in (tmp_path / "models/demo128/vae16").iterdir()) == ["metrics.jsonl"]
+
+    shutil.rmtree(tmp_path / "runs")
+    td.restore_outputs()
+    assert (tmp_path / run_vae).read_bytes() == (tmp_path / packaged).read_bytes()
+    assert (tmp_path / "runs/demo128/vae16/metrics.jsonl").is_file()
+    assert td.done("vae16", run_vae)
+
+    # A demo VAE of another training (the 64-pixel set's dim-8 VAE, say) is not the vae16 step's output.
+    shutil.rmtree(tmp_path / "runs")
+    _vae_file(tmp_path / packaged, config, dim=8)
+    td.restore_outputs()
+    assert not (tmp_path / run_vae).exists() and (tmp_path / "runs/demo128/vae16/metrics.jsonl").is_file()
+    # A copy in models/demo128/ is still restored as before.
+    _vae_file(td.committed_path(run_vae), config)
+    td.restore_outputs()
+    assert (tmp_path / run_vae).read_bytes() == td.committed_path(run_vae).read_bytes()
+
+
+def test_package_demo_limits_models_as_a_whole(tmp_path, monkeypatch):
+    """The 60 MB limit is on everything under models/ (the 128-pixel chain's committed outputs too), not on the
+    four files package_demo copies."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    spec = importlib.util.spec_from_file_location("package_demo", REPO / "scripts" / "package_demo.py")
+    pd = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pd)
+    models = tmp_path / "models"
+    monkeypatch.setattr(pd, "REPO", tmp_path)
+    monkeypatch.setattr(pd, "MODELS", models)
+    monkeypatch.setattr(pd, "SOURCES", {k: models / k / name for k, name in DEMO_NAMES.items()})
+    monkeypatch.setattr(pd, "LIMIT_MB", 1e-3)  # 1000 bytes
+    run = tmp_path / "runs" / "stage3"
+    run.mkdir(parents=True)
+    for kind in ("dit", "motion_tokenizer", "modules", "vae"):
+        (run / kind).write_bytes(b"x" * 100)
+    monkeypatch.setattr(pd, "run_file", lambda folder, kind: folder / kind)
+    monkeypatch.setattr(sys, "argv", ["package_demo.py", "--stage3", "runs/stage3", "--vae", "runs/stage3/vae"])
+    (models / "demo128" / "stage1").mkdir(parents=True)
+    other = models / "demo128" / "stage1" / "weights.safetensors"
+    other.write_bytes(b"y" * 700)
+    assert pd.main() == 1  # 400 bytes copied, 1100 in models/
+    assert pd.models_size(models) == 1100 and (models / "dit" / DEMO_NAMES["dit"]).stat().st_size == 100
+    other.write_bytes(b"y" * 500)
+    assert pd.main() == 0
+
+
+def test_make_demo_and_make_eval_use_the_domain_the_demo_set_trains_on(monkeypatch):
+    """scripts/demo_support.py's DEMO_* are the 128-pixel set's training data and flow shift; the held-out clips
+    of make demo and make eval are drawn with them, and eval.py's retargeting pairs by default too."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import demo_support as ds
+    import eval_video as ev
+
+    s3 = load_config("stage3", DEMO128 / "stage3_dit.json")
+    assert (ds.DEMO_SIZE, ds.DEMO_FRAMES, ds.DEMO_SHIFT) == (s3.data.size, s3.data.frames, s3.shift)
+    assert s3.data.options == {"thickness_scale": ds.DEMO_THICKNESS_SCALE, "min_contrast": ds.DEMO_MIN_CONTRAST}
+    for data in (ds.demo_pairs("heldout", 1, ds.DEMO_SEED), ev.video_pairs(2)):
+        assert (data.size, data.frames) == ((ds.DEMO_SIZE, ds.DEMO_SIZE), ds.DEMO_FRAMES)
+        assert (data.thickness_scale, data.min_contrast) == (ds.DEMO_THICKNESS_SCALE, ds.DEMO_MIN_CONTRAST)
+    spec = importlib.util.spec_from_file_location("eval_script", REPO / "scripts" / "eval.py")
+    ev_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ev_script)
+    monkeypatch.setattr("sys.argv", ["eval.py"])
+    args = ev_script.parse_args()
+    assert (args.size, args.thickness_scale, args.min_contrast) == (ds.DEMO_SIZE, ds.DEMO_THICKNESS_SCALE,
+                                                                    ds.DEMO_MIN_CONTRAST)
+    clips = ev_script.clips_entry(args)
+    assert clips["min_contrast"] == clips["retarget"]["min_contrast"] == ds.DEMO_MIN_CONTRAST

@@ -72,3 +72,32 @@ def test_dynamic_sockets_are_refused_not_dropped():
     ui = {"nodes": [{"id": 1, "type": "Grow", "inputs": [], "widgets_values": []}], "links": []}
     with pytest.raises(NotImplementedError, match="COMFY_AUTOGROW_V3"):
         ui_to_api(ui, {"Grow": info})
+
+
+def test_one_node_sampler_keeps_the_demos_model_sampling_before_the_sampler():
+    """The demo workflow sets its flow shift (ModelSamplingSD3, the demo DiT's training shift) between Apply
+    IM-Animation and the KSampler; made one-node, the shift node takes Apply's input model and feeds the sampler,
+    and no input names a removed node."""
+    import json
+    import sys
+
+    from tools.comfy_path import REPO
+    from tools.workflow import one_node_sampler
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    import demo_support as ds
+
+    ui = json.loads((REPO / "workflows" / "im_animation_demo.json").read_text())
+    export = json.loads((REPO / "workflows" / "api" / "im_animation_demo.json").read_text())
+    (shift,) = [k for k, v in export.items() if v["class_type"] == "ModelSamplingSD3"]
+    assert export[shift]["inputs"]["shift"] == ds.DEMO_SHIFT
+    assert [n["widgets_values"] for n in ui["nodes"] if str(n["id"]) == shift] == [[ds.DEMO_SHIFT]]
+    ksampler = next(v for v in export.values() if v["class_type"] == "KSampler")
+    apply = next(k for k, v in export.items() if v["class_type"] == "IMA_ApplyModel")
+    assert ksampler["inputs"]["model"] == [shift, 0] and export[shift]["inputs"]["model"] == [apply, 0]
+    prompt, sampler = one_node_sampler(export)
+    assert prompt[sampler]["class_type"] == "IMA_Wan22Sampler"
+    assert prompt[sampler]["inputs"]["model"] == [shift, 0]
+    assert prompt[shift]["inputs"] == {"shift": ds.DEMO_SHIFT, "model": export[apply]["inputs"]["model"]}
+    links = [v for node in prompt.values() for v in node["inputs"].values() if isinstance(v, list)]
+    assert links and all(src in prompt for src, _ in links)
