@@ -90,7 +90,8 @@ def fsdp_run(tmp_path_factory):
     (tmp / "worker.py").write_text(WORKER)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
            str(tmp / "worker.py"), str(tmp / "cfg.json"), str(tmp), PROBE]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240,
+    # a generous limit: two processes on a possibly busy 2-core machine are slow, not hung
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     single = config_from_dict("stage3", tiny_config_dict("stage3", tmp / "single", batch_size=4, **common))
