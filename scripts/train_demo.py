@@ -10,15 +10,17 @@ goes on anyway).
     python scripts/train_demo.py --restore   # copy them back into runs/demo128/: those steps count as done
 
 A chain longer than one machine's life continues from the committed outputs: --save after a step improves
-the figures, commit models/demo128/, and on a fresh clone --restore before continuing. The dim-16 VAE's weights
-are committed once: once scripts/package_demo.py has made them the demo's VAE (models/vae/), --save leaves them
-out of models/demo128/vae16/ and --restore takes them from models/vae/.
+the figures, commit models/demo128/, and on a fresh clone --restore before continuing. Weights that
+scripts/package_demo.py has made the demo set's (the dim-16 VAE in models/vae/; the latest DiT phase's DiT,
+modules and tokenizer) are committed once: --save leaves them out of models/demo128/ and records their SHA-256
+in models/demo128/packaged.json, and --restore takes them from the demo set when they match.
 """
 
 from __future__ import annotations
 
 import argparse
 import filecmp
+import hashlib
 import json
 import shutil
 import subprocess
@@ -36,6 +38,11 @@ TRAIN = [sys.executable, "-m", "im_animation_core.train"]
 # The retargeter's Stage-2 runs, each a continuation of the one before it (docs/training.md says why each).
 STAGE2_CHAIN = ("stage2", "stage2_more", "stage2_self", "stage2_self_more", "stage2_mix", "stage2_mix2")
 LATEST_STAGE2 = STAGE2_CHAIN[-1]  # the retargeter the DiT-first phase reads (configs/demo128/stage3_dit.json)
+# The DiT-first phase and its continuations, each starting from the weights the one before it exported. The
+# clip cache serves them all: it is keyed by the frozen retargeter's own tensors, which none of them trains.
+STAGE3_CHAIN = ("stage3_dit", "stage3_dit2")
+LATEST_STAGE3 = STAGE3_CHAIN[-1]  # the demo set's DiT, modules and tokenizer (scripts/package_demo.py)
+CHAINS = (STAGE2_CHAIN, STAGE3_CHAIN)
 
 # (name, command, the file whose presence means the step is done)
 STEPS = (
@@ -48,18 +55,19 @@ STEPS = (
     *((name, TRAIN + ["stage2", "--config", f"{CONFIGS}/{name}.json"], outputs_path(f"runs/demo128/{name}"))
       for name in STAGE2_CHAIN),
     ("cache", TRAIN + ["cache", "--config", f"{CONFIGS}/stage3_dit.json"], "runs/demo128/cache_dit/index.json"),
-    ("stage3_dit", TRAIN + ["stage3", "--config", f"{CONFIGS}/stage3_dit.json"],
-     outputs_path("runs/demo128/stage3_dit")),
+    *((name, TRAIN + ["stage3", "--config", f"{CONFIGS}/{name}.json"], outputs_path(f"runs/demo128/{name}"))
+      for name in STAGE3_CHAIN),
 )
 # the config field that picks the device, per step (the VAE trainer's sits under train)
 DEVICE_FIELD = {"vae": "train.device", "vae16": "train.device", "stage1": "device", "cache": "device",
-                "stage3_dit": "device", **dict.fromkeys(STAGE2_CHAIN, "device")}
+                **dict.fromkeys(STAGE2_CHAIN + STAGE3_CHAIN, "device")}
 
 
 def done(name: str, marker: str | Path) -> bool:
-    if name in STAGE2_CHAIN:  # a continuation's output stands for the runs it continued (only it is kept)
-        later = STAGE2_CHAIN[STAGE2_CHAIN.index(name):]
-        return any((REPO / outputs_path(f"runs/demo128/{n}")).is_file() for n in later)
+    for chain in CHAINS:  # a continuation's output stands for the runs it continued (only it is kept)
+        if name in chain:
+            later = chain[chain.index(name):]
+            return any((REPO / outputs_path(f"runs/demo128/{n}")).is_file() for n in later)
     path = REPO / marker
     if not path.is_file():
         return False
@@ -77,6 +85,7 @@ def done(name: str, marker: str | Path) -> bool:
 COMMITTED = REPO / "models" / "demo128"
 # What each step leaves that a later step or a continuation reads (the cache is rebuilt: it is large and
 # deterministic).
+STAGE3_WEIGHTS = ("wan_dit.safetensors", "im_animation_modules.safetensors", "motion_tokenizer.safetensors")
 KEEP = {
     "vae": ["runs/demo128/vae/ima_demo128_wan21_vae.safetensors"],
     "vae16": ["runs/demo128/vae16/ima_demo128_wan21_vae.safetensors", "runs/demo128/vae16/metrics.jsonl"],
@@ -88,15 +97,23 @@ KEEP = {
        + ([f"runs/demo128/{name}/{f}" for f in ("im_animation_modules.safetensors", "motion_tokenizer.safetensors")]
           if name == LATEST_STAGE2 else [])
        for name in STAGE2_CHAIN},
-    "stage3_dit": [f"runs/demo128/stage3_dit/{f}" for f in ("wan_dit.safetensors", "im_animation_modules.safetensors",
-                                                            "motion_tokenizer.safetensors", "config.yaml",
-                                                            "config.json", "outputs.json", "metrics.jsonl")],
+    # the same for the DiT phases; the latest's weights are the demo set's files (PACKAGED)
+    **{name: [f"runs/demo128/{name}/{f}" for f in ("config.yaml", "config.json", "outputs.json", "metrics.jsonl")]
+       + ([f"runs/demo128/{name}/{f}" for f in STAGE3_WEIGHTS] if name == LATEST_STAGE3 else [])
+       for name in STAGE3_CHAIN},
 }
 
 
 # Step outputs that the demo model set may hold already, as scripts/package_demo.py copies them into models/:
-# {the step's output: the demo set's file}. Committed once, in the demo set.
-PACKAGED = {"runs/demo128/vae16/ima_demo128_wan21_vae.safetensors": "models/vae/ima_demo_wan21_vae.safetensors"}
+# {the step's output: the demo set's file}. Committed once, in the demo set; --save records the SHA-256 of
+# each such output in PACKAGED_RECORD, and --restore copies a demo-set file back only when it matches.
+PACKAGED = {"runs/demo128/vae16/ima_demo128_wan21_vae.safetensors": "models/vae/ima_demo_wan21_vae.safetensors",
+            f"runs/demo128/{LATEST_STAGE3}/wan_dit.safetensors": "models/diffusion_models/ima_demo_wan.safetensors",
+            f"runs/demo128/{LATEST_STAGE3}/im_animation_modules.safetensors":
+                "models/im_animation/ima_demo_modules.safetensors",
+            f"runs/demo128/{LATEST_STAGE3}/motion_tokenizer.safetensors":
+                "models/im_animation/ima_demo_motion_tokenizer.safetensors"}
+PACKAGED_RECORD = "models/demo128/packaged.json"
 
 
 def committed_path(run_path: str) -> Path:
@@ -108,6 +125,25 @@ def packaged_copy(run_path: str) -> Path | None:
     """The demo set's file that stands for this step output (PACKAGED), when it is in models/."""
     path = REPO / PACKAGED[run_path] if run_path in PACKAGED else None
     return path if path is not None and path.is_file() else None
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def packaged_record() -> dict[str, str]:
+    """{step output: SHA-256} of the outputs --save found in the demo set."""
+    path = REPO / PACKAGED_RECORD
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def packaged_is_output(packaged: Path, run_path: str, name: str) -> bool:
+    """Whether the demo set's file is this step's output: by the SHA-256 --save recorded, or for a VAE by the
+    training record in the file."""
+    recorded = packaged_record().get(run_path)
+    if recorded is not None:
+        return file_sha256(packaged) == recorded
+    return name in ("vae", "vae16") and vae_trained_for(packaged, name)
 
 
 def vae_trained_for(path: Path, name: str) -> bool:
@@ -128,6 +164,7 @@ def vae_trained_for(path: Path, name: str) -> bool:
 
 
 def save_outputs() -> None:
+    record = packaged_record()
     for name, marker in ((n, m) for n, _, m in STEPS):
         if name not in KEEP or not done(name, marker):
             continue
@@ -136,18 +173,21 @@ def save_outputs() -> None:
                 continue
             packaged = packaged_copy(f)
             if packaged and filecmp.cmp(REPO / f, packaged, shallow=False):
+                record[f] = file_sha256(packaged)
                 print(f"not saved {f}: the same as {PACKAGED[f]} (--restore takes it from there)")
                 continue
             committed_path(f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(REPO / f, committed_path(f))
             print("saved", committed_path(f).relative_to(REPO))
+    (REPO / PACKAGED_RECORD).parent.mkdir(parents=True, exist_ok=True)
+    (REPO / PACKAGED_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def restore_outputs() -> None:
     for name, files in KEEP.items():
         for f in files:
             src, packaged = committed_path(f), packaged_copy(f)
-            if not src.is_file() and packaged and vae_trained_for(packaged, name):
+            if not src.is_file() and packaged and packaged_is_output(packaged, f, name):
                 src = packaged  # committed once, as the demo set's file
             if src.is_file() and not (REPO / f).exists():
                 (REPO / f).parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +220,7 @@ def main() -> int:
             continue
         if (only and name not in only) or state == "done":
             continue
-        if name in ("cache", "stage3_dit") and not args.force and not gate_passed():
+        if (name == "cache" or name in STAGE3_CHAIN) and not args.force and not gate_passed():
             print("the VAE gate is not met (runs/demo128/vae_gate.json): the DiT would learn from latents that "
                   "lose the motion. Improve the VAE, or pass --force", file=sys.stderr)
             return 2

@@ -13,6 +13,7 @@ Multi-GPU: torchrun --nproc_per_node N -m im_animation_core.train stage3 --confi
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -128,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     except (IMAnimationError, OSError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        # the trainer's modules hold the process group in reference cycles: freed here, while the interpreter
+        # is whole, rather than in its teardown, where gloo's threads can abort a finished run
+        gc.collect()
     if rank == 0:
         print(json.dumps({"stage": args.stage, "step": result.step, "output_dir": str(result.output_dir),
                           "files": result.files}))

@@ -19,9 +19,13 @@ The key: everything that decides a cached value (the data config but its loader 
 the VAE and motion-encoder files, the face-crop size and box source, whether the moving map is stored). A
 folder built for another key is refused, naming the field that differs; for another VAE or motion encoder
 the message names both files (the key keeps each file's path beside its hash, for that message only: a
-moved file with the same bytes still matches). Building is deterministic (clip i is dataset item i) and
-resumable: a rerun keeps the shards listed in the index and continues after them, once it has checked that
-the dataset still lists the same samples (a video folder whose clips changed would shift every later item).
+moved file with the same bytes still matches). A frozen retargeter is keyed by its own tensors and settings
+(``retargeter_sha256``), not by its whole modules file: a DiT-first phase exports a modules file whose other
+modules (motion patch, expression) have trained, and its continuation must read the same cache.
+
+Building is deterministic (clip i is dataset item i) and resumable: a rerun keeps the shards listed in the
+index and continues after them, once it has checked that the dataset still lists the same samples (a video
+folder whose clips changed would shift every later item).
 """
 
 from __future__ import annotations
@@ -65,6 +69,27 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
+RETARGET_PREFIX = "retarget."
+
+
+def retargeter_sha256(path: str) -> str:
+    """SHA-256 of the retargeter inside a modules file: its settings (the file's "retarget" metadata) and every
+    ``retarget.*`` tensor's name, dtype, shape and bytes, in name order. The other modules in the file do not
+    change the motion maps, so they are left out."""
+    h = hashlib.sha256()
+    with safe_open(str(path), framework="pt") as f:
+        h.update(((f.metadata() or {}).get("retarget", "")).encode())
+        names = sorted(k for k in f.keys() if k.startswith(RETARGET_PREFIX))
+        if not names:
+            raise ConfigError(f"modules.path '{path}' holds no retargeter (no '{RETARGET_PREFIX}*' tensors): give "
+                              f"the im_animation_modules.safetensors file of a Stage-2 or Stage-3 run")
+        for name in names:
+            t = f.get_tensor(name).contiguous()
+            h.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def cache_key(config: Stage2Config) -> dict[str, Any]:
     """The fields that decide what a cache built for ``config`` holds (see module doc)."""
     d = config.data
@@ -95,7 +120,7 @@ def cache_key(config: Stage2Config) -> dict[str, Any]:
             if not config.modules.path:
                 raise ConfigError("retarget_trainable is false, so the cache holds the retargeter's motion maps: "
                                   "give the retargeter from a file (modules.path)")
-            key["frozen_retargeter"] = file_sha256(config.modules.path)
+            key["frozen_retargeter"] = retargeter_sha256(config.modules.path)
     return key
 
 
@@ -287,4 +312,4 @@ class CachedClips(Dataset):
 
 
 __all__ = ["CACHE_FORMAT", "CacheError", "CachedClips", "INDEX_FILE", "build_cache", "cache_key", "check_key",
-           "dataset_source", "read_index"]
+           "dataset_source", "read_index", "retargeter_sha256"]

@@ -129,9 +129,17 @@ def test_the_128_pixel_chain_reads_what_each_step_wrote_and_runs_every_config():
     chain = ("vae", "vae16", "stage1", "stage2")
     order = [next(i for i, c in enumerate(commands) if f"/{n}.json" in c) for n in chain]
     assert order == sorted(order)
+    # each DiT phase continues from the weights the one before it exported, on the same cache and domain
+    dit_chain = [load_config("stage3", DEMO128 / f"{n}.json") for n in train_demo().STAGE3_CHAIN]
+    assert dit_chain[0].output_dir == s3.output_dir
+    for before, after in zip(dit_chain, dit_chain[1:], strict=False):
+        assert after.dit.path == f"{before.output_dir}/wan_dit.safetensors"
+        assert after.modules.path == f"{before.output_dir}/im_animation_modules.safetensors"
+        assert (after.data, after.tokenizer, after.vae, after.shift) == (s3.data, s3.tokenizer, s3.vae, s3.shift)
+        assert not after.retarget_trainable and after.output_dir != before.output_dir
     # package_demo copies the chain's last DiT run and its dim-16 VAE into models/ by default
     package = (REPO / "scripts" / "package_demo.py").read_text()
-    assert f'default="{s3.output_dir}"' in package and f'default="{vae.output}"' in package
+    assert f'default="{dit_chain[-1].output_dir}"' in package and f'default="{vae.output}"' in package
 
 
 def test_the_chain_saves_finished_steps_for_git_and_restores_them(tmp_path, monkeypatch):
@@ -179,7 +187,7 @@ def test_the_dim16_vae_is_committed_once_as_the_demo_sets_vae(tmp_path, monkeypa
     (tmp_path / td.CONFIGS).mkdir(parents=True)
     shutil.copyfile(DEMO128 / "vae16.json", tmp_path / td.CONFIGS / "vae16.json")
     config = json.loads((DEMO128 / "vae16.json").read_text())
-    (run_vae, packaged), = td.PACKAGED.items()
+    (run_vae, packaged), = ((k, v) for k, v in td.PACKAGED.items() if "/vae16/" in k)
     assert run_vae in td.KEEP["vae16"] and packaged == f"models/vae/{DEMO_NAMES['vae']}"  # make demo's VAE
     _vae_file(tmp_path / run_vae, config)
     (tmp_path / "runs/demo128/vae16/metrics.jsonl").write_text("{}\n")
@@ -203,6 +211,42 @@ def test_the_dim16_vae_is_committed_once_as_the_demo_sets_vae(tmp_path, monkeypa
     _vae_file(td.committed_path(run_vae), config)
     td.restore_outputs()
     assert (tmp_path / run_vae).read_bytes() == td.committed_path(run_vae).read_bytes()
+
+
+def test_the_latest_dit_phase_is_committed_once_as_the_demo_set(tmp_path, monkeypatch):
+    """The latest DiT phase's weights are the demo set's files: --save records their SHA-256 instead of copying
+    them, and --restore puts them back into runs/ only while the demo set still holds those bytes."""
+    td = train_demo()
+    monkeypatch.setattr(td, "REPO", tmp_path)
+    monkeypatch.setattr(td, "COMMITTED", tmp_path / "models" / "demo128")
+    run = tmp_path / "runs" / "demo128" / td.LATEST_STAGE3
+    run.mkdir(parents=True)
+    for f in td.KEEP[td.LATEST_STAGE3]:
+        (tmp_path / f).write_text(f"{f} bytes")
+    weights = [f for f in td.KEEP[td.LATEST_STAGE3] if f in td.PACKAGED]
+    assert len(weights) == 3 and {td.PACKAGED[f] for f in weights} == {f"models/{k}/{DEMO_NAMES[k2]}" for k, k2 in
+                                                                       (("diffusion_models", "dit"),
+                                                                        ("im_animation", "modules"),
+                                                                        ("im_animation", "tokenizer"))}
+    for f in weights:  # what package_demo does
+        (tmp_path / td.PACKAGED[f]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp_path / f, tmp_path / td.PACKAGED[f])
+    td.save_outputs()
+    assert sorted(p.name for p in (tmp_path / "models/demo128" / td.LATEST_STAGE3).iterdir()) == sorted(
+        ["config.yaml", "config.json", "outputs.json", "metrics.jsonl"])
+    assert set(json.loads((tmp_path / td.PACKAGED_RECORD).read_text())) == set(weights)
+
+    shutil.rmtree(tmp_path / "runs")
+    td.restore_outputs()
+    for f in weights:
+        assert (tmp_path / f).read_text() == f"{f} bytes"
+    assert td.done(td.STAGE3_CHAIN[0], "unused")  # the continuation's output stands for the runs before it
+
+    # A demo set packaged from another run since then is not this step's output.
+    shutil.rmtree(tmp_path / "runs")
+    (tmp_path / td.PACKAGED[weights[0]]).write_text("other weights")
+    td.restore_outputs()
+    assert not (tmp_path / weights[0]).exists() and (tmp_path / weights[1]).is_file()
 
 
 def test_package_demo_limits_models_as_a_whole(tmp_path, monkeypatch):

@@ -173,3 +173,38 @@ def test_a_joint_phase_reads_the_cache_of_its_frozen_retargeter_phase(tmp_path, 
     wants_maps = config_from_dict("stage3", wants_maps)
     with pytest.raises(CacheError, match="frozen_retargeter"):
         CachedClips(wants_maps.data.cache, cache_key(wants_maps))
+
+
+def test_a_frozen_retargeter_is_keyed_by_its_own_tensors(tmp_path, files):
+    """A DiT-first phase exports modules whose motion patch and expression modules trained while the retargeter
+    stayed frozen: its continuation reads the same cache. Another retargeter is refused."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    Trainer("stage3", config_from_dict("stage3", stage3_dict(tmp_path, files))).stage.export(tmp_path)
+    first = tmp_path / "im_animation_modules.safetensors"
+    with safe_open(str(first), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    assert any(k.startswith("retarget.") for k in tensors) and any(not k.startswith("retarget.") for k in tensors)
+
+    def variant(name, change):
+        out = {k: (v + 1.0 if change(k) else v) for k, v in tensors.items()}
+        save_file(out, str(tmp_path / name), metadata=meta)
+        return {"path": str(tmp_path / name)}
+
+    frozen = config_from_dict("stage3", stage3_dict(tmp_path, files, retarget_trainable=False,
+                                                    modules={"path": str(first)}))
+    build_cache("stage3", frozen)
+    trained_rest = variant("rest.safetensors", lambda k: not k.startswith("retarget."))
+    cont = config_from_dict("stage3", stage3_dict(tmp_path, files, retarget_trainable=False, modules=trained_rest))
+    assert cache_key(cont) == cache_key(frozen)
+    assert len(CachedClips(cont.data.cache, cache_key(cont))) == 6
+    other = variant("other.safetensors", lambda k: k == "retarget.out.weight")
+    refused = config_from_dict("stage3", stage3_dict(tmp_path, files, retarget_trainable=False, modules=other))
+    with pytest.raises(CacheError, match="frozen_retargeter"):
+        CachedClips(refused.data.cache, cache_key(refused))
+    no_retargeter = variant("none.safetensors", lambda k: False)
+    save_file({k: v for k, v in tensors.items() if not k.startswith("retarget.")}, no_retargeter["path"], metadata=meta)
+    bad = config_from_dict("stage3", stage3_dict(tmp_path, files, retarget_trainable=False, modules=no_retargeter))
+    with pytest.raises(Exception, match="holds no retargeter"):
+        cache_key(bad)

@@ -17,21 +17,35 @@ from im_animation_core.train.presets import tiny_config_dict, write_tiny_vae
 REPO = Path(__file__).resolve().parents[2]
 
 WORKER = """
-import json, sys
+import gc, json, os, sys
 import torch
 from safetensors.torch import save_file
 from im_animation_core.train import Trainer, config_from_dict
 
-stage, cfg_path, out = sys.argv[1:4]
-cfg = config_from_dict(stage, json.load(open(cfg_path)))
-trainer = Trainer(stage, cfg)
-seen = [b["index"].tolist() for b in trainer._loader(0, cfg.steps)]
-trainer.train()
-sd = {k: v.detach().clone().contiguous() for k, v in trainer.model.state_dict().items()}
-save_file(sd, f"{out}/rank{trainer.info.rank}.safetensors")
-with open(f"{out}/rank{trainer.info.rank}.json", "w") as f:
-    json.dump({"world": trainer.info.world_size, "seen": seen}, f)
-trainer.close()
+# The body runs in main() so that every object holding the process group (the trainers, their FSDP meshes)
+# is freed while the interpreter is alive, and the process then leaves without the interpreter's teardown:
+# there, gloo's worker threads can abort the process ("terminate called without an active exception"), a
+# crash after the work is done that failed this test once.
+
+
+def main():
+    stage, cfg_path, out = sys.argv[1:4]
+    cfg = config_from_dict(stage, json.load(open(cfg_path)))
+    trainer = Trainer(stage, cfg)
+    seen = [b["index"].tolist() for b in trainer._loader(0, cfg.steps)]
+    trainer.train()
+    sd = {k: v.detach().clone().contiguous() for k, v in trainer.model.state_dict().items()}
+    save_file(sd, f"{out}/rank{trainer.info.rank}.safetensors")
+    with open(f"{out}/rank{trainer.info.rank}.json", "w") as f:
+        json.dump({"world": trainer.info.world_size, "seen": seen}, f)
+    trainer.close()
+
+
+main()
+gc.collect()
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)
 """
 
 

@@ -24,50 +24,65 @@ REPO = Path(__file__).resolve().parents[2]
 PROBE = "dit.blocks.0.ffn.0.weight"  # [256, 128] in the tiny DiT: 128 rows per rank
 
 WORKER = """
-import json, sys
+import gc, json, os, sys
 import torch
 from safetensors.torch import save_file
 from im_animation_core.train import Trainer, TrainingError, config_from_dict
 from im_animation_core.train.build import build_dataset
 
-cfg_path, out, probe = sys.argv[1:4]
-raw = json.load(open(cfg_path))
-trainer = Trainer("stage3", config_from_dict("stage3", raw))
-rank = trainer.info.rank
-params = dict(trainer.model.named_parameters())
-local = params[probe].to_local()
-info = {"world": trainer.info.world_size, "sharded": trainer.sharded, "probe_local_rows": local.shape[0],
-        "dtensors": sum(hasattr(p, "to_local") for p in params.values()), "params": len(params)}
-trainer.train()
-opt_state = trainer.optimizer.state[params[probe]]
-save_file({"exp_avg": opt_state["exp_avg"].to_local().contiguous()}, f"{out}/optim{rank}.safetensors")
-if rank == 0:  # after train() rank 0 holds the gathered full weights
-    save_file({k: v.detach().clone().contiguous() for k, v in trainer.model.state_dict().items()
-               if k != "dit.motion_patch.weight" and k != "dit.motion_patch.bias"}, f"{out}/full.safetensors")
+# The body runs in main() so that every object holding the process group (the trainers, their FSDP meshes)
+# is freed while the interpreter is alive, and the process then leaves without the interpreter's teardown:
+# there, gloo's worker threads can abort the process ("terminate called without an active exception"), a
+# crash after the work is done that failed this test once.
 
-# A NaN in the target clip of rank 0's first sample: both ranks stop at step 1.
-POISON = list(torch.utils.data.DistributedSampler(range(8), num_replicas=2, rank=0, shuffle=True, seed=0))[0]
-class Poisoned(torch.utils.data.Dataset):
-    def __init__(self, base):
-        self.base = base
-    def __len__(self):
-        return len(self.base)
-    def __getitem__(self, i):
-        s = dict(self.base[i])
-        if i == POISON:
-            s["target"] = torch.full_like(torch.as_tensor(s["target"], dtype=torch.float32), float("nan"))
-        return s
 
-nan_cfg = config_from_dict("stage3", {**raw, "output_dir": raw["output_dir"] + "_nan", "steps": 1, "save_every": 100})
-nan_trainer = Trainer("stage3", nan_cfg, dataset=Poisoned(build_dataset(nan_cfg.data)))
-try:
-    nan_trainer.train()
-    info["nan"] = "no error"
-except TrainingError as e:
-    info["nan"] = str(e)
-info["poison"] = POISON
-json.dump(info, open(f"{out}/rank{rank}.json", "w"))
-trainer.close()
+def main():
+    cfg_path, out, probe = sys.argv[1:4]
+    raw = json.load(open(cfg_path))
+    trainer = Trainer("stage3", config_from_dict("stage3", raw))
+    rank = trainer.info.rank
+    params = dict(trainer.model.named_parameters())
+    local = params[probe].to_local()
+    info = {"world": trainer.info.world_size, "sharded": trainer.sharded, "probe_local_rows": local.shape[0],
+            "dtensors": sum(hasattr(p, "to_local") for p in params.values()), "params": len(params)}
+    trainer.train()
+    opt_state = trainer.optimizer.state[params[probe]]
+    save_file({"exp_avg": opt_state["exp_avg"].to_local().contiguous()}, f"{out}/optim{rank}.safetensors")
+    if rank == 0:  # after train() rank 0 holds the gathered full weights
+        save_file({k: v.detach().clone().contiguous() for k, v in trainer.model.state_dict().items()
+                   if k != "dit.motion_patch.weight" and k != "dit.motion_patch.bias"}, f"{out}/full.safetensors")
+
+    # A NaN in the target clip of rank 0's first sample: both ranks stop at step 1.
+    POISON = list(torch.utils.data.DistributedSampler(range(8), num_replicas=2, rank=0, shuffle=True, seed=0))[0]
+    class Poisoned(torch.utils.data.Dataset):
+        def __init__(self, base):
+            self.base = base
+        def __len__(self):
+            return len(self.base)
+        def __getitem__(self, i):
+            s = dict(self.base[i])
+            if i == POISON:
+                s["target"] = torch.full_like(torch.as_tensor(s["target"], dtype=torch.float32), float("nan"))
+            return s
+
+    nan_raw = {**raw, "output_dir": raw["output_dir"] + "_nan", "steps": 1, "save_every": 100}
+    nan_cfg = config_from_dict("stage3", nan_raw)
+    nan_trainer = Trainer("stage3", nan_cfg, dataset=Poisoned(build_dataset(nan_cfg.data)))
+    try:
+        nan_trainer.train()
+        info["nan"] = "no error"
+    except TrainingError as e:
+        info["nan"] = str(e)
+    info["poison"] = POISON
+    json.dump(info, open(f"{out}/rank{rank}.json", "w"))
+    trainer.close()
+
+
+main()
+gc.collect()
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)
 """
 
 pytestmark = pytest.mark.usefixtures("one_thread")
