@@ -3,8 +3,6 @@ DistributedDataParallel on disjoint halves of each global batch. Their parameter
 computes what one process with the whole global batch computes (per-sample random draws, same data)."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,19 +11,13 @@ from safetensors.torch import load_file
 
 from im_animation_core.train import Trainer, config_from_dict
 from im_animation_core.train.presets import tiny_config_dict, write_tiny_vae
-
-REPO = Path(__file__).resolve().parents[2]
+from tools.torchrun import run_two_ranks
 
 WORKER = """
-import gc, json, os, sys
+import json, sys
 import torch
 from safetensors.torch import save_file
 from im_animation_core.train import Trainer, config_from_dict
-
-# The body runs in main() so that every object holding the process group (the trainers, their FSDP meshes)
-# is freed while the interpreter is alive, and the process then leaves without the interpreter's teardown:
-# there, gloo's worker threads can abort the process ("terminate called without an active exception"), a
-# crash after the work is done that failed this test once.
 
 
 def main():
@@ -40,12 +32,6 @@ def main():
         json.dump({"world": trainer.info.world_size, "seen": seen}, f)
     trainer.close()
 
-
-main()
-gc.collect()
-sys.stdout.flush()
-sys.stderr.flush()
-os._exit(0)
 """
 
 
@@ -61,12 +47,7 @@ def test_two_gloo_processes_stay_in_sync_and_match_one_process(tmp_path):
     common = dict(vae_path=vae, steps=3, log_every=1, save_every=100, cpu_threads=1, data={"num_samples": 8})
     ddp_cfg = tiny_config_dict("stage3", tmp_path / "ddp", batch_size=2, **common)
     (tmp_path / "cfg.json").write_text(json.dumps(ddp_cfg))
-    (tmp_path / "worker.py").write_text(WORKER)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
-           str(tmp_path / "worker.py"), "stage3", str(tmp_path / "cfg.json"), str(tmp_path)]
-    # a generous limit: two processes on a possibly busy 2-core machine are slow, not hung
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    done = run_two_ranks(WORKER, tmp_path, ["stage3", str(tmp_path / "cfg.json"), str(tmp_path)])
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
 
     info = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

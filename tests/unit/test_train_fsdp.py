@@ -5,10 +5,7 @@ rank 0, and stop on a non-finite loss naming the step. A resume with another mod
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,21 +16,16 @@ from im_animation_core.errors import CheckpointError
 from im_animation_core.train import Trainer, config_from_dict
 from im_animation_core.train.presets import tiny_config_dict, tiny_vae, write_tiny_vae
 from im_animation_core.train.stages import DIT_FILE, MODULES_FILE
+from tools.torchrun import run_two_ranks
 
-REPO = Path(__file__).resolve().parents[2]
 PROBE = "dit.blocks.0.ffn.0.weight"  # [256, 128] in the tiny DiT: 128 rows per rank
 
 WORKER = """
-import gc, json, os, sys
+import json, sys
 import torch
 from safetensors.torch import save_file
 from im_animation_core.train import Trainer, TrainingError, config_from_dict
 from im_animation_core.train.build import build_dataset
-
-# The body runs in main() so that every object holding the process group (the trainers, their FSDP meshes)
-# is freed while the interpreter is alive, and the process then leaves without the interpreter's teardown:
-# there, gloo's worker threads can abort the process ("terminate called without an active exception"), a
-# crash after the work is done that failed this test once.
 
 
 def main():
@@ -77,12 +69,6 @@ def main():
     json.dump(info, open(f"{out}/rank{rank}.json", "w"))
     trainer.close()
 
-
-main()
-gc.collect()
-sys.stdout.flush()
-sys.stderr.flush()
-os._exit(0)
 """
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -102,12 +88,7 @@ def fsdp_run(tmp_path_factory):
     cfg = tiny_config_dict("stage3", tmp / "fsdp", batch_size=2, strategy="fsdp",
                            dit={"gradient_checkpointing": True}, **common)
     (tmp / "cfg.json").write_text(json.dumps(cfg))
-    (tmp / "worker.py").write_text(WORKER)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
-           str(tmp / "worker.py"), str(tmp / "cfg.json"), str(tmp), PROBE]
-    # a generous limit: two processes on a possibly busy 2-core machine are slow, not hung
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    done = run_two_ranks(WORKER, tmp, [str(tmp / "cfg.json"), str(tmp), PROBE])
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     single = config_from_dict("stage3", tiny_config_dict("stage3", tmp / "single", batch_size=4, **common))
     Trainer("stage3", single, vae=tiny_vae()).train()
