@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import filecmp
-import hashlib
 import json
 import shutil
 import subprocess
@@ -30,6 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from im_animation_core.train.cache import file_sha256  # noqa: E402
 from im_animation_core.train.outputs import outputs_path  # noqa: E402
 
 CONFIGS = "configs/demo128"
@@ -125,10 +125,6 @@ def packaged_copy(run_path: str) -> Path | None:
     """The demo set's file that stands for this step output (PACKAGED), when it is in models/."""
     path = REPO / PACKAGED[run_path] if run_path in PACKAGED else None
     return path if path is not None and path.is_file() else None
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def packaged_record() -> dict[str, str]:
