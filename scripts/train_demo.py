@@ -28,6 +28,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from demo import SOURCES  # noqa: E402  (the demo set's files, where make demo looks for them)
 
 from im_animation_core.train.cache import file_sha256  # noqa: E402
 from im_animation_core.train.outputs import outputs_path  # noqa: E402
@@ -105,14 +108,14 @@ KEEP = {
 
 
 # Step outputs that the demo model set may hold already, as scripts/package_demo.py copies them into models/:
-# {the step's output: the demo set's file}. Committed once, in the demo set; --save records the SHA-256 of
-# each such output in PACKAGED_RECORD, and --restore copies a demo-set file back only when it matches.
-PACKAGED = {"runs/demo128/vae16/ima_demo128_wan21_vae.safetensors": "models/vae/ima_demo_wan21_vae.safetensors",
-            f"runs/demo128/{LATEST_STAGE3}/wan_dit.safetensors": "models/diffusion_models/ima_demo_wan.safetensors",
-            f"runs/demo128/{LATEST_STAGE3}/im_animation_modules.safetensors":
-                "models/im_animation/ima_demo_modules.safetensors",
-            f"runs/demo128/{LATEST_STAGE3}/motion_tokenizer.safetensors":
-                "models/im_animation/ima_demo_motion_tokenizer.safetensors"}
+# {the step's output: the demo set's file (demo.SOURCES, where make demo looks)}. Committed once, in the demo
+# set; --save records the SHA-256 of each such output in PACKAGED_RECORD, and --restore copies a demo-set file
+# back only when it matches.
+PACKAGED_FROM = {"vae": "runs/demo128/vae16/ima_demo128_wan21_vae.safetensors",
+                 "dit": f"runs/demo128/{LATEST_STAGE3}/wan_dit.safetensors",
+                 "modules": f"runs/demo128/{LATEST_STAGE3}/im_animation_modules.safetensors",
+                 "tokenizer": f"runs/demo128/{LATEST_STAGE3}/motion_tokenizer.safetensors"}
+PACKAGED = {run: SOURCES[key].relative_to(REPO).as_posix() for key, run in PACKAGED_FROM.items()}
 PACKAGED_RECORD = "models/demo128/packaged.json"
 
 
@@ -160,7 +163,8 @@ def vae_trained_for(path: Path, name: str) -> bool:
 
 
 def save_outputs() -> None:
-    record = packaged_record()
+    # entries of earlier DiT phases, whose weights the demo set no longer holds, are dropped
+    record = {f: sha for f, sha in packaged_record().items() if f in PACKAGED}
     for name, marker in ((n, m) for n, _, m in STEPS):
         if name not in KEEP or not done(name, marker):
             continue
