@@ -283,7 +283,9 @@ class Stage2Config(CommonConfig):
 class Stage3Config(Stage2Config):
     """Stage 3: DiT + modules end to end: flow matching (ComfyUI's convention) + retarget_weight * L_retarget.
 
-    optim.lr: the modules other than the DiT (5e-5); dit_lr: the DiT (1e-5).
+    optim.lr: the modules other than the DiT (5e-5); dit_lr: the DiT (1e-5); motion_lr: the motion channels'
+        patch embedding (the modules' motion_patch), 0 = optim.lr. The motion maps enter the DiT through that
+        one zero-initialised convolution, whose weights stay small at the modules' rate (docs/training.md).
     shift: the flow shift of the sigma sampling, sigma' = shift*s / (1 + (shift-1)*s) with s ~ U(0,1);
         0 = per model: 5.0 for 48-channel (Wan2.2 TI2V, its official shift) and 8.0 for 16-channel
         (Wan2.1 family, ComfyUI's default for it and the shift of this pack's workflows).
@@ -310,6 +312,7 @@ class Stage3Config(Stage2Config):
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5))
     data: DataConfig = field(default_factory=DataConfig)
     dit_lr: float = 1e-5
+    motion_lr: float = 0.0
     retarget_weight: float = 10.0
     shift: float = 0.0
     text_len: int = 512
@@ -487,6 +490,8 @@ def validate(stage: str, c: CommonConfig) -> None:
             raise ConfigError(f"strategy 'fsdp' keeps float32 master weights, but dit.dtype is '{c.dit.dtype}': set "
                               f"it to float32 (mixed_precision 'bf16' computes in bfloat16)")
     if isinstance(c, Stage3Config):
+        if c.motion_lr < 0:
+            raise ConfigError(f"config field 'motion_lr' is {c.motion_lr}; it must be >= 0 (0 = optim.lr)")
         if c.dit_lr <= 0 or c.shift < 0 or c.retarget_weight < 0 or c.text_len < 1:
             raise ConfigError("config fields 'dit_lr' > 0, 'shift' >= 0, 'retarget_weight' >= 0 and "
                               "'text_len' >= 1 are required")

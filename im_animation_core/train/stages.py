@@ -524,10 +524,15 @@ class Stage3(Stage2):
 
     def param_groups(self) -> list[dict]:
         dit_ids = {id(p) for p in self.model.dit.parameters()} - {id(p) for p in self.model.ima.parameters()}
-        others = [p for n, p in self.model.named_parameters() if p.requires_grad and id(p) not in dit_ids]
         dit = [p for p in self.model.dit.parameters() if p.requires_grad and id(p) in dit_ids]
-        return [{"params": others, "lr": self.config.optim.lr, "name": "modules"},
-                {"params": dit, "lr": self.config.dit_lr, "name": "dit"}]
+        groups = [{"params": dit, "lr": self.config.dit_lr, "name": "dit"}]
+        motion_ids = set()
+        if self.config.motion_lr:
+            motion = [p for p in self.model.ima.motion_patch.parameters() if p.requires_grad]
+            motion_ids = {id(p) for p in motion}
+            groups.append({"params": motion, "lr": self.config.motion_lr, "name": "motion"})
+        others = [p for p in self.model.parameters() if p.requires_grad and id(p) not in dit_ids | motion_ids]
+        return [{"params": others, "lr": self.config.optim.lr, "name": "modules"}, *groups]
 
     def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
         batch = super().prepare(batch)

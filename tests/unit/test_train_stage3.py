@@ -219,3 +219,28 @@ def test_stage3_trains_on_frames_that_are_not_square(tmp_path):
     assert all(torch.isfinite(torch.as_tensor(v)).all() for v in losses.values())
     with pytest.raises(ConfigError, match="data.size"):
         config_from_dict("stage3", tiny_config_dict("stage3", tmp_path / "x", data={**data, "size": [32, 0]}))
+
+
+def test_motion_lr_gives_the_motion_patch_its_own_rate(tmp_path, items):
+    """motion_lr puts the motion channels' patch embedding, and nothing else, in a group of its own rate; 0
+    leaves it with the modules."""
+    def groups(**overrides):
+        cfg = config_from_dict("stage3", tiny_config_dict("stage3", tmp_path / "m", steps=1, **overrides))
+        trainer = Trainer("stage3", cfg, dataset=items, vae=tiny_vae())
+        return trainer, {g["name"]: g for g in trainer.optimizer.param_groups}
+
+    trainer, by_name = groups(motion_lr=5e-3, optim={"lr": 1e-4})
+    motion = {id(p) for p in trainer.model.ima.motion_patch.parameters()}
+    assert {id(p) for p in by_name["motion"]["params"]} == motion and by_name["motion"]["lr"] == 5e-3
+    assert not motion & {id(p) for g in ("modules", "dit") for p in by_name[g]["params"]}
+    every = {id(p) for p in trainer.model.parameters() if p.requires_grad}
+    assert every == {id(p) for g in by_name.values() for p in g["params"]}
+    trainer.train()
+    assert trainer.optimizer.param_groups[2]["name"] == "motion"
+
+    trainer, by_name = groups()
+    assert "motion" not in by_name
+    assert motion.isdisjoint({id(p) for p in trainer.model.ima.motion_patch.parameters()})  # a new model
+    assert {id(p) for p in trainer.model.ima.motion_patch.parameters()} <= {id(p) for p in by_name["modules"]["params"]}
+    with pytest.raises(ConfigError, match="motion_lr"):
+        config_from_dict("stage3", tiny_config_dict("stage3", tmp_path / "bad", motion_lr=-1.0))
