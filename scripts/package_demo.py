@@ -1,6 +1,6 @@
 """Copy the trained demo model set from runs/ into models/ under the names the demo workflow loads.
 
-    python scripts/package_demo.py [--stage3 runs/demo128/stage3_dit4] [--vae FILE (default: the dim-16 VAE run)]
+    python scripts/package_demo.py [--stage3 runs/demo128/stage3_dit5] [--vae FILE (default: the dim-16 VAE run)]
 
 Prints each file's size and SHA-256 (recorded in docs/training.md) and fails when models/ as a whole (every file
 under it, the copied set and everything else committed there) is over 60 MB.
@@ -34,7 +34,7 @@ def sha256(path: Path) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--stage3", default="runs/demo128/stage3_dit4")
+    ap.add_argument("--stage3", default="runs/demo128/stage3_dit5")
     ap.add_argument("--vae", default="runs/demo128/vae16/ima_demo128_wan21_vae.safetensors")
     args = ap.parse_args()
     stage3 = REPO / args.stage3

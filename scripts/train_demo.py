@@ -43,7 +43,7 @@ STAGE2_CHAIN = ("stage2", "stage2_more", "stage2_self", "stage2_self_more", "sta
 LATEST_STAGE2 = STAGE2_CHAIN[-1]  # the retargeter the DiT-first phase reads (configs/demo128/stage3_dit.json)
 # The DiT-first phase and its continuations, each starting from the weights the one before it exported. The
 # clip cache serves them all: it is keyed by the frozen retargeter's own tensors, which none of them trains.
-STAGE3_CHAIN = ("stage3_dit", "stage3_dit2", "stage3_dit3", "stage3_dit4")
+STAGE3_CHAIN = ("stage3_dit", "stage3_dit2", "stage3_dit3", "stage3_dit4", "stage3_dit5")
 LATEST_STAGE3 = STAGE3_CHAIN[-1]  # the demo set's DiT, modules and tokenizer (scripts/package_demo.py)
 CHAINS = (STAGE2_CHAIN, STAGE3_CHAIN)
 
