@@ -1,6 +1,7 @@
 """Copy the trained demo model set from runs/ into models/ under the names the demo workflow loads.
 
-    python scripts/package_demo.py [--stage3 runs/demo128/stage3_dit5] [--vae FILE (default: the dim-16 VAE run)]
+    python scripts/package_demo.py [--stage3 RUN (default: the last DiT phase of make train-demo's chain)]
+                                   [--vae FILE (default: the dim-16 VAE run)]
 
 Prints each file's size and SHA-256 (recorded in docs/training.md) and fails when models/ as a whole (every file
 under it, the copied set and everything else committed there) is over 60 MB.
@@ -19,6 +20,7 @@ MODELS = REPO / "models"
 LIMIT_MB = 60  # on models/ as a whole
 
 from demo import SOURCES  # noqa: E402  (where make demo looks for the set; scripts/ is on the path)
+from train_demo import LATEST_STAGE3  # noqa: E402  (the chain's last DiT phase)
 
 from im_animation_core.train.outputs import run_file  # noqa: E402  (demo put the repository on the path)
 
@@ -32,11 +34,15 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--stage3", default="runs/demo128/stage3_dit5")
+    ap.add_argument("--stage3", default=f"runs/demo128/{LATEST_STAGE3}")
     ap.add_argument("--vae", default="runs/demo128/vae16/ima_demo128_wan21_vae.safetensors")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> int:
+    args = parser().parse_args()
     stage3 = REPO / args.stage3
     plan = {"dit": run_file(stage3, "dit"), "vae": REPO / args.vae, "tokenizer": run_file(stage3, "motion_tokenizer"),
             "modules": run_file(stage3, "modules")}

@@ -88,7 +88,10 @@ def done(name: str, marker: str | Path) -> bool:
 COMMITTED = REPO / "models" / "demo128"
 # What each step leaves that a later step or a continuation reads (the cache is rebuilt: it is large and
 # deterministic).
-STAGE3_WEIGHTS = ("wan_dit.safetensors", "im_animation_modules.safetensors", "motion_tokenizer.safetensors")
+# {the demo set's file (demo.SOURCES key): the DiT phase's output it is copied from}
+STAGE3_FILES = {"dit": "wan_dit.safetensors", "modules": "im_animation_modules.safetensors",
+                "tokenizer": "motion_tokenizer.safetensors"}
+STAGE3_WEIGHTS = tuple(STAGE3_FILES.values())
 KEEP = {
     "vae": ["runs/demo128/vae/ima_demo128_wan21_vae.safetensors"],
     "vae16": ["runs/demo128/vae16/ima_demo128_wan21_vae.safetensors", "runs/demo128/vae16/metrics.jsonl"],
@@ -112,9 +115,7 @@ KEEP = {
 # set; --save records the SHA-256 of each such output in PACKAGED_RECORD, and --restore copies a demo-set file
 # back only when it matches.
 PACKAGED_FROM = {"vae": "runs/demo128/vae16/ima_demo128_wan21_vae.safetensors",
-                 "dit": f"runs/demo128/{LATEST_STAGE3}/wan_dit.safetensors",
-                 "modules": f"runs/demo128/{LATEST_STAGE3}/im_animation_modules.safetensors",
-                 "tokenizer": f"runs/demo128/{LATEST_STAGE3}/motion_tokenizer.safetensors"}
+                 **{key: f"runs/demo128/{LATEST_STAGE3}/{f}" for key, f in STAGE3_FILES.items()}}
 PACKAGED = {run: SOURCES[key].relative_to(REPO).as_posix() for key, run in PACKAGED_FROM.items()}
 PACKAGED_RECORD = "models/demo128/packaged.json"
 

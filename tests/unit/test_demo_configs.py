@@ -97,7 +97,15 @@ def train_demo():
     return module
 
 
-def test_the_128_pixel_chain_reads_what_each_step_wrote_and_runs_every_config():
+def package_demo(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))  # it imports demo and train_demo from there
+    spec = importlib.util.spec_from_file_location("package_demo", REPO / "scripts" / "package_demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_128_pixel_chain_reads_what_each_step_wrote_and_runs_every_config(monkeypatch):
     from im_animation_core.train.vae_stage import VAEStageConfig
 
     vae8 = VAEStageConfig.from_dict(json.loads((DEMO128 / "vae.json").read_text()))
@@ -138,8 +146,8 @@ def test_the_128_pixel_chain_reads_what_each_step_wrote_and_runs_every_config():
         assert (after.data, after.tokenizer, after.vae, after.shift) == (s3.data, s3.tokenizer, s3.vae, s3.shift)
         assert not after.retarget_trainable and after.output_dir != before.output_dir
     # package_demo copies the chain's last DiT run and its dim-16 VAE into models/ by default
-    package = (REPO / "scripts" / "package_demo.py").read_text()
-    assert f'default="{dit_chain[-1].output_dir}"' in package and f'default="{vae.output}"' in package
+    defaults = package_demo(monkeypatch).parser().parse_args([])
+    assert (defaults.stage3, defaults.vae) == (dit_chain[-1].output_dir, vae.output)
 
 
 def test_the_chain_saves_finished_steps_for_git_and_restores_them(tmp_path, monkeypatch):
@@ -254,10 +262,7 @@ def test_package_demo_limits_models_as_a_whole(tmp_path, monkeypatch):
     four files package_demo copies."""
     import sys
 
-    monkeypatch.syspath_prepend(str(REPO / "scripts"))
-    spec = importlib.util.spec_from_file_location("package_demo", REPO / "scripts" / "package_demo.py")
-    pd = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pd)
+    pd = package_demo(monkeypatch)
     models = tmp_path / "models"
     monkeypatch.setattr(pd, "REPO", tmp_path)
     monkeypatch.setattr(pd, "MODELS", models)
