@@ -41,9 +41,11 @@ TRAIN = [sys.executable, "-m", "im_animation_core.train"]
 # The retargeter's Stage-2 runs, each a continuation of the one before it (docs/training.md says why each).
 STAGE2_CHAIN = ("stage2", "stage2_more", "stage2_self", "stage2_self_more", "stage2_mix", "stage2_mix2")
 LATEST_STAGE2 = STAGE2_CHAIN[-1]  # the retargeter the DiT-first phase reads (configs/demo128/stage3_dit.json)
-# The DiT-first phase and its continuations, each starting from the weights the one before it exported. The
-# clip cache serves them all: it is keyed by the frozen retargeter's own tensors, which none of them trains.
-STAGE3_CHAIN = ("stage3_dit", "stage3_dit2", "stage3_dit3", "stage3_dit4", "stage3_dit5")
+# The DiT-first phase and its continuations, then the joint phase (the retargeter trained too), each starting
+# from the weights the one before it exported. One clip cache serves them all: the DiT-first phases read its
+# motion maps (it is keyed by their frozen retargeter's tensors), the joint phase only its other fields.
+STAGE3_CHAIN = ("stage3_dit", "stage3_dit2", "stage3_dit3", "stage3_dit4", "stage3_dit5", "stage3_joint",
+                "stage3_joint2")
 LATEST_STAGE3 = STAGE3_CHAIN[-1]  # the demo set's DiT, modules and tokenizer (scripts/package_demo.py)
 CHAINS = (STAGE2_CHAIN, STAGE3_CHAIN)
 
