@@ -10,7 +10,6 @@ under it, the copied set and everything else committed there) is over 60 MB.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
 import sys
 from pathlib import Path
@@ -22,16 +21,13 @@ LIMIT_MB = 60  # on models/ as a whole
 from demo import SOURCES  # noqa: E402  (where make demo looks for the set; scripts/ is on the path)
 from train_demo import LATEST_STAGE3  # noqa: E402  (the chain's last DiT phase)
 
-from im_animation_core.train.outputs import run_file  # noqa: E402  (demo put the repository on the path)
+from im_animation_core.train.cache import file_sha256  # noqa: E402  (demo put the repository on the path)
+from im_animation_core.train.outputs import run_file  # noqa: E402
 
 
 def models_size(folder: Path) -> int:
     """Bytes of every file under folder, recursively (the limit is on what models/ commits in all)."""
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -53,7 +49,7 @@ def main() -> int:
         shutil.copyfile(src, dst)
         size = dst.stat().st_size
         copied += size
-        print(f"{dst.relative_to(REPO)}  {size / 1e6:.2f} MB  sha256 {sha256(dst)}  (from {src})")
+        print(f"{dst.relative_to(REPO)}  {size / 1e6:.2f} MB  sha256 {file_sha256(str(dst))}  (from {src})")
     total = models_size(MODELS)
     print(f"demo set {copied / 1e6:.2f} MB; models/ in all {total / 1e6:.2f} MB")
     if total > LIMIT_MB * 1e6:

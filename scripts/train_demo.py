@@ -88,12 +88,12 @@ def done(name: str, marker: str | Path) -> bool:
 
 
 COMMITTED = REPO / "models" / "demo128"
-# What each step leaves that a later step or a continuation reads (the cache is rebuilt: it is large and
-# deterministic).
 # {the demo set's file (demo.SOURCES key): the DiT phase's output it is copied from}
 STAGE3_FILES = {"dit": "wan_dit.safetensors", "modules": "im_animation_modules.safetensors",
                 "tokenizer": "motion_tokenizer.safetensors"}
 STAGE3_WEIGHTS = tuple(STAGE3_FILES.values())
+# What each step leaves that a later step or a continuation reads (the cache is rebuilt: it is large and
+# deterministic).
 KEEP = {
     "vae": ["runs/demo128/vae/ima_demo128_wan21_vae.safetensors"],
     "vae16": ["runs/demo128/vae16/ima_demo128_wan21_vae.safetensors", "runs/demo128/vae16/metrics.jsonl"],
