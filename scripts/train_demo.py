@@ -45,7 +45,7 @@ LATEST_STAGE2 = STAGE2_CHAIN[-1]  # the retargeter the DiT-first phase reads (co
 # from the weights the one before it exported. One clip cache serves them all: the DiT-first phases read its
 # motion maps (it is keyed by their frozen retargeter's tensors), the joint phase only its other fields.
 STAGE3_CHAIN = ("stage3_dit", "stage3_dit2", "stage3_dit3", "stage3_dit4", "stage3_dit5", "stage3_joint",
-                "stage3_joint2")
+                "stage3_joint2", "stage3_joint3")
 LATEST_STAGE3 = STAGE3_CHAIN[-1]  # the demo set's DiT, modules and tokenizer (scripts/package_demo.py)
 CHAINS = (STAGE2_CHAIN, STAGE3_CHAIN)
 
@@ -120,6 +120,8 @@ PACKAGED_FROM = {"vae": "runs/demo128/vae16/ima_demo128_wan21_vae.safetensors",
                  **{key: f"runs/demo128/{LATEST_STAGE3}/{f}" for key, f in STAGE3_FILES.items()}}
 PACKAGED = {run: SOURCES[key].relative_to(REPO).as_posix() for key, run in PACKAGED_FROM.items()}
 PACKAGED_RECORD = "models/demo128/packaged.json"
+DEMO_SET = {key: SOURCES[key].relative_to(REPO).as_posix() for key in STAGE3_FILES}
+DEMO_SET_KEY = {f: key for key, f in STAGE3_FILES.items()}  # a DiT phase's output file -> its demo-set file
 
 
 def committed_path(run_path: str) -> Path:
@@ -196,6 +198,15 @@ def restore_outputs() -> None:
                 (REPO / f).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, REPO / f)
                 print(f"restored {f} (from {src.relative_to(REPO)})")
+    # The DiT phase whose weights the demo set holds is the one --save recorded, which is not the chain's last
+    # once a continuation has been added to STAGE3_CHAIN (PACKAGED then points at the run still to train).
+    for f, sha in packaged_record().items():
+        key = DEMO_SET_KEY.get(Path(f).name)
+        packaged = REPO / DEMO_SET[key] if key else None
+        if packaged and packaged.is_file() and not (REPO / f).exists() and file_sha256(packaged) == sha:
+            (REPO / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(packaged, REPO / f)
+            print(f"restored {f} (from {DEMO_SET[key]})")
 
 
 def gate_passed() -> bool:

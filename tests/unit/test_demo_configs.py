@@ -253,6 +253,18 @@ def test_the_latest_dit_phase_is_committed_once_as_the_demo_set(tmp_path, monkey
         assert (tmp_path / f).read_text() == f"{f} bytes"
     assert td.done(td.STAGE3_CHAIN[0], "unused")  # the continuation's output stands for the runs before it
 
+    # A continuation added to the chain after --save (PACKAGED then names its run, not trained yet): the record
+    # still says which run the demo set's weights came from, and they go back there.
+    shutil.rmtree(tmp_path / "runs")
+    saved = (tmp_path / td.PACKAGED_RECORD).read_text()
+    record = {f.replace(td.LATEST_STAGE3, "stage3_before"): sha for f, sha in json.loads(saved).items()}
+    (tmp_path / td.PACKAGED_RECORD).write_text(json.dumps(record))
+    td.restore_outputs()
+    for f in weights:
+        assert (tmp_path / f.replace(td.LATEST_STAGE3, "stage3_before")).read_text() == f"{f} bytes"
+        assert not (tmp_path / f).exists()
+    (tmp_path / td.PACKAGED_RECORD).write_text(saved)
+
     # A demo set packaged from another run since then is not this step's output.
     shutil.rmtree(tmp_path / "runs")
     (tmp_path / td.PACKAGED[weights[0]]).write_text("other weights")
