@@ -7,13 +7,22 @@ expression blocks). Runs alternate and the median per-step time of each is repor
     python -m bench.bench_injection [--dim 256 --layers 6 --frames 5 --size 16 --steps 4 --repeats 5]
     python -m bench.bench_injection --flops [...]   # per-step FLOPs and aten op counts instead of times
     python -m bench.bench_injection --profile [...] # cProfile of one --steps call of each side instead
+    python -m bench.bench_injection --instructions [...]  # instructions per step under valgrind (needs valgrind)
+
+--instructions counts what each side executes per step (valgrind's cachegrind, one thread, four child
+processes: each side at --steps and 2x --steps, differenced), a figure that does not move with how busy the
+machine is; it runs about 50x slower than native, so keep --steps small.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,7 +46,15 @@ def main() -> None:
                     help="count the FLOPs of one sampling step on each side instead of timing")
     ap.add_argument("--profile", action="store_true",
                     help="cProfile one call of --steps steps on each side instead of timing")
+    ap.add_argument("--instructions", action="store_true",
+                    help="count the instructions per step of each side under valgrind instead of timing")
+    ap.add_argument("--side", choices=("patched", "unpatched"),
+                    help="run one 1-step warm-up and one --steps call of this side only (what --instructions "
+                         "runs under valgrind)")
     args = ap.parse_args()
+    if args.instructions:
+        count_instructions(args)
+        return
 
     from tools.fixture_models import tiny_modules, tiny_wan_dit_state_dict
     from tools.inprocess import PACKAGE, load_pack, stock_first_frame_latent
@@ -76,6 +93,11 @@ def main() -> None:
         nodes.common_ksampler(model, 1, steps, 1.0, "euler", "simple", empty, empty,
                               stock_latent)
 
+    if args.side:
+        fn = patched if args.side == "patched" else unpatched
+        fn(1)
+        fn(args.steps)
+        return
     if args.flops:
         count_flops(patched, unpatched, args)
         return
@@ -184,6 +206,37 @@ def count_flops(patched, unpatched, args) -> None:
     for name, ops in by_op.items():  # whole 2-step calls, setup included
         print(f"{name} (2-step call) by op, MFLOP: "
               + ", ".join(f"{op} {n / 1e6:.1f}" for op, n in sorted(ops.items())))
+
+
+def count_instructions(args) -> None:
+    """Instructions per sampling step of each side, from valgrind's cachegrind over a whole child process
+    running that side (``--side``) for S and 2S steps: the difference over S cancels the imports and setup.
+    One thread and a fixed hash seed keep the children deterministic. Valgrind reports a CPU without
+    AVX-512, so the kernels counted are the AVX2 ones."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind on PATH (Debian: apt-get install valgrind)")
+    config = ["--dim", str(args.dim), "--layers", str(args.layers), "--channels", str(args.channels),
+              "--frames", str(args.frames), "--size", str(args.size)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    counts = {}
+    for side in ("unpatched", "patched"):
+        for n in (args.steps, 2 * args.steps):
+            cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+                   sys.executable, "-m", "bench.bench_injection", "--side", side, "--steps", str(n), *config]
+            run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+            found = re.search(r"I\s+refs:\s+([\d,]+)", run.stderr)
+            if run.returncode != 0 or not found:
+                raise SystemExit(f"valgrind run failed ({' '.join(cmd)}):\n{run.stderr[-2000:]}")
+            counts[(side, n)] = int(found.group(1).replace(",", ""))
+            print(f"{side}, {n} steps: {counts[(side, n)]:,} instructions (whole process)", flush=True)
+    s = args.steps
+    step = {side: (counts[(side, 2 * s)] - counts[(side, s)]) / s for side in ("unpatched", "patched")}
+    tokens = (1 + args.frames) * (args.size // 2) ** 2
+    print(f"config: dim {args.dim}, {args.layers} layers, {args.channels} channels, {1 + args.frames} latent "
+          f"frames of {args.size}x{args.size} ({tokens} tokens), {s} and {2 * s} steps, torch {torch.__version__}")
+    print(f"instructions per step:  unpatched {step['unpatched'] / 1e6:.2f} M   patched {step['patched'] / 1e6:.2f} M"
+          f"   ratio {step['patched'] / step['unpatched']:.3f}")
+
 
 if __name__ == "__main__":
     main()
