@@ -113,15 +113,25 @@ KEEP = {
 
 
 # Step outputs that the demo model set may hold already, as scripts/package_demo.py copies them into models/:
-# {the step's output: the demo set's file (demo.SOURCES, where make demo looks)}. Committed once, in the demo
-# set; --save records the SHA-256 of each such output in PACKAGED_RECORD, and --restore copies a demo-set file
-# back only when it matches.
-PACKAGED_FROM = {"vae": "runs/demo128/vae16/ima_demo128_wan21_vae.safetensors",
-                 **{key: f"runs/demo128/{LATEST_STAGE3}/{f}" for key, f in STAGE3_FILES.items()}}
-PACKAGED = {run: SOURCES[key].relative_to(REPO).as_posix() for key, run in PACKAGED_FROM.items()}
+# {the step's output: the demo set's file (demo.SOURCES, where make demo looks)}, for the chain's last DiT phase.
+# Committed once, in the demo set; --save records the SHA-256 of each such output in PACKAGED_RECORD, and
+# --restore copies a demo-set file back only when it matches.
+VAE_OUTPUT = "runs/demo128/vae16/ima_demo128_wan21_vae.safetensors"
+DEMO_SET_KEY = {f: key for key, f in STAGE3_FILES.items()}  # a DiT phase's output file -> its demo.SOURCES key
+DEMO_SET = {key: SOURCES[key].relative_to(REPO).as_posix() for key in ("vae", *STAGE3_FILES)}
 PACKAGED_RECORD = "models/demo128/packaged.json"
-DEMO_SET = {key: SOURCES[key].relative_to(REPO).as_posix() for key in STAGE3_FILES}
-DEMO_SET_KEY = {f: key for key, f in STAGE3_FILES.items()}  # a DiT phase's output file -> its demo-set file
+
+
+def demo_set_file(run_path: str) -> Path | None:
+    """The demo set's file that may hold this step output: the dim-16 VAE's, or the DiT, modules or tokenizer
+    of any DiT phase (packaged.json says which phase the demo set holds); None for other outputs."""
+    path = Path(run_path)
+    key = "vae" if run_path == VAE_OUTPUT else DEMO_SET_KEY.get(path.name) if path.parent.name in STAGE3_CHAIN else None
+    return REPO / DEMO_SET[key] if key else None
+
+
+PACKAGED = {run: demo_set_file(run).relative_to(REPO).as_posix()
+            for run in (VAE_OUTPUT, *(f"runs/demo128/{LATEST_STAGE3}/{f}" for f in STAGE3_WEIGHTS))}
 
 
 def committed_path(run_path: str) -> Path:
@@ -141,10 +151,10 @@ def packaged_record() -> dict[str, str]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def packaged_is_output(packaged: Path, run_path: str, name: str) -> bool:
-    """Whether the demo set's file is this step's output: by the SHA-256 --save recorded, or for a VAE by the
-    training record in the file."""
-    recorded = packaged_record().get(run_path)
+def packaged_is_output(packaged: Path, run_path: str, name: str, record: dict[str, str]) -> bool:
+    """Whether the demo set's file is this step's output: by the SHA-256 --save recorded (record:
+    packaged_record()), or for a VAE by the training record in the file."""
+    recorded = record.get(run_path)
     if recorded is not None:
         return file_sha256(packaged) == recorded
     return name in ("vae", "vae16") and vae_trained_for(packaged, name)
@@ -189,24 +199,22 @@ def save_outputs() -> None:
 
 
 def restore_outputs() -> None:
-    for name, files in KEEP.items():
-        for f in files:
-            src, packaged = committed_path(f), packaged_copy(f)
-            if not src.is_file() and packaged and packaged_is_output(packaged, f, name):
-                src = packaged  # committed once, as the demo set's file
-            if src.is_file() and not (REPO / f).exists():
-                (REPO / f).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, REPO / f)
-                print(f"restored {f} (from {src.relative_to(REPO)})")
+    record = packaged_record()
+    wanted = {f: name for name, files in KEEP.items() for f in files}
     # The DiT phase whose weights the demo set holds is the one --save recorded, which is not the chain's last
-    # once a continuation has been added to STAGE3_CHAIN (PACKAGED then points at the run still to train).
-    for f, sha in packaged_record().items():
-        key = DEMO_SET_KEY.get(Path(f).name)
-        packaged = REPO / DEMO_SET[key] if key else None
-        if packaged and packaged.is_file() and not (REPO / f).exists() and file_sha256(packaged) == sha:
-            (REPO / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(packaged, REPO / f)
-            print(f"restored {f} (from {DEMO_SET[key]})")
+    # once a continuation has been added to STAGE3_CHAIN (KEEP then names the run still to train).
+    wanted.update({f: Path(f).parent.name for f in record if f not in wanted})
+    for f, name in wanted.items():
+        if (REPO / f).exists():
+            continue
+        src = committed_path(f)
+        if not src.is_file():  # committed once, as the demo set's file
+            src = demo_set_file(f)
+            if src is None or not src.is_file() or not packaged_is_output(src, f, name, record):
+                continue
+        (REPO / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, REPO / f)
+        print(f"restored {f} (from {src.relative_to(REPO)})")
 
 
 def gate_passed() -> bool:

@@ -257,11 +257,11 @@ def test_the_latest_dit_phase_is_committed_once_as_the_demo_set(tmp_path, monkey
     # still says which run the demo set's weights came from, and they go back there.
     shutil.rmtree(tmp_path / "runs")
     saved = (tmp_path / td.PACKAGED_RECORD).read_text()
-    record = {f.replace(td.LATEST_STAGE3, "stage3_before"): sha for f, sha in json.loads(saved).items()}
+    record = {f.replace(td.LATEST_STAGE3, td.STAGE3_CHAIN[-2]): sha for f, sha in json.loads(saved).items()}
     (tmp_path / td.PACKAGED_RECORD).write_text(json.dumps(record))
     td.restore_outputs()
     for f in weights:
-        assert (tmp_path / f.replace(td.LATEST_STAGE3, "stage3_before")).read_text() == f"{f} bytes"
+        assert (tmp_path / f.replace(td.LATEST_STAGE3, td.STAGE3_CHAIN[-2])).read_text() == f"{f} bytes"
         assert not (tmp_path / f).exists()
     (tmp_path / td.PACKAGED_RECORD).write_text(saved)
 
