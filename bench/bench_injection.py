@@ -131,9 +131,7 @@ def main() -> None:
     cpu_step, _ = per_step(cpu)
     fault_step, _ = per_step(faults)
     setup = {name: med[(name, s)] - s * step[name] for name in ("unpatched", "patched")}
-    tokens = (1 + f) * (args.size // 2) ** 2
-    print(f"config: dim {args.dim}, {args.layers} layers, {c} channels, {1 + f} latent frames of {args.size}x"
-          f"{args.size} ({tokens} tokens), {s} and {2 * s} steps, {args.repeats} repeats, torch {torch.__version__}, "
+    print(f"{config_line(args)}, {s} and {2 * s} steps, {args.repeats} repeats, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     print(f"per step:  unpatched {step['unpatched'] * 1000:.1f} ms   patched {step['patched'] * 1000:.1f} ms")
     print(f"per call (setup):  unpatched {setup['unpatched'] * 1000:.0f} ms   patched {setup['patched'] * 1000:.0f} ms")
@@ -147,6 +145,13 @@ def main() -> None:
     fast_step = {name: (fast[(name, 2 * s)] - fast[(name, s)]) / s for name in ("unpatched", "patched")}
     print(f"per step from the fastest repeats:  unpatched {fast_step['unpatched'] * 1000:.1f} ms   patched "
           f"{fast_step['patched'] * 1000:.1f} ms   ratio {fast_step['patched'] / fast_step['unpatched']:.3f}")
+
+
+def config_line(args) -> str:
+    """The model and latent the figures were measured on (the reference frame counts as a latent frame)."""
+    tokens = (1 + args.frames) * (args.size // 2) ** 2
+    return (f"config: dim {args.dim}, {args.layers} layers, {args.channels} channels, {1 + args.frames} latent "
+            f"frames of {args.size}x{args.size} ({tokens} tokens)")
 
 
 def profile_calls(patched, unpatched, args) -> None:
@@ -196,9 +201,7 @@ def count_flops(patched, unpatched, args) -> None:
         flops_2, ops_2, counts = work(fn, 2)
         per_step[name] = (flops_2 - flops_1, ops_2 - ops_1)
         by_op[name] = {str(op): n for op, n in counts.items()}
-    tokens = (1 + args.frames) * (args.size // 2) ** 2
-    print(f"config: dim {args.dim}, {args.layers} layers, {args.channels} channels, {1 + args.frames} latent "
-          f"frames of {args.size}x{args.size} ({tokens} tokens)")
+    print(config_line(args))
     for name, (flops, ops) in per_step.items():
         print(f"per step {name}: {flops / 1e6:.1f} MFLOP, {ops} aten ops")
     (flops_u, ops_u), (flops_p, ops_p) = per_step["unpatched"], per_step["patched"]
@@ -231,9 +234,7 @@ def count_instructions(args) -> None:
             print(f"{side}, {n} steps: {counts[(side, n)]:,} instructions (whole process)", flush=True)
     s = args.steps
     step = {side: (counts[(side, 2 * s)] - counts[(side, s)]) / s for side in ("unpatched", "patched")}
-    tokens = (1 + args.frames) * (args.size // 2) ** 2
-    print(f"config: dim {args.dim}, {args.layers} layers, {args.channels} channels, {1 + args.frames} latent "
-          f"frames of {args.size}x{args.size} ({tokens} tokens), {s} and {2 * s} steps, torch {torch.__version__}")
+    print(f"{config_line(args)}, {s} and {2 * s} steps, torch {torch.__version__}")
     print(f"instructions per step:  unpatched {step['unpatched'] / 1e6:.2f} M   patched {step['patched'] / 1e6:.2f} M"
           f"   ratio {step['patched'] / step['unpatched']:.3f}")
 
