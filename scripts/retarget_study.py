@@ -1,9 +1,9 @@
 """The retargeter-plateau study: Stage-2 retargeting trained on cached inputs, to compare recipes quickly.
 
 Why. The first demo set's retargeter left the predict-the-mean heatmap plateau only slowly (docs/training.md;
-in session 4 that turned out to be a collapsed tokenizer, so the session-3 results of this study were measured
-on tokens without motion). Stage 2 with a frozen tokenizer spends most of a step re-encoding the same clips,
-so this study encodes the driving clips (frozen demo tokenizer) and the identity images (frozen demo VAE)
+commit 4567f20 traced that to a collapsed tokenizer, so this study's first results, from before that commit,
+were measured on tokens without motion). Stage 2 with a frozen tokenizer spends most of a step re-encoding the
+same clips, so this study encodes the driving clips (frozen demo tokenizer) and the identity images (frozen demo VAE)
 once, then trains only the RetargetTransformer on them with the Stage-2 loss (heatmap MSE per latent frame,
 visibility-weighted), and scores it on held-out pairs with the same PCK / error / leakage scorer as `make eval`.
 
