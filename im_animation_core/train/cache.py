@@ -25,11 +25,14 @@ modules (motion patch, expression) have trained, and its continuation must read 
 
 Building is deterministic (clip i is dataset item i) and resumable: a rerun keeps the shards listed in the
 index and continues after them, once it has checked that the dataset still lists the same samples (a video
-folder whose clips changed would shift every later item).
+folder whose clips changed would shift every later item). For generated data (no ``data.root``) item i does not
+depend on the dataset's length, so ``data.num_samples`` is not part of the match: a config with more samples
+grows the cache (building only the new clips), and one with fewer reads the first ``num_samples`` clips.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import logging
@@ -164,8 +167,24 @@ def read_index(folder: Path) -> dict | None:
     return index
 
 
+def _length_free(key: dict) -> dict:
+    """The key without data.num_samples when the data is generated (no data.root): SyntheticPairs' item i is a
+    pure function of (seed, split, i), so a cache of N clips holds the first N of a longer one."""
+    if key["data"].get("root"):
+        return key
+    return {**key, "data": {k: v for k, v in key["data"].items() if k != "num_samples"}}
+
+
+def clips_needed(index: dict, key: dict) -> int:
+    """How many clips from the start a config with this key reads from the cache: its num_samples for
+    generated data, else every clip of the dataset the cache was built from."""
+    if key["data"].get("root"):
+        return int(index.get("total", index["key"]["data"]["num_samples"]))
+    return int(key["data"]["num_samples"])
+
+
 def check_key(folder: Path, index: dict, key: dict, config_path: str = "the config") -> None:
-    built = dict(index["key"])
+    built, key = _length_free(dict(index["key"])), _length_free(key)
     if "frozen_retargeter" not in key:  # a frozen retargeter's motion maps are extra fields, unused here
         built.pop("frozen_retargeter", None)
     a, b = flatten(built), flatten(key)
@@ -219,7 +238,7 @@ def build_cache(stage_name: str, config: Stage2Config, config_path: str = "the c
     index = read_index(folder)
     if index is not None:
         check_key(folder, index, key, config_path)
-        if index["complete"]:
+        if index["clips"] >= clips_needed(index, key) and (index["complete"] or not key["data"].get("root")):
             say(f"cache {folder}: complete already ({index['clips']} clips)")
             return index
     # The dataset before any file is written: a video folder without a usable clip raises InputError (with
@@ -237,6 +256,15 @@ def build_cache(stage_name: str, config: Stage2Config, config_path: str = "the c
                          f"changed since: {index.get('source', {}).get('samples')} samples then, {total} now), so "
                          "the cached items would not line up; delete the folder (or pick a new data.cache) and "
                          "rebuild")
+    if index["total"] < total:  # generated data with more samples: keep the clips built, add the rest
+        if "frozen_retargeter" in index["key"] and "frozen_retargeter" not in key:
+            raise CacheError(f"clip cache '{folder}' holds a frozen retargeter's motion maps, which this config "
+                             f"(retarget_trainable true) does not compute, so its new clips would lack them: grow it "
+                             f"with the config it was built with and a larger data.num_samples, or build this "
+                             f"config's cache in a new folder (data.cache)")
+        say(f"cache {folder}: growing from {index['total']} to {total} clips")
+        index.update(key=key, total=total, complete=False)
+        _write_json(folder / INDEX_FILE, index)
     if source.get("skipped"):
         say(f"cache {folder}: {len(source['skipped'])} clip(s) skipped (reasons in {INDEX_FILE} 'source.skipped'); "
             f"first: {next(iter(source['skipped'].items()))}")
@@ -278,11 +306,13 @@ class CachedClips(Dataset):
             raise CacheError(f"config field 'data.cache': no clip cache in '{self.folder}'; build it first "
                              f"(python -m im_animation_core.train cache --config {config_path})")
         check_key(self.folder, index, key, config_path)
-        if not index["complete"]:
-            total = index.get("total", index["key"]["data"]["num_samples"])
-            raise CacheError(f"clip cache '{self.folder}' is unfinished ({index['clips']} of {total} clips); rerun "
-                             f"the cache command to finish it")
-        self.shards, self.clips, self.shard_size = index["shards"], index["clips"], index["shard_size"]
+        need = clips_needed(index, key)
+        if index["clips"] < need:
+            raise CacheError(f"clip cache '{self.folder}' is unfinished ({index['clips']} of {need} clips); rerun "
+                             f"the cache command to finish it (python -m im_animation_core.train cache --config "
+                             f"{config_path})")
+        self.shards, self.clips, self.shard_size = index["shards"], need, index["shard_size"]
+        self._firsts = [shard["first"] for shard in self.shards]
         missing = [s["file"] for s in self.shards if not (self.folder / s["file"]).is_file()]
         if missing:
             raise CacheError(f"clip cache '{self.folder}' lists shard(s) that are gone ({', '.join(missing[:3])}); "
@@ -300,7 +330,8 @@ class CachedClips(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < self.clips:
             raise IndexError(f"clip {index} out of range for a cache of {self.clips}")
-        k = index // self.shard_size  # every shard but the last holds shard_size clips
+        # a grown cache may hold a short shard before the last (the one its first build ended with)
+        k = bisect.bisect_right(self._firsts, index) - 1
         row = index - self.shards[k]["first"]
         f = self._shard(k)
         return {name: f.get_slice(name)[row] for name in f.keys()}

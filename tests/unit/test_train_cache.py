@@ -12,7 +12,7 @@ from im_animation_core.tokenizer.checkpoint import save_motion_tokenizer
 from im_animation_core.train import Trainer, config_from_dict
 from im_animation_core.train import cache as cache_mod
 from im_animation_core.train.build import build_encoder
-from im_animation_core.train.cache import CachedClips, CacheError, build_cache, cache_key
+from im_animation_core.train.cache import CachedClips, CacheError, build_cache, cache_key, read_index
 from im_animation_core.train.presets import tiny_config_dict, write_tiny_vae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -173,6 +173,12 @@ def test_a_joint_phase_reads_the_cache_of_its_frozen_retargeter_phase(tmp_path, 
     wants_maps = config_from_dict("stage3", wants_maps)
     with pytest.raises(CacheError, match="frozen_retargeter"):
         CachedClips(wants_maps.data.cache, cache_key(wants_maps))
+    # nor can the joint phase grow the frozen phase's cache: its new clips would lack the motion maps
+    longer = stage3_dict(tmp_path, files, modules=modules)
+    longer["data"]["num_samples"] = 8
+    with pytest.raises(CacheError, match="motion maps.*grow it with the config it was built with"):
+        build_cache("stage3", config_from_dict("stage3", longer))
+    assert read_index(tmp_path / "cache")["clips"] == 6  # refused before anything was written
 
 
 def test_a_frozen_retargeter_is_keyed_by_its_own_tensors(tmp_path, files):
@@ -208,3 +214,35 @@ def test_a_frozen_retargeter_is_keyed_by_its_own_tensors(tmp_path, files):
     bad = config_from_dict("stage3", stage3_dict(tmp_path, files, retarget_trainable=False, modules=no_retargeter))
     with pytest.raises(Exception, match="holds no retargeter"):
         cache_key(bad)
+
+
+def test_a_cache_of_generated_clips_grows_and_serves_shorter_configs(tmp_path, files, monkeypatch, caplog):
+    """Generated item i does not depend on num_samples: a config with more samples adds only the new clips
+    (after a short last shard), one with fewer reads the first clips, and the grown cache holds what a fresh
+    build of the larger config holds."""
+    monkeypatch.setattr(cache_mod, "SHARD_SIZE", 4)
+    small = config_from_dict("stage3", stage3_dict(tmp_path, files))  # 6 clips: shards of 4 and 2
+    build_cache("stage3", small)
+    big_dict = stage3_dict(tmp_path, files)
+    big_dict["data"]["num_samples"] = 9
+    big = config_from_dict("stage3", big_dict)
+    with pytest.raises(CacheError, match=r"unfinished \(6 of 9 clips\).*cache --config"):
+        CachedClips(big.data.cache, cache_key(big))
+    built = []
+    real_save = cache_mod.save_file
+    monkeypatch.setattr(cache_mod, "save_file", lambda t, path, metadata=None: (built.append(metadata["first"]),
+                                                                               real_save(t, path, metadata=metadata)))
+    index = build_cache("stage3", big)
+    assert built == ["6"] and index["complete"] and index["clips"] == 9 and index["total"] == 9
+    assert [(s["first"], s["count"]) for s in index["shards"]] == [(0, 4), (4, 2), (6, 3)]
+    assert len(CachedClips(small.data.cache, cache_key(small))) == 6  # the shorter config still reads it
+    assert build_cache("stage3", small)["clips"] == 9  # and building for it changes nothing
+    fresh_dict = stage3_dict(tmp_path, files)
+    fresh_dict["data"].update(num_samples=9, cache=str(tmp_path / "fresh"))
+    fresh = config_from_dict("stage3", fresh_dict)
+    build_cache("stage3", fresh)
+    grown, whole = CachedClips(big.data.cache, cache_key(big)), CachedClips(fresh.data.cache, cache_key(fresh))
+    assert len(grown) == len(whole) == 9
+    for i in range(9):  # clip 8 sits in a batch of 3 there and of 1 here: the VAE's float sums may round apart
+        for k, v in grown[i].items():
+            torch.testing.assert_close(v, whole[i][k], msg=f"clip {i}, {k}")
