@@ -239,7 +239,8 @@ def build_cache(stage_name: str, config: Stage2Config, config_path: str = "the c
     if index is not None:
         check_key(folder, index, key, config_path)
         if index["clips"] >= clips_needed(index, key) and (index["complete"] or not key["data"].get("root")):
-            say(f"cache {folder}: complete already ({index['clips']} clips)")
+            say(f"cache {folder}: complete already ({index['clips']} clips; this config reads "
+                f"{clips_needed(index, key)})")
             return index
     # The dataset before any file is written: a video folder without a usable clip raises InputError (with
     # each clip's reason) here instead of leaving an empty cache behind.
