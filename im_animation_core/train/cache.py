@@ -274,7 +274,7 @@ def build_cache(stage_name: str, config: Stage2Config, config_path: str = "the c
     torch.manual_seed(config.seed)
     stage = STAGE_CLASSES[stage_name](config)
     stage.to(torch.device("cpu"))
-    done = sum(s["count"] for s in index["shards"])
+    done = first_new = sum(s["count"] for s in index["shards"])
     start = time.perf_counter()
     while done < total:
         count = min(index["shard_size"], total - done)
@@ -291,7 +291,7 @@ def build_cache(stage_name: str, config: Stage2Config, config_path: str = "the c
         # clips whose frames failed to decode only now (VideoFolder skips them then) are counted too
         index["source"] = {**index.get("source", {}), **dataset_source(dataset)}
         _write_json(folder / INDEX_FILE, index)
-        rate = (done - index["shards"][0]["first"]) / max(time.perf_counter() - start, 1e-9)
+        rate = (done - first_new) / max(time.perf_counter() - start, 1e-9)  # the clips built by this run
         say(f"cache {folder}: {done}/{total} clips ({rate:.2f} clips/s)")
     return index
 
