@@ -45,9 +45,14 @@ LATEST_STAGE2 = STAGE2_CHAIN[-1]  # the retargeter the DiT-first phase reads (co
 # from the weights the one before it exported. One clip cache serves them all: the DiT-first phases read its
 # motion maps (it is keyed by their frozen retargeter's tensors), the joint phase only its other fields.
 STAGE3_CHAIN = ("stage3_dit", "stage3_dit2", "stage3_dit3", "stage3_dit4", "stage3_dit5", "stage3_joint",
-                "stage3_joint2", "stage3_joint3", "stage3_joint4")
+                "stage3_joint2", "stage3_joint3", "stage3_joint4", "stage3_joint5")
 LATEST_STAGE3 = STAGE3_CHAIN[-1]  # the demo set's DiT, modules and tokenizer (scripts/package_demo.py)
 CHAINS = (STAGE2_CHAIN, STAGE3_CHAIN)
+# The cache is built once for the phase that reads the most clips: a config reading fewer reads its first clips
+# (generated clips do not depend on how many there are), so the earlier phases see what they saw when they ran.
+CACHE_CLIPS = max(json.loads((REPO / CONFIGS / f"{name}.json").read_text())["data"]["num_samples"]
+                  for name in STAGE3_CHAIN)
+CACHE_INDEX = "runs/demo128/cache_dit/index.json"
 
 # (name, command, the file whose presence means the step is done)
 STEPS = (
@@ -59,7 +64,8 @@ STEPS = (
     ("stage1", TRAIN + ["stage1", "--config", f"{CONFIGS}/stage1.json"], outputs_path("runs/demo128/stage1")),
     *((name, TRAIN + ["stage2", "--config", f"{CONFIGS}/{name}.json"], outputs_path(f"runs/demo128/{name}"))
       for name in STAGE2_CHAIN),
-    ("cache", TRAIN + ["cache", "--config", f"{CONFIGS}/stage3_dit.json"], "runs/demo128/cache_dit/index.json"),
+    ("cache", TRAIN + ["cache", "--config", f"{CONFIGS}/stage3_dit.json", "--set", f"data.num_samples={CACHE_CLIPS}"],
+     CACHE_INDEX),
     *((name, TRAIN + ["stage3", "--config", f"{CONFIGS}/{name}.json"], outputs_path(f"runs/demo128/{name}"))
       for name in STAGE3_CHAIN),
 )
@@ -76,8 +82,9 @@ def done(name: str, marker: str | Path) -> bool:
     path = REPO / marker
     if not path.is_file():
         return False
-    if name == "cache":
-        return bool(json.loads(path.read_text()).get("complete"))
+    if name == "cache":  # a cache built for fewer clips is grown (only the new clips are built)
+        index = json.loads(path.read_text())
+        return bool(index.get("complete")) and index.get("clips", 0) >= CACHE_CLIPS
     if name in ("vae", "vae16"):  # rewritten every save_every steps: done when it holds the last step
         from safetensors import safe_open
 

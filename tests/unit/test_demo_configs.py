@@ -1,6 +1,7 @@
 """The demo's training configs (configs/demo, docs/training.md) and the ablation runner's variants are valid
 configs, and chain into each other: each stage reads the files the stage before it writes."""
 
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -143,8 +144,14 @@ def test_the_128_pixel_chain_reads_what_each_step_wrote_and_runs_every_config(mo
     for before, after in zip(dit_chain, dit_chain[1:], strict=False):
         assert after.dit.path == f"{before.output_dir}/wan_dit.safetensors"
         assert after.modules.path == f"{before.output_dir}/im_animation_modules.safetensors"
-        assert (after.data, after.tokenizer, after.vae, after.shift) == (s3.data, s3.tokenizer, s3.vae, s3.shift)
+        # the same clips, more of them only when the phase needs more data (a cache reads its first clips)
+        assert dataclasses.replace(after.data, num_samples=s3.data.num_samples) == s3.data
+        assert after.data.num_samples >= before.data.num_samples
+        assert (after.tokenizer, after.vae, after.shift) == (s3.tokenizer, s3.vae, s3.shift)
         assert after.output_dir != before.output_dir
+    # the chain builds one cache, for the phase that reads the most clips; done only once it holds them
+    assert train_demo().CACHE_CLIPS == max(c.data.num_samples for c in dit_chain) > s3.data.num_samples
+    assert f"data.num_samples={train_demo().CACHE_CLIPS}" in next(c for c in commands if " cache " in c)
     # the phases with the retargeter frozen come first; once the joint phase trains it, it stays trainable
     trainable = [c.retarget_trainable for c in dit_chain]
     assert trainable == sorted(trainable) and not trainable[0]
@@ -320,3 +327,14 @@ def test_make_demo_and_make_eval_use_the_domain_the_demo_set_trains_on(monkeypat
                                                                     ds.DEMO_MIN_CONTRAST)
     clips = ev_script.clips_entry(args)
     assert clips["min_contrast"] == clips["retarget"]["min_contrast"] == ds.DEMO_MIN_CONTRAST
+
+
+def test_the_chain_grows_a_cache_built_for_fewer_clips(tmp_path, monkeypatch):
+    td = train_demo()
+    monkeypatch.setattr(td, "REPO", tmp_path)
+    index = tmp_path / td.CACHE_INDEX
+    index.parent.mkdir(parents=True)
+    for clips, complete, want in ((td.CACHE_CLIPS // 2, True, False), (td.CACHE_CLIPS, False, False),
+                                  (td.CACHE_CLIPS, True, True)):
+        index.write_text(json.dumps({"clips": clips, "complete": complete}))
+        assert td.done("cache", td.CACHE_INDEX) is want
