@@ -129,12 +129,17 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--seed", type=int, metavar="S",
                     help=f"generator seed of the video and the retargeting pairs (default: {ev.EVAL_VIDEO_SEED} "
                          f"and {HELDOUT_SEED})")
+    ap.add_argument("--guidance", type=float, default=0.0, metavar="CFG",
+                    help="score the video rows with motion guidance: the KSampler's negative a still driver's "
+                         "conditioning, at this cfg (0: the demo workflow as it is, cfg 1)")
     ap.add_argument("--write", metavar="PATH", help="also write everything printed to this Markdown file")
     ap.add_argument("--json", metavar="PATH", help="also write the clips and the video and retargeting rows as JSON")
     args = ap.parse_args()
     if args.pairs == 1 or args.pairs < 0:
         ap.error(f"--pairs {args.pairs}: give 0 (no video metrics) or at least 2 (the control row gives each "
                  "pair another pair's driving clip)")
+    if args.guidance < 0:
+        ap.error(f"--guidance {args.guidance}: give a cfg above 0 (e.g. 2), or 0 for the workflow as it is")
     args.video_seed = ev.EVAL_VIDEO_SEED if args.seed is None else args.seed
     args.retarget_seed = HELDOUT_SEED if args.seed is None else args.seed
     return args
@@ -188,7 +193,7 @@ def clips_entry(args) -> dict:
     """The JSON "clips" entry: the video pairs and, under "retarget", the retargeting pairs."""
     return {"size": ds.DEMO_SIZE, "frames": ds.DEMO_FRAMES, "pairs": args.pairs, "seed": args.video_seed,
             "split": "heldout", "thickness_scale": ds.DEMO_THICKNESS_SCALE, "min_contrast": ds.DEMO_MIN_CONTRAST,
-            "driver_swap": DRIVER_SWAP,
+            "driver_swap": DRIVER_SWAP, **({"guidance": args.guidance} if args.guidance else {}),
             "retarget": {"size": args.size, "frames": args.frames, "pairs": args.count, "seed": args.retarget_seed,
                          "split": "heldout", "thickness_scale": args.thickness_scale,
                          "min_contrast": args.min_contrast, "driver_swap": DRIVER_SWAP}}
@@ -201,7 +206,7 @@ def main() -> int:
     video = None
     if args.pairs > 0:
         out("\n## Cross-reenactment video\n")
-        lines, video = ev.video_section(args.pairs, REPO / ".eval", args.video_seed)
+        lines, video = ev.video_section(args.pairs, REPO / ".eval", args.video_seed, args.guidance)
         for line in lines:
             out(line)
     if args.write:

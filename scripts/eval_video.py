@@ -18,6 +18,7 @@ Reuses scripts/demo.py (model install, the workflow's prompt, finding its output
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -114,10 +115,37 @@ def write_inputs(input_dir: Path, item: dict, after: float) -> float:
     return mtime
 
 
-def video_eval(server: ComfyServer, count: int, seed: int) -> dict:
+def still_negative(prompt: dict, cfg: float, frames: int = ds.DEMO_FRAMES) -> dict:
+    """The demo prompt with motion guidance: the KSampler's negative is the conditioning of a still driver (the
+    identity image repeated ``frames`` times through the same Encode, Retarget and Expression nodes), at
+    classifier-free guidance ``cfg``, so the step moves away from the identity held still and towards the
+    driver's motion. The demo DiT never saw a motion-free condition, so a still driver is the in-distribution
+    "no motion" it can be guided against."""
+    p = json.loads(json.dumps(prompt))
+    sampler = next(k for k, n in p.items() if n["class_type"] == "KSampler")
+    conditioning, _ = p[sampler]["inputs"]["positive"]
+    retarget, _ = p[conditioning]["inputs"]["retargeted_motion"]
+    expression, _ = p[conditioning]["inputs"]["expression"]
+    encode, _ = p[retarget]["inputs"]["motion_tokens"]
+    identity = p[retarget]["inputs"]["identity_image"]
+    new = iter(str(i) for i in range(max(map(int, p)) + 1, 10**6))
+    still, tokens, moved, expr, cond = (next(new) for _ in range(5))
+    p[still] = {"class_type": "RepeatImageBatch", "inputs": {"image": identity, "amount": frames}}
+    p[tokens] = {**p[encode], "inputs": {**p[encode]["inputs"], "frames": [still, 0]}}
+    p[moved] = {**p[retarget], "inputs": {**p[retarget]["inputs"], "motion_tokens": [tokens, 0]}}
+    p[expr] = {**p[expression], "inputs": {**p[expression]["inputs"], "frames": [still, 0],
+                                           "motion_tokens": [tokens, 0]}}
+    p[cond] = {**p[conditioning], "inputs": {**p[conditioning]["inputs"], "retargeted_motion": [moved, 0],
+                                             "expression": [expr, 0]}}
+    p[sampler]["inputs"].update(negative=[cond, 0], cfg=cfg)
+    return p
+
+
+def video_eval(server: ComfyServer, count: int, seed: int, guidance: float = 0.0) -> dict:
     """Run the demo workflow WORKFLOW_RUNS times on each of held-out video pairs 0..count-1 of ``seed`` with
     one server (models already in server.models; started and stopped here) and score every row. Raises when
-    a run's output is not new (ComfyUI served a cached result)."""
+    a run's output is not new (ComfyUI served a cached result). guidance > 0: the workflow with motion guidance
+    at that cfg (still_negative)."""
     from im_animation_core.wan.vae import load_wan_vae
 
     data = video_pairs(count, seed)
@@ -127,6 +155,8 @@ def video_eval(server: ComfyServer, count: int, seed: int) -> dict:
     pairs, seen, previous = [], set(), None
     with server:
         prompt = demo.demo_prompt(server)
+        if guidance:
+            prompt = still_negative(prompt, guidance)
         for i, item in enumerate(items):
             start = time.time()
             outputs = {}
@@ -146,7 +176,7 @@ def video_eval(server: ComfyServer, count: int, seed: int) -> dict:
                           "notes": notes, "frames_compared": min(outputs["result"].shape[0], item["target"].shape[0])})
             print(f"  video pair {i + 1}/{count} ({kind}, {len(WORKFLOW_RUNS)} workflow runs): "
                   f"{pairs[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
-    return {"count": count, "seed": seed, "pairs": pairs}
+    return {"count": count, "seed": seed, "pairs": pairs, "guidance": guidance}
 
 
 def _table(title: str, labels: dict[str, str], summaries: dict[str, dict]) -> list[str]:
@@ -170,8 +200,10 @@ def video_table(results: dict, weights: str) -> list[str]:
     """Markdown: mean ± std of every row over the pairs, in two tables by reference, and per-pair values."""
     pairs, n, seed = results["pairs"], results["count"], results["seed"]
     summaries = ej.row_summaries([p["rows"] for p in pairs], [*VS_GROUND_TRUTH, *VS_IDENTITY_STILL])
-    lines = [f"Cross-reenactment through the real ComfyUI pipeline (workflows/im_animation_demo.json, its seed "
-             f"fixed): held-out pairs 0..{n - 1} of seed {seed} ({ds.DEMO_FRAMES} frames of "
+    guided = (f", with motion guidance (the KSampler's negative a still driver's conditioning, cfg "
+              f"{results['guidance']:g})" if results.get("guidance") else "")
+    lines = [f"Cross-reenactment through the real ComfyUI pipeline (workflows/im_animation_demo.json{guided}, its "
+             f"seed fixed): held-out pairs 0..{n - 1} of seed {seed} ({ds.DEMO_FRAMES} frames of "
              f"{ds.DEMO_SIZE}x{ds.DEMO_SIZE}, thickness_scale {ds.DEMO_THICKNESS_SCALE}, min_contrast "
              f"{ds.DEMO_MIN_CONTRAST}); each clip against its ground truth (the driving motion rendered on the "
              f"identity's body), {pairs[0]['frames_compared']} frames compared; weights: {weights}. The control "
@@ -195,7 +227,7 @@ def video_table(results: dict, weights: str) -> list[str]:
     return lines
 
 
-def video_section(count: int, base: Path, seed: int) -> tuple[list[str], dict | None]:
+def video_section(count: int, base: Path, seed: int, guidance: float = 0.0) -> tuple[list[str], dict | None]:
     """The video metrics with the trained demo models on a fresh server under base: (Markdown lines, the
     results of video_eval), or (the lines saying why they are skipped, None)."""
     shutil.rmtree(base, ignore_errors=True)
@@ -203,5 +235,5 @@ def video_section(count: int, base: Path, seed: int) -> tuple[list[str], dict | 
     if not demo.install_models(server.models):
         missing = [str(p.relative_to(REPO)) for p in demo.SOURCES.values() if not p.is_file()]
         return [SKIP_NOTE, f"(missing: {', '.join(missing)})"], None
-    results = video_eval(server, count, seed)
+    results = video_eval(server, count, seed, guidance)
     return video_table(results, "trained demo models (models/)"), results

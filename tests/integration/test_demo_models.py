@@ -26,16 +26,33 @@ from im_animation_core.video import read_video  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def demo_run(demo_models_server):
+def demo_runs(demo_models_server):
+    """The demo pair through the demo workflow as committed, then with motion guidance (eval.py --guidance)."""
+    from eval_video import still_negative
+
     item = ds.demo_pair()
     server = demo_models_server("demo_models", item)
+    results = []
     with server:
-        entry = server.run(demo_prompt(server))
-        assert_ok(entry)
-        videos = sorted((server.base / "output").rglob("*.mp4"))
-        assert len(videos) == 1
-        result = read_video(videos[0]).frames
-    return item, result
+        for prompt in (demo_prompt(server), still_negative(demo_prompt(server), 2.0)):
+            entry = server.run(prompt)
+            assert_ok(entry)
+            videos = sorted((server.base / "output").rglob("*.mp4"), key=lambda p: p.stat().st_mtime)
+            assert len(videos) == len(results) + 1
+            results.append(read_video(videos[-1]).frames)
+    return item, *results
+
+
+@pytest.fixture(scope="module")
+def demo_run(demo_runs):
+    return demo_runs[:2]
+
+
+def test_motion_guidance_against_a_still_driver_runs_and_changes_the_result(demo_runs):
+    item, plain, guided = demo_runs
+    assert guided.shape == plain.shape == item["target"].shape
+    assert torch.isfinite(guided).all() and (guided - plain).abs().mean() > 0.005
+    assert psnr(guided, item["target"].float()) > 14.0  # still the identity's scene, not noise
 
 
 def test_demo_models_make_the_identitys_scene(demo_run):

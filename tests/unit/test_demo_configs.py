@@ -338,3 +338,27 @@ def test_the_chain_grows_a_cache_built_for_fewer_clips(tmp_path, monkeypatch):
                                   (td.CACHE_CLIPS, True, True)):
         index.write_text(json.dumps({"clips": clips, "complete": complete}))
         assert td.done("cache", td.CACHE_INDEX) is want
+
+
+def test_motion_guidance_adds_a_still_driver_branch_as_the_negative(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import demo
+    import eval_video as ev
+
+    plain = demo.demo_prompt()
+    p = ev.still_negative(plain, 2.5)
+    assert json.loads(demo.API_WORKFLOW.read_text()) == plain  # the workflow's prompt is not changed
+    sampler = next(n["inputs"] for n in p.values() if n["class_type"] == "KSampler")
+    assert sampler["cfg"] == 2.5 and sampler["negative"] != sampler["positive"]
+    negative = p[sampler["negative"][0]]["inputs"]
+    positive = p[sampler["positive"][0]]["inputs"]
+    moved, still_expr = p[negative["retargeted_motion"][0]], p[negative["expression"][0]]
+    driver = p[moved["inputs"]["motion_tokens"][0]]
+    repeat = p[driver["inputs"]["frames"][0]]
+    # the still driver: the identity image the positive branch retargets onto, repeated for the clip's frames
+    assert repeat == {"class_type": "RepeatImageBatch",
+                      "inputs": {"image": p[positive["retargeted_motion"][0]]["inputs"]["identity_image"],
+                                 "amount": ev.ds.DEMO_FRAMES}}
+    assert still_expr["inputs"]["frames"] == driver["inputs"]["frames"]
+    assert {k: v for k, v in moved["inputs"].items() if k != "motion_tokens"} == \
+        {k: v for k, v in p[positive["retargeted_motion"][0]]["inputs"].items() if k != "motion_tokens"}
