@@ -113,7 +113,8 @@ class ExpressionBlock(nn.Module):
             ctx = expression.to(driven).repeat(b, 1, 1)
         delta = rearrange(self.attn(self.norm(driven), ctx), "(b f) l d -> b f l d", b=b).to(x.dtype)
         if inplace and not torch.is_grad_enabled() and x.is_contiguous():  # per_frame is then a view of x
-            per_frame[:, skip_frames:] += delta
+            # add_ on the view: `view[idx] += d` would also copy the sum back onto itself through __setitem__
+            per_frame[:, skip_frames:].add_(delta)
             return x
         driven_out = per_frame[:, skip_frames:] + delta
         return rearrange(torch.cat([per_frame[:, :skip_frames], driven_out], dim=1), "b f l d -> b (f l) d")
