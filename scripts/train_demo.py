@@ -45,7 +45,7 @@ LATEST_STAGE2 = STAGE2_CHAIN[-1]  # the retargeter the DiT-first phase reads (co
 # from the weights the one before it exported. One clip cache serves them all: the DiT-first phases read its
 # motion maps (it is keyed by their frozen retargeter's tensors), the joint phase only its other fields.
 STAGE3_CHAIN = ("stage3_dit", "stage3_dit2", "stage3_dit3", "stage3_dit4", "stage3_dit5", "stage3_joint",
-                "stage3_joint2", "stage3_joint3", "stage3_joint4", "stage3_joint5")
+                "stage3_joint2", "stage3_joint3", "stage3_joint4", "stage3_joint5", "stage3_joint6")
 LATEST_STAGE3 = STAGE3_CHAIN[-1]  # the demo set's DiT, modules and tokenizer (scripts/package_demo.py)
 CHAINS = (STAGE2_CHAIN, STAGE3_CHAIN)
 # The cache is built once for the phase that reads the most clips: a config reading fewer reads its first clips
