@@ -1,4 +1,4 @@
-"""Paired per-step ratios of two interleaved timings, and a confidence interval that a busy machine cannot fake.
+"""Paired per-step ratios of two interleaved timings, and a distribution-free confidence interval for their median.
 
 A shared virtual machine changes speed between minutes by tens of percent, which moves the median of each side
 on its own. Pairing the two sides within one repeat (the calls ran seconds apart) cancels that drift; the
@@ -8,6 +8,7 @@ or still undecided at the number of repeats run.
 from __future__ import annotations
 
 import math
+import statistics
 
 
 def per_repeat_ratios(short_a, long_a, short_b, long_b, steps: int) -> list[float]:
@@ -38,7 +39,7 @@ def median_interval(values, confidence: float = 0.95) -> tuple[float, float, flo
     n = len(xs)
     if n == 0:
         raise ValueError("no values")
-    mid = xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+    mid = statistics.median(xs)
     tail = (1 - confidence) / 2
     k, cdf = 0, 0.0
     while k < n // 2:
