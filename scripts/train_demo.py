@@ -44,14 +44,17 @@ LATEST_STAGE2 = STAGE2_CHAIN[-1]  # the retargeter the DiT-first phase reads (co
 # The DiT-first phase and its continuations, then the joint phase (the retargeter trained too), each starting
 # from the weights the one before it exported. One clip cache serves them all: the DiT-first phases read its
 # motion maps (it is keyed by their frozen retargeter's tensors), the joint phase only its other fields.
+# The phases whose config says device "cuda" train on live clips (no cache) on a GPU: scripts/gpu_train.sh.
 STAGE3_CHAIN = ("stage3_dit", "stage3_dit2", "stage3_dit3", "stage3_dit4", "stage3_dit5", "stage3_joint",
-                "stage3_joint2", "stage3_joint3", "stage3_joint4", "stage3_joint5", "stage3_joint6")
+                "stage3_joint2", "stage3_joint3", "stage3_joint4", "stage3_joint5", "stage3_joint6", "stage3_gpu1",
+                "stage3_gpu2")
 LATEST_STAGE3 = STAGE3_CHAIN[-1]  # the demo set's DiT, modules and tokenizer (scripts/package_demo.py)
 CHAINS = (STAGE2_CHAIN, STAGE3_CHAIN)
-# The cache is built once for the phase that reads the most clips: a config reading fewer reads its first clips
-# (generated clips do not depend on how many there are), so the earlier phases see what they saw when they ran.
-CACHE_CLIPS = max(json.loads((REPO / CONFIGS / f"{name}.json").read_text())["data"]["num_samples"]
-                  for name in STAGE3_CHAIN)
+_STAGE3_CONFIGS = {name: json.loads((REPO / CONFIGS / f"{name}.json").read_text()) for name in STAGE3_CHAIN}
+GPU_PHASES = tuple(name for name, c in _STAGE3_CONFIGS.items() if c.get("device") == "cuda")
+# The cache is built once for the cached phase that reads the most clips: a config reading fewer reads its first
+# clips (generated clips do not depend on how many there are), so the earlier phases see what they saw when they ran.
+CACHE_CLIPS = max(c["data"]["num_samples"] for c in _STAGE3_CONFIGS.values() if c["data"].get("cache"))
 CACHE_INDEX = "runs/demo128/cache_dit/index.json"
 
 # (name, command, the file whose presence means the step is done)
@@ -253,6 +256,11 @@ def main() -> int:
             print("the VAE gate is not met (runs/demo128/vae_gate.json): the DiT would learn from latents that "
                   "lose the motion. Improve the VAE, or pass --force", file=sys.stderr)
             return 2
+        if name in GPU_PHASES and args.device != "cuda":
+            print(f"step {name} trains on live clips on a GPU (its config says device cuda; about 7 minutes on one "
+                  f"H200, hours on a 2-core CPU): rerun with --device cuda on a GPU machine, or take its weights "
+                  f"from the demo set (--restore)", file=sys.stderr)
+            return 3
         if name in DEVICE_FIELD and args.device != "cpu":
             cmd = cmd + ["--set", f"{DEVICE_FIELD[name]}={args.device}"]
         print(f"== {name}: {' '.join(cmd)}", flush=True)

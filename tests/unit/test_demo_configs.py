@@ -4,7 +4,9 @@ configs, and chain into each other: each stage reads the files the stage before 
 import dataclasses
 import importlib.util
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -144,13 +146,21 @@ def test_the_128_pixel_chain_reads_what_each_step_wrote_and_runs_every_config(mo
     for before, after in zip(dit_chain, dit_chain[1:], strict=False):
         assert after.dit.path == f"{before.output_dir}/wan_dit.safetensors"
         assert after.modules.path == f"{before.output_dir}/im_animation_modules.safetensors"
-        # the same clips, more of them only when the phase needs more data (a cache reads its first clips)
-        assert dataclasses.replace(after.data, num_samples=s3.data.num_samples) == s3.data
+        if after.device == "cuda":  # a GPU phase: the same generator and domain, live (uncached) clips
+            assert dataclasses.replace(after.data, num_samples=s3.data.num_samples, cache=s3.data.cache,
+                                       num_workers=s3.data.num_workers) == s3.data
+            assert not after.data.cache and after.data.num_samples > train_demo().CACHE_CLIPS
+        else:  # the same clips, more of them only when the phase needs more data (a cache reads its first clips)
+            assert dataclasses.replace(after.data, num_samples=s3.data.num_samples) == s3.data
+            assert after.device == "cpu" and before.device == "cpu"  # the CPU phases all come first
         assert after.data.num_samples >= before.data.num_samples
         assert (after.tokenizer, after.vae, after.shift) == (s3.tokenizer, s3.vae, s3.shift)
         assert after.output_dir != before.output_dir
-    # the chain builds one cache, for the phase that reads the most clips; done only once it holds them
-    assert train_demo().CACHE_CLIPS == max(c.data.num_samples for c in dit_chain) > s3.data.num_samples
+    # the chain builds one cache, for the cached phase that reads the most clips; done only once it holds them
+    cached = [c for c in dit_chain if c.data.cache]
+    assert train_demo().CACHE_CLIPS == max(c.data.num_samples for c in cached) > s3.data.num_samples
+    assert train_demo().GPU_PHASES == tuple(n for n, c in zip(train_demo().STAGE3_CHAIN, dit_chain, strict=True)
+                                            if c not in cached)
     assert f"data.num_samples={train_demo().CACHE_CLIPS}" in next(c for c in commands if " cache " in c)
     # the phases with the retargeter frozen come first; once the joint phase trains it, it stays trainable
     trainable = [c.retarget_trainable for c in dit_chain]
@@ -362,3 +372,33 @@ def test_motion_guidance_adds_a_still_driver_branch_as_the_negative(monkeypatch)
     assert still_expr["inputs"]["frames"] == driver["inputs"]["frames"]
     assert {k: v for k, v in moved["inputs"].items() if k != "motion_tokens"} == \
         {k: v for k, v in p[positive["retargeted_motion"][0]]["inputs"].items() if k != "motion_tokens"}
+
+
+def test_the_chain_stops_before_a_gpu_phase_on_the_cpu_and_runs_it_with_device_cuda(monkeypatch, capsys):
+    td = train_demo()
+    assert td.GPU_PHASES, "the chain has a GPU phase"
+    gpu = td.GPU_PHASES[0]
+    monkeypatch.setattr(td, "done", lambda name, marker: name != gpu)
+    monkeypatch.setattr(td, "gate_passed", lambda: True)
+    ran = []
+    monkeypatch.setattr(td.subprocess, "run", lambda cmd, cwd: ran.append(cmd) or type("R", (), {"returncode": 0}))
+    monkeypatch.setattr(sys, "argv", ["train_demo.py"])
+    assert td.main() == 3 and not ran
+    assert f"step {gpu} trains on live clips on a GPU" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["train_demo.py", "--device", "cuda"])
+    assert td.main() == 0
+    assert len(ran) == 1 and f"configs/demo128/{gpu}.json" in ran[0] and ran[0][-2:] == ["--set", "device=cuda"]
+
+
+def test_the_gpu_training_script_parses_and_refuses_a_machine_without_cuda():
+    import subprocess
+
+    import torch
+
+    script = REPO / "scripts" / "gpu_train.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible: the script would train")
+    done = subprocess.run(["bash", str(script), "configs/demo128/stage3_gpu1.json", "60"], capture_output=True,
+                          text=True, env={**os.environ, "PYTHON": sys.executable})
+    assert done.returncode == 2 and "no CUDA device visible" in done.stderr

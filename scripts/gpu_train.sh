@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# A demo-set training run on one CUDA GPU, sized to a wall-clock budget, from a checkout that holds only the
+# committed demo set (a fresh GPU machine: no runs/ folder).
+#
+#   bash scripts/gpu_train.sh CONFIG [BUDGET_S] [DEST]
+#
+# 1. Stages the committed weights the configs read: models/demo128/* into runs/demo128/, and each file that
+#    models/demo128/packaged.json records (the demo set's DiT, modules, tokenizer and VAE) at its recorded path,
+#    found under models/ by its SHA-256.
+# 2. Probes the config's step time on this GPU (PROBE_STEPS steps into runs/gpu_probe), then runs the config
+#    with steps = BUDGET_S / (seconds per step) rounded down to 50, the learning-rate decay over the last 40%.
+#    The steps actually run go into the run's config.json; commit them into CONFIG so that a rerun is the plain
+#    `python -m im_animation_core.train stage3 --config CONFIG`.
+#    A run stopped at its time limit exports its last checkpoint instead (save_every apart).
+# 3. Copies the run's exports, metrics, config and a summary (gpu_train.json) into DEST when given.
+#
+# STEPS=N skips the probe and runs N steps (the run is still stopped after BUDGET_S * 5/4 + 30 s).
+# PYTHON picks the interpreter (default python3); the GPU's use is sampled every 15 s into DEST/gpu_use.csv.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+CFG="$1"
+BUDGET="${2:-300}"
+DEST="${3:-}"
+PROBE_STEPS="${PROBE_STEPS:-60}"
+[ -n "$DEST" ] && mkdir -p "$DEST"
+
+"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
+  echo "gpu_train: no CUDA device visible to $PY" >&2; exit 2; }
+"$PY" -c "import torch; print('gpu_train:', torch.__version__, torch.cuda.get_device_name(0))"
+
+mkdir -p runs
+cp -rn models/demo128 runs/
+"$PY" - <<'EOF' || exit 3
+import hashlib, json, shutil
+from pathlib import Path
+def sha(p):
+    h = hashlib.sha256(); h.update(Path(p).read_bytes()); return h.hexdigest()
+by_sha = {sha(p): p for p in Path("models").rglob("*.safetensors")}
+for dst, digest in json.loads(Path("models/demo128/packaged.json").read_text()).items():
+    if not Path(dst).is_file():
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(by_sha[digest], dst)
+        print(f"staged {dst} from {by_sha[digest]}")
+EOF
+
+RUN=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['output_dir'])" "$CFG")
+rm -rf runs/gpu_probe "$RUN"
+if [ -n "${STEPS:-}" ]; then  # the pace is known: no probe
+  SPS=None
+else
+  t0=$(date +%s)
+  "$PY" -m im_animation_core.train stage3 --config "$CFG" --set steps="$PROBE_STEPS" --set output_dir=runs/gpu_probe \
+    --set log_every=20 --set save_every=100000 --set progress=false || exit 4
+  t1=$(date +%s)
+  SPS=$("$PY" -c "import json; print(json.loads(open('runs/gpu_probe/metrics.jsonl').read().splitlines()[-1])['sec_per_step'])")
+  STEPS=$("$PY" -c "print(max(50, int($BUDGET / $SPS) // 50 * 50))")
+  echo "gpu_train: probe ${PROBE_STEPS} steps in $((t1 - t0)) s (process included), ${SPS} s/step steady"
+fi
+DECAY=$((STEPS * 2 / 5))
+echo "gpu_train: running ${STEPS} steps, decay ${DECAY}"
+
+if [ -n "$DEST" ]; then
+  nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 15 > "$DEST/gpu_use.csv" 2>/dev/null &
+  SMI=$!
+fi
+t2=$(date +%s)
+timeout --signal=INT --kill-after=20 $((BUDGET * 5 / 4 + 30)) \
+  "$PY" -m im_animation_core.train stage3 --config "$CFG" --set steps="$STEPS" --set optim.decay_steps="$DECAY" \
+  --set progress=false
+RC=$?
+t3=$(date +%s)
+[ -n "${SMI:-}" ] && kill "$SMI" 2>/dev/null
+echo "gpu_train: run exit $RC after $((t3 - t2)) s"
+if [ "$RC" != 0 ] && [ -f "$RUN/checkpoints/latest" ]; then
+  # stopped early (the probe misjudged the pace): export the last checkpoint's weights instead
+  CKPT=$(cat "$RUN/checkpoints/latest")
+  echo "gpu_train: exporting $CKPT"
+  "$PY" -m im_animation_core.train stage3 --config "$CFG" --set steps="$((10#${CKPT#step_}))" \
+    --set optim.decay_steps="$DECAY" --set progress=false --resume "$RUN/checkpoints/$CKPT"
+fi
+
+if [ -n "$DEST" ]; then
+  for f in wan_dit.safetensors im_animation_modules.safetensors metrics.jsonl config.json outputs.json; do
+    [ -f "$RUN/$f" ] && cp "$RUN/$f" "$DEST/"
+  done
+  "$PY" - "$DEST/gpu_train.json" <<EOF
+import json, sys, torch
+json.dump({"config": "$CFG", "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
+           "probe_steps": $PROBE_STEPS, "probe_sec_per_step": $SPS, "steps": $STEPS, "decay_steps": $DECAY,
+           "run_seconds": $((t3 - t2)), "exit": $RC}, open(sys.argv[1], "w"), indent=2)
+EOF
+fi
+exit $RC
