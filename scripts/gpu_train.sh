@@ -14,6 +14,8 @@
 #    A run stopped at its time limit exports its last checkpoint instead (save_every apart).
 # 3. Copies the run's exports, metrics, config and a summary (gpu_train.json) into DEST when given.
 #
+# PROFILE=1 first prints where a step's time goes (python -m bench.profile_stage3: the loader alone, the step on
+# a batch in memory, the profiler's operator table, the device's busy share).
 # STEPS=N skips the probe and runs N steps (the run is still stopped after BUDGET_S * 5/4 + 30 s).
 # PYTHON picks the interpreter (default python3); the GPU's use is sampled every 15 s into DEST/gpu_use.csv.
 set -uo pipefail
@@ -43,6 +45,10 @@ for dst, digest in json.loads(Path("models/demo128/packaged.json").read_text()).
         shutil.copyfile(by_sha[digest], dst)
         print(f"staged {dst} from {by_sha[digest]}")
 EOF
+
+if [ -n "${PROFILE:-}" ]; then  # where the step's time goes, printed before training (bench/profile_stage3.py)
+  "$PY" -m bench.profile_stage3 --config "$CFG" || echo "gpu_train: the profile failed; training anyway"
+fi
 
 RUN=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['output_dir'])" "$CFG")
 rm -rf runs/gpu_probe "$RUN"

@@ -479,15 +479,7 @@ class Trainer:
         try:
             for batch in loader:
                 step = self.step + 1
-                losses = self.compute_losses(batch, step)
-                loss = losses["loss"]
-                self._check_finite(loss, step, batch["index"])
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = fsdp.grad_norm_value(torch.nn.utils.clip_grad_norm_(
-                    params, c.optim.grad_clip if c.optim.grad_clip > 0 else math.inf))
-                self.optimizer.step()
-                self.scheduler.step()
+                losses, grad_norm = self.train_step(batch, step, params)
                 self.step = step
                 for k, v in losses.items():
                     window[k] = window.get(k, 0.0) + float(v.detach())
@@ -495,7 +487,7 @@ class Trainer:
                 count += 1
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+                    bar.set_postfix(loss=f"{float(losses['loss'].detach()):.4g}")
                 if step % c.log_every == 0 or step == c.steps:
                     last = self._log(window, count, time.perf_counter() - t0)
                     window, count, t0 = {}, 0, time.perf_counter()
@@ -505,6 +497,22 @@ class Trainer:
             if bar is not None:
                 bar.close()
         return last
+
+    def train_step(self, batch: dict[str, Any], step: int, params: list[torch.Tensor]
+                   ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One optimizer step on a collated batch (``step``: its 1-based number, which seeds its draws); the
+        scheduler steps too, ``self.step`` does not. Returns the losses and the gradient norm before clipping."""
+        c = self.config
+        losses = self.compute_losses(batch, step)
+        loss = losses["loss"]
+        self._check_finite(loss, step, batch["index"])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = fsdp.grad_norm_value(torch.nn.utils.clip_grad_norm_(
+            params, c.optim.grad_clip if c.optim.grad_clip > 0 else math.inf))
+        self.optimizer.step()
+        self.scheduler.step()
+        return losses, grad_norm
 
     def _check_finite(self, loss: torch.Tensor, step: int, indices: torch.Tensor) -> None:
         bad = torch.tensor([0.0 if bool(torch.isfinite(loss.detach())) else 1.0], device=self.device)

@@ -243,3 +243,11 @@ def test_motion_lr_gives_the_motion_patch_its_own_rate(tmp_path, items):
     assert {id(p) for p in trainer.model.ima.motion_patch.parameters()} <= {id(p) for p in by_name["modules"]["params"]}
     with pytest.raises(ConfigError, match="motion_lr"):
         config_from_dict("stage3", tiny_config_dict("stage3", tmp_path / "bad", motion_lr=-1.0))
+
+
+def test_a_run_with_the_progress_bar_shows_each_steps_loss(tmp_path, items, capsys):
+    cfg = config_from_dict("stage3", tiny_config_dict("stage3", tmp_path / "bar", steps=2, save_every=100,
+                                                      progress=True))
+    Trainer("stage3", cfg, dataset=items, vae=tiny_vae()).train()
+    err = capsys.readouterr().err
+    assert "2/2" in err and "loss=" in err
