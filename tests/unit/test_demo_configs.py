@@ -152,8 +152,9 @@ def test_the_128_pixel_chain_reads_what_each_step_wrote_and_runs_every_config(mo
             assert not after.data.cache and after.data.num_samples > train_demo().CACHE_CLIPS
         else:  # the same clips, more of them only when the phase needs more data (a cache reads its first clips)
             assert dataclasses.replace(after.data, num_samples=s3.data.num_samples) == s3.data
-            assert after.device == "cpu" and before.device == "cpu"  # the CPU phases all come first
-        assert after.data.num_samples >= before.data.num_samples
+            assert after.device == "cpu"
+        if before.data.cache and after.data.cache:  # the cached clips only grow
+            assert after.data.num_samples >= before.data.num_samples
         assert (after.tokenizer, after.vae, after.shift) == (s3.tokenizer, s3.vae, s3.shift)
         assert after.output_dir != before.output_dir
     # the chain builds one cache, for the cached phase that reads the most clips; done only once it holds them
