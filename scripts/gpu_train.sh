@@ -31,14 +31,15 @@ PROBE_STEPS="${PROBE_STEPS:-60}"
   echo "gpu_train: no CUDA device visible to $PY" >&2; exit 2; }
 "$PY" -c "import torch; print('gpu_train:', torch.__version__, torch.cuda.get_device_name(0))"
 
+# The same files scripts/train_demo.py --restore puts back; that script is not used here because it imports the
+# demo's media tools (PyAV), which a GPU image may lack.
 mkdir -p runs
 cp -rn models/demo128 runs/
 "$PY" - <<'EOF' || exit 3
-import hashlib, json, shutil
+import json, shutil
 from pathlib import Path
-def sha(p):
-    h = hashlib.sha256(); h.update(Path(p).read_bytes()); return h.hexdigest()
-by_sha = {sha(p): p for p in Path("models").rglob("*.safetensors")}
+from im_animation_core.train.cache import file_sha256
+by_sha = {file_sha256(str(p)): p for p in Path("models").rglob("*.safetensors")}
 for dst, digest in json.loads(Path("models/demo128/packaged.json").read_text()).items():
     if not Path(dst).is_file():
         Path(dst).parent.mkdir(parents=True, exist_ok=True)
