@@ -25,12 +25,11 @@ import demo_support as ds  # noqa: E402
 
 from im_animation_core.eval.video_rows import image_metrics  # noqa: E402
 from im_animation_core.video import read_video  # noqa: E402
-from tools.fixture_models import DEMO_NAMES, write_fixture_models  # noqa: E402
+from tools.demo_set import DEMO_NAMES, SOURCES, TRAINED  # noqa: E402
+from tools.fixture_models import write_fixture_models  # noqa: E402
 from tools.media import DRIVING_NAME, IDENTITY_NAME  # noqa: E402
 from tools.server import ComfyServer, assert_ok  # noqa: E402
 
-TRAINED = {"dit": "diffusion_models", "vae": "vae", "tokenizer": "im_animation", "modules": "im_animation"}
-SOURCES = {k: REPO / "models" / sub / DEMO_NAMES[k] for k, sub in TRAINED.items()}
 RANDOM_NOTE = ("NOTE: no trained demo models in models/ yet: generating RANDOM-WEIGHT fixture models.\n"
                "      The pipeline runs end to end, but the output video is NOISE, not an animation,\n"
                "      and the metrics below measure random weights.")

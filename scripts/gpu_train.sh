@@ -4,9 +4,9 @@
 #
 #   bash scripts/gpu_train.sh CONFIG [BUDGET_S] [DEST]
 #
-# 1. Stages the committed weights the configs read: models/demo128/* into runs/demo128/, and each file that
-#    models/demo128/packaged.json records (the demo set's DiT, modules, tokenizer and VAE) at its recorded path,
-#    found under models/ by its SHA-256.
+# 1. Stages the committed weights the configs read (python scripts/train_demo.py --restore): models/demo128/*
+#    into runs/demo128/, and the demo set's DiT, modules, tokenizer and VAE at the paths
+#    models/demo128/packaged.json records, when their SHA-256 matches.
 # 2. Probes the config's step time on this GPU (PROBE_STEPS steps into runs/gpu_probe), then runs the config
 #    with steps = BUDGET_S / (seconds per step) rounded down to 50, the learning-rate decay over the last 40%.
 #    The steps actually run go into the run's config.json; commit them into CONFIG so that a rerun is the plain
@@ -31,21 +31,8 @@ PROBE_STEPS="${PROBE_STEPS:-60}"
   echo "gpu_train: no CUDA device visible to $PY" >&2; exit 2; }
 "$PY" -c "import torch; print('gpu_train:', torch.__version__, torch.cuda.get_device_name(0))"
 
-# The same files scripts/train_demo.py --restore puts back; that script is not used here because it imports the
-# demo's media tools (PyAV), which a GPU image may lack.
-mkdir -p runs
-cp -rn models/demo128 runs/
-"$PY" - <<'EOF' || exit 3
-import json, shutil
-from pathlib import Path
-from im_animation_core.train.cache import file_sha256
-by_sha = {file_sha256(str(p)): p for p in Path("models").rglob("*.safetensors")}
-for dst, digest in json.loads(Path("models/demo128/packaged.json").read_text()).items():
-    if not Path(dst).is_file():
-        Path(dst).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(by_sha[digest], dst)
-        print(f"staged {dst} from {by_sha[digest]}")
-EOF
+# The committed runs and the demo set's weights, back where the configs read them.
+"$PY" scripts/train_demo.py --restore || exit 3
 
 if [ -n "${PROFILE:-}" ]; then  # where the step's time goes, printed before training (bench/profile_stage3.py)
   "$PY" -m bench.profile_stage3 --config "$CFG" || echo "gpu_train: the profile failed; training anyway"

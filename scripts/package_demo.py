@@ -17,12 +17,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
 LIMIT_MB = 60  # on models/ as a whole
+sys.path.insert(0, str(REPO))
 
-from demo import SOURCES  # noqa: E402  (where make demo looks for the set; scripts/ is on the path)
-from train_demo import LATEST_STAGE3  # noqa: E402  (the chain's last DiT phase)
+from train_demo import LATEST_STAGE3  # noqa: E402  (the chain's last DiT phase; scripts/ is on the path)
 
-from im_animation_core.train.cache import file_sha256  # noqa: E402  (demo put the repository on the path)
+from im_animation_core.train.cache import file_sha256  # noqa: E402
 from im_animation_core.train.outputs import run_file  # noqa: E402
+from tools.demo_set import SOURCES  # noqa: E402  (where make demo looks for the set)
 
 
 def models_size(folder: Path) -> int:

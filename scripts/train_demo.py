@@ -28,12 +28,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-
-from demo import SOURCES  # noqa: E402  (the demo set's files, where make demo looks for them)
 
 from im_animation_core.train.cache import file_sha256  # noqa: E402
 from im_animation_core.train.outputs import outputs_path  # noqa: E402
+from tools.demo_set import SOURCES  # noqa: E402  (the demo set's files, where make demo looks for them)
 
 CONFIGS = "configs/demo128"
 TRAIN = [sys.executable, "-m", "im_animation_core.train"]
@@ -42,21 +40,50 @@ TRAIN = [sys.executable, "-m", "im_animation_core.train"]
 STAGE2_CHAIN = ("stage2", "stage2_more", "stage2_self", "stage2_self_more", "stage2_mix", "stage2_mix2")
 LATEST_STAGE2 = STAGE2_CHAIN[-1]  # the retargeter the DiT-first phase reads (configs/demo128/stage3_dit.json)
 # The DiT-first phase and its continuations, then the joint phase (the retargeter trained too), each starting
-# from the weights the one before it exported. One clip cache serves them all: the DiT-first phases read its
-# motion maps (it is keyed by their frozen retargeter's tensors), the joint phase only its other fields.
+# from the weights the one before it exported. The first clip cache serves the phases up to stage3_joint7: the
+# DiT-first phases read its motion maps (it is keyed by their frozen retargeter's tensors), the joint phases only
+# its other fields; later phases read caches of clips from other generator seeds (CACHES).
 # The phases whose config says device "cuda" train on live clips (no cache) on a GPU: scripts/gpu_train.sh; the
 # CPU phases after them read the cache again.
 STAGE3_CHAIN = ("stage3_dit", "stage3_dit2", "stage3_dit3", "stage3_dit4", "stage3_dit5", "stage3_joint",
                 "stage3_joint2", "stage3_joint3", "stage3_joint4", "stage3_joint5", "stage3_joint6", "stage3_gpu1",
-                "stage3_gpu2", "stage3_joint7")
+                "stage3_gpu2", "stage3_joint7", "stage3_joint8")
 LATEST_STAGE3 = STAGE3_CHAIN[-1]  # the demo set's DiT, modules and tokenizer (scripts/package_demo.py)
 CHAINS = (STAGE2_CHAIN, STAGE3_CHAIN)
 _STAGE3_CONFIGS = {name: json.loads((REPO / CONFIGS / f"{name}.json").read_text()) for name in STAGE3_CHAIN}
 GPU_PHASES = tuple(name for name, c in _STAGE3_CONFIGS.items() if c.get("device") == "cuda")
-# The cache is built once for the cached phase that reads the most clips: a config reading fewer reads its first
-# clips (generated clips do not depend on how many there are), so the earlier phases see what they saw when they ran.
-CACHE_CLIPS = max(c["data"]["num_samples"] for c in _STAGE3_CONFIGS.values() if c["data"].get("cache"))
-CACHE_INDEX = "runs/demo128/cache_dit/index.json"
+# Each cache folder is built once, by the first phase that reads it, for the phase reading it that reads the most
+# clips: a config reading fewer reads its first clips (generated clips do not depend on how many there are), so
+# the earlier phases see what they saw when they ran. A later phase may read a folder of its own, built from
+# another generator seed: clips the DiT has not seen.
+CACHES: dict[str, tuple[str, int]] = {}  # {cache folder: (the phase whose config builds it, the clips it holds)}
+for _name, _config in _STAGE3_CONFIGS.items():
+    if _folder := _config["data"].get("cache"):
+        _first, _clips = CACHES.get(_folder, (_name, 0))
+        CACHES[_folder] = (_first, max(_clips, _config["data"]["num_samples"]))
+FIRST_CACHE = next(iter(CACHES))
+
+
+def cache_step(folder: str) -> str:
+    """The chain's step that builds this cache folder: "cache" for the first, the folder's name after."""
+    return "cache" if folder == FIRST_CACHE else Path(folder).name
+
+
+CACHE_STEPS = {cache_step(folder): folder for folder in CACHES}
+
+
+def cache_command(folder: str) -> list[str]:
+    phase, clips = CACHES[folder]
+    return TRAIN + ["cache", "--config", f"{CONFIGS}/{phase}.json", "--set", f"data.num_samples={clips}"]
+
+
+def stage3_steps():
+    for name in STAGE3_CHAIN:
+        folder = _STAGE3_CONFIGS[name]["data"].get("cache")
+        if folder and CACHES[folder][0] == name:
+            yield cache_step(folder), cache_command(folder), f"{folder}/index.json"
+        yield name, TRAIN + ["stage3", "--config", f"{CONFIGS}/{name}.json"], outputs_path(f"runs/demo128/{name}")
+
 
 # (name, command, the file whose presence means the step is done)
 STEPS = (
@@ -68,14 +95,11 @@ STEPS = (
     ("stage1", TRAIN + ["stage1", "--config", f"{CONFIGS}/stage1.json"], outputs_path("runs/demo128/stage1")),
     *((name, TRAIN + ["stage2", "--config", f"{CONFIGS}/{name}.json"], outputs_path(f"runs/demo128/{name}"))
       for name in STAGE2_CHAIN),
-    ("cache", TRAIN + ["cache", "--config", f"{CONFIGS}/stage3_dit.json", "--set", f"data.num_samples={CACHE_CLIPS}"],
-     CACHE_INDEX),
-    *((name, TRAIN + ["stage3", "--config", f"{CONFIGS}/{name}.json"], outputs_path(f"runs/demo128/{name}"))
-      for name in STAGE3_CHAIN),
+    *stage3_steps(),
 )
 # the config field that picks the device, per step (the VAE trainer's sits under train)
-DEVICE_FIELD = {"vae": "train.device", "vae16": "train.device", "stage1": "device", "cache": "device",
-                **dict.fromkeys(STAGE2_CHAIN + STAGE3_CHAIN, "device")}
+DEVICE_FIELD = {"vae": "train.device", "vae16": "train.device", "stage1": "device",
+                **dict.fromkeys((*CACHE_STEPS, *STAGE2_CHAIN, *STAGE3_CHAIN), "device")}
 
 
 def done(name: str, marker: str | Path) -> bool:
@@ -83,12 +107,15 @@ def done(name: str, marker: str | Path) -> bool:
         if name in chain:
             later = chain[chain.index(name):]
             return any((REPO / outputs_path(f"runs/demo128/{n}")).is_file() for n in later)
+    if name in CACHE_STEPS and all(done(n, outputs_path(f"runs/demo128/{n}")) for n in STAGE3_CHAIN
+                                   if _STAGE3_CONFIGS[n]["data"].get("cache") == CACHE_STEPS[name]):
+        return True  # no phase left to read it (the weights came from the demo set: --restore)
     path = REPO / marker
     if not path.is_file():
         return False
-    if name == "cache":  # a cache built for fewer clips is grown (only the new clips are built)
+    if name in CACHE_STEPS:  # a cache built for fewer clips is grown (only the new clips are built)
         index = json.loads(path.read_text())
-        return bool(index.get("complete")) and index.get("clips", 0) >= CACHE_CLIPS
+        return bool(index.get("complete")) and index.get("clips", 0) >= CACHES[CACHE_STEPS[name]][1]
     if name in ("vae", "vae16"):  # rewritten every save_every steps: done when it holds the last step
         from safetensors import safe_open
 
@@ -253,7 +280,7 @@ def main() -> int:
             continue
         if (only and name not in only) or state == "done":
             continue
-        if (name == "cache" or name in STAGE3_CHAIN) and not args.force and not gate_passed():
+        if (name in CACHE_STEPS or name in STAGE3_CHAIN) and not args.force and not gate_passed():
             print("the VAE gate is not met (runs/demo128/vae_gate.json): the DiT would learn from latents that "
                   "lose the motion. Improve the VAE, or pass --force", file=sys.stderr)
             return 2

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from .comfy_path import REPO, add_comfyui_to_path
+from .demo_set import DEMO_NAMES  # noqa: F401  (re-exported: the tests and demo import it from here)
 
 DIT_NAME = "ima_tiny_wan.safetensors"
 VAE_NAME = "ima_tiny_wan21_vae.safetensors"
@@ -94,9 +95,6 @@ def tiny_motion_tokenizer(seed: int = 0):
     torch.manual_seed(seed)
     return MotionTokenizer(MotionTokenizerConfig(width=64, layers=2, heads=1, codebook_size=256))
 
-
-DEMO_NAMES = {"dit": "ima_demo_wan.safetensors", "vae": "ima_demo_wan21_vae.safetensors",
-              "tokenizer": "ima_demo_motion_tokenizer.safetensors", "modules": "ima_demo_modules.safetensors"}
 
 
 def tiny_heatmap_head(seed: int = 0):

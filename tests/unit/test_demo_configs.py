@@ -13,6 +13,7 @@ import pytest
 
 from im_animation_core.train.__main__ import _apply_sets
 from im_animation_core.train.config import config_from_dict, load_config
+from im_animation_core.train.outputs import outputs_path
 from tools.fixture_models import DEMO_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -141,28 +142,41 @@ def test_the_128_pixel_chain_reads_what_each_step_wrote_and_runs_every_config(mo
     order = [next(i for i, c in enumerate(commands) if f"/{n}.json" in c) for n in chain]
     assert order == sorted(order)
     # each DiT phase continues from the weights the one before it exported, on the same cache and domain
-    dit_chain = [load_config("stage3", DEMO128 / f"{n}.json") for n in train_demo().STAGE3_CHAIN]
+    td = train_demo()
+    dit_chain = [load_config("stage3", DEMO128 / f"{n}.json") for n in td.STAGE3_CHAIN]
     assert dit_chain[0].output_dir == s3.output_dir
+    seeds = {s3.data.cache: s3.data.seed}  # {cache folder: the generator seed of its clips}
     for before, after in zip(dit_chain, dit_chain[1:], strict=False):
         assert after.dit.path == f"{before.output_dir}/wan_dit.safetensors"
         assert after.modules.path == f"{before.output_dir}/im_animation_modules.safetensors"
         if after.device == "cuda":  # a GPU phase: the same generator and domain, live (uncached) clips
             assert dataclasses.replace(after.data, num_samples=s3.data.num_samples, cache=s3.data.cache,
                                        num_workers=s3.data.num_workers) == s3.data
-            assert not after.data.cache and after.data.num_samples > train_demo().CACHE_CLIPS
-        else:  # the same clips, more of them only when the phase needs more data (a cache reads its first clips)
-            assert dataclasses.replace(after.data, num_samples=s3.data.num_samples) == s3.data
+            assert not after.data.cache and after.data.num_samples > td.CACHES[s3.data.cache][1]
+        else:  # the same domain; a cache folder of its own holds clips of another generator seed
+            same_generator = dataclasses.replace(after.data, num_samples=s3.data.num_samples) == s3.data
+            fresh_clips = (dataclasses.replace(after.data, num_samples=s3.data.num_samples, seed=s3.data.seed,
+                                               cache=s3.data.cache) == s3.data
+                           and after.data.cache not in seeds and after.data.seed not in seeds.values())
+            assert same_generator or fresh_clips, after.output_dir
             assert after.device == "cpu"
-        if before.data.cache and after.data.cache:  # the cached clips only grow
+            seeds.setdefault(after.data.cache, after.data.seed)
+        if before.data.cache and before.data.cache == after.data.cache:  # the cached clips only grow
             assert after.data.num_samples >= before.data.num_samples
         assert (after.tokenizer, after.vae, after.shift) == (s3.tokenizer, s3.vae, s3.shift)
         assert after.output_dir != before.output_dir
-    # the chain builds one cache, for the cached phase that reads the most clips; done only once it holds them
+    # the chain builds each cache once, before the first phase reading it, for the phase reading it that reads
+    # the most clips; the first is read by the DiT-first phase and by later ones reading more of it
     cached = [c for c in dit_chain if c.data.cache]
-    assert train_demo().CACHE_CLIPS == max(c.data.num_samples for c in cached) > s3.data.num_samples
-    assert train_demo().GPU_PHASES == tuple(n for n, c in zip(train_demo().STAGE3_CHAIN, dit_chain, strict=True)
-                                            if c not in cached)
-    assert f"data.num_samples={train_demo().CACHE_CLIPS}" in next(c for c in commands if " cache " in c)
+    assert set(td.CACHES) == {c.data.cache for c in cached} and td.FIRST_CACHE == s3.data.cache
+    for folder, (phase, clips) in td.CACHES.items():
+        readers = [c for c in cached if c.data.cache == folder]
+        assert phase == Path(readers[0].output_dir).name and clips == max(c.data.num_samples for c in readers)
+        build = next(i for i, c in enumerate(commands) if f" cache --config configs/demo128/{phase}.json" in c)
+        assert f"data.num_samples={clips}" in commands[build]
+        assert f" stage3 --config configs/demo128/{phase}.json" in commands[build + 1]
+    assert td.CACHES[s3.data.cache][1] > s3.data.num_samples
+    assert td.GPU_PHASES == tuple(n for n, c in zip(td.STAGE3_CHAIN, dit_chain, strict=True) if c not in cached)
     # the phases with the retargeter frozen come first; once the joint phase trains it, it stays trainable
     trainable = [c.retarget_trainable for c in dit_chain]
     assert trainable == sorted(trainable) and not trainable[0]
@@ -343,12 +357,28 @@ def test_make_demo_and_make_eval_use_the_domain_the_demo_set_trains_on(monkeypat
 def test_the_chain_grows_a_cache_built_for_fewer_clips(tmp_path, monkeypatch):
     td = train_demo()
     monkeypatch.setattr(td, "REPO", tmp_path)
-    index = tmp_path / td.CACHE_INDEX
-    index.parent.mkdir(parents=True)
-    for clips, complete, want in ((td.CACHE_CLIPS // 2, True, False), (td.CACHE_CLIPS, False, False),
-                                  (td.CACHE_CLIPS, True, True)):
-        index.write_text(json.dumps({"clips": clips, "complete": complete}))
-        assert td.done("cache", td.CACHE_INDEX) is want
+    for step, folder in td.CACHE_STEPS.items():
+        index, clips_needed = tmp_path / folder / "index.json", td.CACHES[folder][1]
+        index.parent.mkdir(parents=True)
+        for clips, complete, want in ((clips_needed // 2, True, False), (clips_needed, False, False),
+                                      (clips_needed, True, True)):
+            index.write_text(json.dumps({"clips": clips, "complete": complete}))
+            assert td.done(step, f"{folder}/index.json") is want
+
+
+def test_a_cache_no_phase_left_will_read_is_not_rebuilt(tmp_path, monkeypatch):
+    """After --restore put a later phase's weights in place, the caches of the phases before it count as done."""
+    td = train_demo()
+    monkeypatch.setattr(td, "REPO", tmp_path)
+    first, last = td.FIRST_CACHE, list(td.CACHES)[-1]
+    assert len(td.CACHES) > 1  # the chain reads more than one cache
+    readers = [n for n in td.STAGE3_CHAIN if td._STAGE3_CONFIGS[n]["data"].get("cache") == first]
+    assert not td.done(td.cache_step(first), f"{first}/index.json")
+    marker = tmp_path / outputs_path(f"runs/demo128/{readers[-1]}")
+    marker.parent.mkdir(parents=True)
+    marker.write_text("{}")
+    assert td.done(td.cache_step(first), f"{first}/index.json")
+    assert not td.done(td.cache_step(last), f"{last}/index.json")
 
 
 def test_motion_guidance_adds_a_still_driver_branch_as_the_negative(monkeypatch):
