@@ -44,7 +44,7 @@ LATEST_STAGE2 = STAGE2_CHAIN[-1]  # the retargeter the DiT-first phase reads (co
 # DiT-first phases read its motion maps (it is keyed by their frozen retargeter's tensors), the joint phases only
 # its other fields; later phases read caches of clips from other generator seeds (CACHES).
 # The phases whose config says device "cuda" train on live clips (no cache) on a GPU: scripts/gpu_train.sh; the
-# CPU phases after them read the cache again.
+# CPU phases after them read cached clips again.
 STAGE3_CHAIN = ("stage3_dit", "stage3_dit2", "stage3_dit3", "stage3_dit4", "stage3_dit5", "stage3_joint",
                 "stage3_joint2", "stage3_joint3", "stage3_joint4", "stage3_joint5", "stage3_joint6", "stage3_gpu1",
                 "stage3_gpu2", "stage3_joint7", "stage3_joint8")
@@ -56,11 +56,13 @@ GPU_PHASES = tuple(name for name, c in _STAGE3_CONFIGS.items() if c.get("device"
 # clips: a config reading fewer reads its first clips (generated clips do not depend on how many there are), so
 # the earlier phases see what they saw when they ran. A later phase may read a folder of its own, built from
 # another generator seed: clips the DiT has not seen.
-CACHES: dict[str, tuple[str, int]] = {}  # {cache folder: (the phase whose config builds it, the clips it holds)}
+CACHE_READERS: dict[str, list[str]] = {}  # {cache folder: the phases reading it, in chain order}
 for _name, _config in _STAGE3_CONFIGS.items():
-    if _folder := _config["data"].get("cache"):
-        _first, _clips = CACHES.get(_folder, (_name, 0))
-        CACHES[_folder] = (_first, max(_clips, _config["data"]["num_samples"]))
+    if _config["data"].get("cache"):
+        CACHE_READERS.setdefault(_config["data"]["cache"], []).append(_name)
+# {cache folder: (the phase whose config builds it, the clips it holds)}
+CACHES = {folder: (readers[0], max(_STAGE3_CONFIGS[n]["data"]["num_samples"] for n in readers))
+          for folder, readers in CACHE_READERS.items()}
 FIRST_CACHE = next(iter(CACHES))
 
 
@@ -107,8 +109,8 @@ def done(name: str, marker: str | Path) -> bool:
         if name in chain:
             later = chain[chain.index(name):]
             return any((REPO / outputs_path(f"runs/demo128/{n}")).is_file() for n in later)
-    if name in CACHE_STEPS and all(done(n, outputs_path(f"runs/demo128/{n}")) for n in STAGE3_CHAIN
-                                   if _STAGE3_CONFIGS[n]["data"].get("cache") == CACHE_STEPS[name]):
+    last_reader = CACHE_READERS[CACHE_STEPS[name]][-1] if name in CACHE_STEPS else None
+    if last_reader and done(last_reader, outputs_path(f"runs/demo128/{last_reader}")):
         return True  # no phase left to read it (the weights came from the demo set: --restore)
     path = REPO / marker
     if not path.is_file():

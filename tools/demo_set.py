@@ -6,9 +6,7 @@ SOURCES: {key: models/<ComfyUI models subfolder>/<name>}, where make demo, make 
 --restore find the set.
 """
 
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
+from .comfy_path import REPO  # (os, sys and pathlib only, at import)
 
 DEMO_NAMES = {"dit": "ima_demo_wan.safetensors", "vae": "ima_demo_wan21_vae.safetensors",
               "tokenizer": "ima_demo_motion_tokenizer.safetensors", "modules": "ima_demo_modules.safetensors"}

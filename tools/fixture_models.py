@@ -14,7 +14,6 @@ import torch
 from safetensors.torch import save_file
 
 from .comfy_path import REPO, add_comfyui_to_path
-from .demo_set import DEMO_NAMES  # noqa: F401  (re-exported: the tests and demo import it from here)
 
 DIT_NAME = "ima_tiny_wan.safetensors"
 VAE_NAME = "ima_tiny_wan21_vae.safetensors"
@@ -96,7 +95,6 @@ def tiny_motion_tokenizer(seed: int = 0):
     return MotionTokenizer(MotionTokenizerConfig(width=64, layers=2, heads=1, codebook_size=256))
 
 
-
 def tiny_heatmap_head(seed: int = 0):
     import sys
     sys.path.insert(0, str(REPO))
@@ -109,7 +107,7 @@ def tiny_heatmap_head(seed: int = 0):
 
 def write_fixture_models(models_dir, seed: int = 0, zero_adapters: bool = False, names: dict | None = None) -> dict:
     """Write the tiny model set under models_dir (ComfyUI's models/ layout). Returns {kind: file name}.
-    ``names`` renames the files (e.g. DEMO_NAMES, the names the demo workflow asks for)."""
+    ``names`` renames the files (e.g. tools.demo_set.DEMO_NAMES, the names the demo workflow asks for)."""
     names = names or {"dit": DIT_NAME, "vae": VAE_NAME, "tokenizer": TOKENIZER_NAME, "modules": MODULES_NAME}
     models_dir = Path(models_dir)
     for sub in ("diffusion_models", "vae", "im_animation"):

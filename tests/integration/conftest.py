@@ -6,7 +6,8 @@ import sys
 import pytest
 
 from tools.comfy_path import REPO
-from tools.fixture_models import DEMO_NAMES, write_fixture_models
+from tools.demo_set import DEMO_NAMES
+from tools.fixture_models import write_fixture_models
 from tools.media import DRIVING_NAME, IDENTITY_NAME, write_demo_inputs
 from tools.server import ComfyServer
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tools.comfy_path import REPO
-from tools.fixture_models import DEMO_NAMES
+from tools.demo_set import DEMO_NAMES
 from tools.media import DRIVING_NAME, IDENTITY_NAME
 from tools.server import assert_ok, execution_error
 

@@ -14,7 +14,7 @@ import pytest
 from im_animation_core.train.__main__ import _apply_sets
 from im_animation_core.train.config import config_from_dict, load_config
 from im_animation_core.train.outputs import outputs_path
-from tools.fixture_models import DEMO_NAMES
+from tools.demo_set import DEMO_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs" / "demo"
