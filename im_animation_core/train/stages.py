@@ -548,8 +548,10 @@ class Stage3(Stage2):
         """Stage 2's cached fields plus the target latents, the frozen retargeter's motion (retarget_trainable
         false), the driving face crops (when the modules have expression blocks) and the moving map (when
         moving_weight is on)."""
-        out = super().cached_fields(batch)
+        # Encoded once here: Stage 2's fields read the prepared batch's latents instead of encoding the clip again
+        # (the VAE is most of a cache build's time).
         batch = self.prepare(batch)
+        out = super().cached_fields(batch)
         out["target_latent"] = batch["target_latent"]
         if not self.config.retarget_trainable:
             out["retargeted_motion"] = self.model.frozen_retarget(batch)[0]

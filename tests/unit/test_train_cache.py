@@ -246,3 +246,20 @@ def test_a_cache_of_generated_clips_grows_and_serves_shorter_configs(tmp_path, f
     for i in range(9):  # clip 8 sits in a batch of 3 there and of 1 here: the VAE's float sums may round apart
         for k, v in grown[i].items():
             torch.testing.assert_close(v, whole[i][k], msg=f"clip {i}, {k}")
+
+
+def test_a_cache_build_encodes_each_clip_once(tmp_path, files, monkeypatch):
+    import im_animation_core.train.stages as stages_mod
+
+    cfg = config_from_dict("stage3", stage3_dict(tmp_path, files))
+    real_encode = stages_mod._encode_video
+    encoded = []
+
+    def counting_encode(vae, clips, device):
+        encoded.append(tuple(clips.shape[:2]))
+        return real_encode(vae, clips, device)
+
+    monkeypatch.setattr(stages_mod, "_encode_video", counting_encode)
+    build_cache("stage3", cfg)
+    # one identity image and one target clip per shard (the 6 clips fit one), not each twice
+    assert sorted(encoded) == [(6, 1), (6, 5)]
