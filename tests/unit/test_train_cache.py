@@ -11,6 +11,7 @@ from im_animation_core.data import SyntheticPairs, collate_pairs
 from im_animation_core.tokenizer.checkpoint import save_motion_tokenizer
 from im_animation_core.train import Trainer, config_from_dict
 from im_animation_core.train import cache as cache_mod
+from im_animation_core.train import stages as stages_mod
 from im_animation_core.train.build import build_encoder
 from im_animation_core.train.cache import CachedClips, CacheError, build_cache, cache_key, read_index
 from im_animation_core.train.presets import tiny_config_dict, write_tiny_vae
@@ -249,8 +250,6 @@ def test_a_cache_of_generated_clips_grows_and_serves_shorter_configs(tmp_path, f
 
 
 def test_a_cache_build_encodes_each_clip_once(tmp_path, files, monkeypatch):
-    import im_animation_core.train.stages as stages_mod
-
     cfg = config_from_dict("stage3", stage3_dict(tmp_path, files))
     real_encode = stages_mod._encode_video
     encoded = []
