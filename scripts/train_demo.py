@@ -47,7 +47,7 @@ LATEST_STAGE2 = STAGE2_CHAIN[-1]  # the retargeter the DiT-first phase reads (co
 # CPU phases after them read cached clips again.
 STAGE3_CHAIN = ("stage3_dit", "stage3_dit2", "stage3_dit3", "stage3_dit4", "stage3_dit5", "stage3_joint",
                 "stage3_joint2", "stage3_joint3", "stage3_joint4", "stage3_joint5", "stage3_joint6", "stage3_gpu1",
-                "stage3_gpu2", "stage3_joint7", "stage3_joint8")
+                "stage3_gpu2", "stage3_joint7", "stage3_joint8", "stage3_joint10")
 LATEST_STAGE3 = STAGE3_CHAIN[-1]  # the demo set's DiT, modules and tokenizer (scripts/package_demo.py)
 CHAINS = (STAGE2_CHAIN, STAGE3_CHAIN)
 _STAGE3_CONFIGS = {name: json.loads((REPO / CONFIGS / f"{name}.json").read_text()) for name in STAGE3_CHAIN}
