@@ -433,3 +433,21 @@ def test_the_gpu_training_script_parses_and_refuses_a_machine_without_cuda():
     done = subprocess.run(["bash", str(script), "configs/demo128/stage3_gpu1.json", "60"], capture_output=True,
                           text=True, env={**os.environ, "PYTHON": sys.executable})
     assert done.returncode == 2 and "no CUDA device visible" in done.stderr
+
+
+TRIALS = sorted((DEMO128 / "trials").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", TRIALS, ids=lambda p: p.name)
+def test_every_kept_trial_is_a_valid_continuation_of_a_chain_phase(path):
+    """A trial (docs/training.md names each) is not run by the chain, so only this keeps it runnable: it must
+    still validate and start from the exports of a phase the chain does run, in the demo set's domain."""
+    trial = load_config("stage3", path)
+    td = train_demo()
+    chain = {c.output_dir: c for c in (load_config("stage3", DEMO128 / f"{n}.json") for n in td.STAGE3_CHAIN)}
+    parent = next((c for d, c in chain.items() if trial.dit.path == f"{d}/wan_dit.safetensors"), None)
+    assert parent is not None, f"{path.name} starts from {trial.dit.path}, which no chain phase exports"
+    assert trial.modules.path == f"{parent.output_dir}/im_animation_modules.safetensors"
+    assert (trial.tokenizer, trial.vae, trial.shift, trial.data.size, trial.data.options) == (
+        parent.tokenizer, parent.vae, parent.shift, parent.data.size, parent.data.options)
+    assert trial.output_dir not in chain  # its run never overwrites a phase of the demo set
