@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 from types import SimpleNamespace
@@ -20,6 +21,7 @@ from ..retarget import RetargetConfig
 from ..tokenizer import MotionTokenizer, MotionTokenizerConfig
 from ..wan import WanDiT, WanDiTConfig, file_metadata, load_wan_dit
 from .config import CommonConfig, ConfigError, DataConfig, DiTInit, Stage1Config, Stage2Config, VAEInit
+from .dit_widen import WIDEN_SEED, widen_modules, widen_wan_dit
 from .encoders import ConvEncoderConfig, ConvMotionEncoder, TokenizerEncoder
 from .modules_file import load_modules, retarget_kind, use_retarget_kind
 from .titok import tokenizer_from_titok
@@ -109,6 +111,9 @@ def dit_sizes(d: DiTInit) -> tuple[WanDiTConfig, int]:
         cfg = dit_config(d)
         return cfg, cfg.in_dim
     cfg = WanDiTConfig.from_state_dict(_file_shapes(d.path))
+    if d.width_factor > 1:  # as build_dit widens it
+        f = d.width_factor
+        cfg = dataclasses.replace(cfg, dim=cfg.dim * f, ffn_dim=cfg.ffn_dim * f, num_heads=cfg.num_heads * f)
     latent = int(file_metadata(d.path).get("latent_channels") or cfg.in_dim)
     return cfg, latent
 
@@ -125,6 +130,10 @@ def build_dit(d: DiTInit) -> WanDiT:
     dtype = DTYPES[d.dtype]
     if d.path:
         dit = load_wan_dit(d.path, dtype=dtype)
+        if d.width_factor > 1:
+            log.info("widening the DiT from %s from width %d to %d", d.path, dit.config.dim,
+                     dit.config.dim * d.width_factor)
+            dit = widen_wan_dit(dit, d.width_factor, seed=WIDEN_SEED)
     else:
         dit = WanDiT(dit_config(d)).to(dtype)
     dit.set_gradient_checkpointing(d.gradient_checkpointing)
@@ -136,6 +145,8 @@ def build_modules(config: Stage2Config, encoder: nn.Module, spec: DiTSpec, patch
     m = config.modules
     if m.path:
         modules = load_modules(m.path)
+        if config.dit.width_factor > 1 and modules.dit.dim * config.dit.width_factor == spec.dim:
+            modules = widen_modules(modules, config.dit.width_factor, seed=WIDEN_SEED)
         if modules.dit.sizes() != spec.sizes():
             raise ConfigError(f"modules.path '{m.path}' was made for the DiT {modules.dit.sizes()} but this run's DiT "
                               f"is {spec.sizes()}: use the same DiT sizes in every stage")

@@ -174,7 +174,9 @@ class DiTInit:
     DiT of these sizes (defaults: Wan2.2 TI2V-5B). num_heads 0 = dim // 128 (what ComfyUI assumes).
     dtype: the DiT's parameter dtype while training; export: "base" (Wan keys, patch embedding as the
     base model's: the node pack adds the motion channels at run time) or "widened" (latent + C_r input
-    channels, for using the DiT without the pack's patch); save_dtype: dtype of the exported file."""
+    channels, for using the DiT without the pack's patch); save_dtype: dtype of the exported file.
+    width_factor: widen the DiT in ``path`` and the modules' DiT-side weights this many times (width, heads and
+    FFN; ``train.dit_widen``: the same outputs, more capacity) before training; 1 = as stored."""
 
     path: str = ""
     dim: int = 3072
@@ -189,6 +191,7 @@ class DiTInit:
     dtype: str = "float32"
     export: str = "base"
     save_dtype: str = "float32"
+    width_factor: int = 1
 
 
 @dataclass(kw_only=True)
@@ -486,6 +489,9 @@ def validate(stage: str, c: CommonConfig) -> None:
         _choice("dit.export", c.dit.export, ("base", "widened"))
         _choice("dit.dtype", c.dit.dtype, DTYPES)
         _choice("dit.save_dtype", c.dit.save_dtype, DTYPES)
+        if c.dit.width_factor < 1 or (c.dit.width_factor > 1 and not c.dit.path):
+            raise ConfigError(f"config field 'dit.width_factor' is {c.dit.width_factor}: it widens the trained DiT in "
+                              f"dit.path, so it needs dit.path and must be >= 1 (a fresh DiT: set dit.dim instead)")
         if c.strategy == "fsdp" and c.dit.dtype != "float32":
             raise ConfigError(f"strategy 'fsdp' keeps float32 master weights, but dit.dtype is '{c.dit.dtype}': set "
                               f"it to float32 (mixed_precision 'bf16' computes in bfloat16)")

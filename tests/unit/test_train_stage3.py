@@ -251,3 +251,36 @@ def test_a_run_with_the_progress_bar_shows_each_steps_loss(tmp_path, items, caps
     Trainer("stage3", cfg, dataset=items, vae=tiny_vae()).train()
     err = capsys.readouterr().err
     assert "2/2" in err and "loss=" in err
+
+
+def test_dit_width_factor_widens_a_trained_pair_with_the_same_losses_and_exports_the_wide_pair(tmp_path, items):
+    batch = collate_pairs(items)
+    narrow = tmp_path / "narrow"
+    Trainer("stage3", config_from_dict("stage3", tiny_config_dict("stage3", narrow, steps=2)), dataset=items,
+            vae=tiny_vae()).train()
+    files = {"dit": {"path": str(narrow / "wan_dit.safetensors")},
+             "modules": {"path": str(narrow / "im_animation_modules.safetensors")}}
+
+    def trainer(out, **dit):
+        raw = tiny_config_dict("stage3", tmp_path / out, steps=1, **files)
+        raw["dit"].update(dit)
+        return Trainer("stage3", config_from_dict("stage3", raw), dataset=items, vae=tiny_vae())
+
+    same, wide = trainer("same"), trainer("wide", width_factor=2)
+    assert wide.model.dit.config.dim == 2 * same.model.dit.config.dim
+    assert wide.model.ima.dit.dim == wide.model.dit.config.dim
+    for s in (1, 2):  # the widened pair starts from the narrow pair's losses
+        a, b = same.evaluate(batch, seed_step=s), wide.evaluate(batch, seed_step=s)
+        assert b["dit"] == pytest.approx(a["dit"], rel=1e-4) and b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+    wide.train()
+    dit = load_wan_dit(tmp_path / "wide" / "wan_dit.safetensors")
+    modules = IMAnimationModules.from_file(str(tmp_path / "wide" / "im_animation_modules.safetensors"))
+    assert dit.config.dim == modules.dit.dim == 2 * same.model.dit.config.dim
+    assert dit.config.num_heads == modules.dit.heads == 2 * same.model.dit.config.num_heads
+    assert WanDiTConfig.from_state_dict(load_wan_state_dict(tmp_path / "wide" / "wan_dit.safetensors")
+                                        ).stock_loader_problems() == []
+
+
+def test_dit_width_factor_needs_a_dit_file(tmp_path):
+    with pytest.raises(ConfigError, match="dit.width_factor"):
+        config_from_dict("stage3", tiny_config_dict("stage3", tmp_path / "x", dit={"width_factor": 2}))
