@@ -13,7 +13,8 @@ A chain longer than one machine's life continues from the committed outputs: --s
 the figures, commit models/demo128/, and on a fresh clone --restore before continuing. Weights that
 scripts/package_demo.py has made the demo set's (the dim-16 VAE in models/vae/; the latest DiT phase's DiT,
 modules and tokenizer) are committed once: --save leaves them out of models/demo128/ and records their SHA-256
-in models/demo128/packaged.json, and --restore takes them from the demo set when they match.
+in models/demo128/packaged.json, and --restore takes them from the demo set when they match. So is any other
+step output with the bytes of a demo-set file (the frozen tokenizer that Stage 1 wrote and Stage 2 passes on).
 """
 
 from __future__ import annotations
@@ -217,9 +218,21 @@ def vae_trained_for(path: Path, name: str) -> bool:
     return recorded.get("steps") == config["steps"] and agrees(config["train"], recorded)
 
 
+def demo_set_twin(run_path: str) -> Path | None:
+    """A demo-set file with the same bytes as this step output (e.g. the tokenizer, which Stage 1 wrote and every
+    later run passes on unchanged), if any: it is then committed once, there."""
+    out = REPO / run_path
+    for rel in DEMO_SET.values():
+        twin = REPO / rel
+        if twin.is_file() and twin.stat().st_size == out.stat().st_size and filecmp.cmp(out, twin, shallow=False):
+            return twin
+    return None
+
+
 def save_outputs() -> None:
     # entries of earlier DiT phases, whose weights the demo set no longer holds, are dropped
-    record = {f: sha for f, sha in packaged_record().items() if f in PACKAGED}
+    record = {f: sha for f, sha in packaged_record().items()
+              if f in PACKAGED or Path(f).parent.name not in STAGE3_CHAIN}
     for name, marker in ((n, m) for n, _, m in STEPS):
         if name not in KEEP or not done(name, marker):
             continue
@@ -227,9 +240,11 @@ def save_outputs() -> None:
             if not (REPO / f).is_file():
                 continue
             packaged = packaged_copy(f)
-            if packaged and filecmp.cmp(REPO / f, packaged, shallow=False):
-                record[f] = file_sha256(packaged)
-                print(f"not saved {f}: the same as {PACKAGED[f]} (--restore takes it from there)")
+            twin = packaged if packaged and filecmp.cmp(REPO / f, packaged, shallow=False) else demo_set_twin(f)
+            if twin is not None:
+                record[f] = file_sha256(twin)
+                committed_path(f).unlink(missing_ok=True)  # a copy saved before the demo set held these bytes
+                print(f"not saved {f}: the same as {twin.relative_to(REPO)} (--restore takes it from there)")
                 continue
             committed_path(f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(REPO / f, committed_path(f))
@@ -240,6 +255,7 @@ def save_outputs() -> None:
 
 def restore_outputs() -> None:
     record = packaged_record()
+    demo_set_shas = {file_sha256(REPO / rel): REPO / rel for rel in DEMO_SET.values() if (REPO / rel).is_file()}
     wanted = {f: name for name, files in KEEP.items() for f in files}
     # The DiT phase whose weights the demo set holds is the one --save recorded, which is not the chain's last
     # once a continuation has been added to STAGE3_CHAIN (KEEP then names the run still to train).
@@ -251,7 +267,9 @@ def restore_outputs() -> None:
         if not src.is_file():  # committed once, as the demo set's file
             src = demo_set_file(f)
             if src is None or not src.is_file() or not packaged_is_output(src, f, name, record):
-                continue
+                src = demo_set_shas.get(record.get(f))  # the same bytes in another demo-set file
+                if src is None:
+                    continue
         (REPO / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, REPO / f)
         print(f"restored {f} (from {src.relative_to(REPO)})")

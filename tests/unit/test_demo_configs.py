@@ -208,6 +208,24 @@ def test_the_chain_saves_finished_steps_for_git_and_restores_them(tmp_path, monk
     assert (stage1 / "config.yaml").read_text() == "config.yaml"
     assert td.done("stage1", td.outputs_path("runs/demo128/stage1"))
 
+    # Once the demo set holds the same bytes (the tokenizer Stage 1 wrote is the demo set's), the step's copy is
+    # dropped from models/demo128/ and restored from the demo set's file.
+    demo_tokenizer = tmp_path / td.DEMO_SET["tokenizer"]
+    demo_tokenizer.parent.mkdir(parents=True)
+    demo_tokenizer.write_text("motion_tokenizer.safetensors")
+    td.save_outputs()
+    assert not (tmp_path / "models/demo128/stage1/motion_tokenizer.safetensors").exists()
+    assert (tmp_path / "models/demo128/stage1/heatmap_head.safetensors").is_file()
+    shutil.rmtree(tmp_path / "runs")
+    td.restore_outputs()
+    assert (stage1 / "motion_tokenizer.safetensors").read_text() == "motion_tokenizer.safetensors"
+    assert td.done("stage1", td.outputs_path("runs/demo128/stage1"))
+    # a demo set whose tokenizer has changed since then does not stand for the step's output
+    shutil.rmtree(tmp_path / "runs")
+    demo_tokenizer.write_text("another tokenizer")
+    td.restore_outputs()
+    assert not (stage1 / "motion_tokenizer.safetensors").exists() and (stage1 / "config.yaml").is_file()
+
 
 def _vae_file(path: Path, config: dict, **changes) -> None:
     """A stand-in VAE file whose recorded training is config's (the trainer records more settings than the
