@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import logging
 from types import SimpleNamespace
@@ -21,7 +20,7 @@ from ..retarget import RetargetConfig
 from ..tokenizer import MotionTokenizer, MotionTokenizerConfig
 from ..wan import WanDiT, WanDiTConfig, file_metadata, load_wan_dit
 from .config import CommonConfig, ConfigError, DataConfig, DiTInit, Stage1Config, Stage2Config, VAEInit
-from .dit_widen import WIDEN_SEED, widen_modules, widen_wan_dit
+from .dit_widen import WIDEN_SEED, widen_modules, widen_wan_dit, widened_config
 from .encoders import ConvEncoderConfig, ConvMotionEncoder, TokenizerEncoder
 from .modules_file import load_modules, retarget_kind, use_retarget_kind
 from .titok import tokenizer_from_titok
@@ -112,8 +111,7 @@ def dit_sizes(d: DiTInit) -> tuple[WanDiTConfig, int]:
         return cfg, cfg.in_dim
     cfg = WanDiTConfig.from_state_dict(_file_shapes(d.path))
     if d.width_factor > 1:  # as build_dit widens it
-        f = d.width_factor
-        cfg = dataclasses.replace(cfg, dim=cfg.dim * f, ffn_dim=cfg.ffn_dim * f, num_heads=cfg.num_heads * f)
+        cfg = widened_config(cfg, d.width_factor)
     latent = int(file_metadata(d.path).get("latent_channels") or cfg.in_dim)
     return cfg, latent
 

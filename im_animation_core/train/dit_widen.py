@@ -25,7 +25,9 @@ from dataclasses import replace
 import torch
 
 from ..modules import DiTSpec, IMAnimationModules
+from ..wan.config import WanDiTConfig
 from ..wan.model import WanDiT
+from .vae_widen import tile_channels
 
 WIDEN_SEED = 0  # the symmetry-breaking noise's seed when a run widens its DiT (dit.width_factor): fixed, so the
 # widened start is the same in every run of a config
@@ -36,11 +38,6 @@ _OUTPUT_CHUNKS = {"time_projection.1": 6, "attn.kv": 2}
 
 def _chunks(name: str) -> int:
     return next((n for key, n in _OUTPUT_CHUNKS.items() if name.startswith(key) or f".{key}." in f".{name}"), 1)
-
-
-def _tile(t: torch.Tensor, axis: int, chunks: int, factor: int) -> torch.Tensor:
-    """[.., chunks*S, ..] -> [.., chunks*factor*S, ..]: each chunk repeated ``factor`` times in place."""
-    return torch.cat([p for part in t.chunk(chunks, dim=axis) for p in [part] * factor], dim=axis)
 
 
 def _split_reader(t: torch.Tensor, factor: int, noise: float, gen: torch.Generator) -> torch.Tensor:
@@ -68,16 +65,21 @@ def widen_state(small: dict[str, torch.Tensor], wide_shapes: dict[str, torch.Siz
             out[name] = t.clone()
             continue
         if name.endswith("modulation"):
-            t = _tile(t, -1, 1, factor)
+            t = tile_channels(t, -1, 1, factor)
         else:
             if t.shape[0] != want[0]:
-                t = _tile(t, 0, _chunks(name), factor)
+                t = tile_channels(t, 0, _chunks(name), factor)
             if t.dim() > 1 and t.shape[1] != want[1]:
                 t = _split_reader(t, factor, noise, gen)
         if t.shape != want:
             raise ValueError(f"cannot widen {name}: {tuple(small[name].shape)} -> {tuple(want)} by {factor}")
         out[name] = t.contiguous()
     return out
+
+
+def widened_config(c: WanDiTConfig, factor: int) -> WanDiTConfig:
+    """The sizes of ``c`` widened ``factor`` times: width, heads and FFN."""
+    return replace(c, dim=c.dim * factor, ffn_dim=c.ffn_dim * factor, num_heads=c.num_heads * factor)
 
 
 def _check_factor(factor: int) -> None:
@@ -91,8 +93,7 @@ def widen_wan_dit(model: WanDiT, factor: int, noise: float = 0.5, seed: int = 0)
     same outputs up to float rounding. noise: the copies' symmetry-breaking spread relative to each weight's
     (it does not change the outputs)."""
     _check_factor(factor)
-    c = model.config
-    wide_cfg = replace(c, dim=c.dim * factor, ffn_dim=c.ffn_dim * factor, num_heads=c.num_heads * factor)
+    wide_cfg = widened_config(model.config, factor)
     channels = model.motion_patch.in_channels if model.motion_patch is not None else 0
     with torch.device("meta"):
         wide = WanDiT(wide_cfg, motion_channels=channels, init=False)

@@ -26,7 +26,7 @@ import torch
 from ..wan.vae import Resample, WanVAE
 
 
-def _tile(t: torch.Tensor, axis: int, chunks: int, factor: int) -> torch.Tensor:
+def tile_channels(t: torch.Tensor, axis: int, chunks: int, factor: int) -> torch.Tensor:
     """[.., chunks*S, ..] -> [.., chunks*factor*S, ..]: each chunk repeated ``factor`` times in place."""
     parts = t.chunk(chunks, dim=axis)
     return torch.cat([p for part in parts for p in [part] * factor], dim=axis)
@@ -51,9 +51,9 @@ def widen_wan_vae(model: WanVAE, factor: int, noise: float = 1e-3, seed: int = 0
             continue
         t = s
         if t.shape[0] != w.shape[0]:
-            t = _tile(t, 0, chunk_of.get(name, 1), factor)
+            t = tile_channels(t, 0, chunk_of.get(name, 1), factor)
         if t.dim() > 1 and t.shape[1] != w.shape[1]:
-            t = _tile(t, 1, 1, factor) / factor
+            t = tile_channels(t, 1, 1, factor) / factor
         if t.shape != w.shape:
             raise ValueError(f"cannot widen {name}: {tuple(s.shape)} -> {tuple(w.shape)} with factor {factor}")
         if name.endswith("to_qkv.weight") or name.endswith("to_qkv.bias"):

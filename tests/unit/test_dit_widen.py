@@ -19,6 +19,7 @@ def randomised(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
+            # vectors at the hidden width (norm gains among them) around 1, so no gain is near zero
             p.copy_(torch.randn(p.shape, generator=gen) * 0.2 + (1.0 if p.dim() == 1 and p.shape[0] > 40 else 0.0))
     return module
 
