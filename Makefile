@@ -19,7 +19,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ima-setup-done
 SETUP_DEPS := requirements.txt requirements-dev.txt tools/constraints.txt tools/setup_venv.sh
 
-.PHONY: setup test test-host test-floor demo lint bench workflows images eval ablations train-demo chromium
+.PHONY: setup test test-host test-floor demo serve lint bench workflows images eval ablations train-demo chromium
 
 setup: $(STAMP) chromium
 
@@ -65,6 +65,12 @@ endif
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
+
+# make serve: the real ComfyUI (COMFYUI_PATH) with this pack, the demo models and inputs, browser UI and HTTP API
+# on http://127.0.0.1:$(PORT) until Ctrl-C (README, "make serve"); pass tools/serve.py's options with ARGS.
+PORT ?= 8188
+serve: $(STAMP)
+	$(PY) -m tools.serve --port $(PORT) $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,25 +1,33 @@
-"""GPU check of the paper-scale path (Wan2.2 TI2V-5B), on one CUDA GPU, nothing downloaded (random weights).
+"""GPU check: this pack through ComfyUI on one CUDA GPU, and the Wan2.2 TI2V-5B pipeline's cost; nothing
+downloaded (random weights, made on the machine's disk).
 
-    bash scripts/gpu_check.sh [OUT.json]          # one GPU, well under 10 minutes on an H200
-    python -m bench.gpu_check --smoke [--out F]   # the same code at tiny sizes on the CPU (the unit test)
+    bash scripts/gpu_check.sh OUT.json            # one GPU, at most 8 minutes; OUT.json + OUT.md
+    bash scripts/gpu_check.sh --smoke OUT.json    # every part at tiny sizes on the CPU (the unit test)
 
-Three measurements, printed as one JSON object (and written to --out):
-1. ``tokenizer``: the released-size motion tokenizer (ViT-L, 303 M) encoding one 81-frame clip in bf16:
+Parts, most valuable first; each runs in a child process with its own time box (a part that fails, crashes or
+runs out of time is recorded with its error, and the next one runs; a part left less time than it needs is
+recorded as not run):
+1. ``comfy_demo`` (bench/gpu_comfy.py): the demo workflow through the real ComfyUI server on the GPU with
+   default flags, ``--lowvram`` and ``--novram``, against a ``--cpu`` run of the same seed; unload-and-rerun
+   equality, peak GPU memory, seconds.
+2. ``comfy_5b`` (bench/gpu_comfy.py): the 5B pipeline at its exact shapes (bf16 and fp8_e4m3fn weights through
+   the stock UNETLoader, 81 frames at 480x832 and 704x1280), patched vs native s/step through KSampler's
+   function, peak memory, the pack's modules on the right device.
+3. ``tokenizer``: the released-size motion tokenizer (ViT-L, 303 M) encoding one 81-frame clip in bf16:
    frames/s, and TFLOP/s by its 183 GFLOP per frame (bench.bench_tokenizer.flops_per_frame).
-2. ``sampling``: one sampling step of the full 5B DiT (random init, bf16, no grad) at 81 frames of 480x832
-   (22 latent frames with the reference, 30 x 52 latent), native (no motion input, no expression blocks)
-   and patched as the sampler node patches it (the motion patch on the retargeted-motion channels and the
-   five expression blocks after blocks 5, 11, 17, 23, 29); the median times and patched / native. This is
-   this pack's own DiT, not ComfyUI's (bench/bench_injection.py measures ComfyUI's, end to end, at small
-   sizes).
-3. ``fsdp_step``: the Stage-3 trainer (train.trainer.Trainer, strategy "fsdp" over a process group of this
+4. ``fsdp_step``: the Stage-3 trainer (train.trainer.Trainer, strategy "fsdp" over a process group of this
    one GPU, bf16 compute, fp32 master weights, per-block activation checkpointing) on the full model: the 5B
    DiT + the modules at their default sizes + the tokenizer (frozen: its tokens are given, as from a clip
    cache), AdamW, at 81 frames of 480x832 with random cached latents. Two optimizer steps; the second's
    seconds and the peak CUDA memory. No checkpoint is written.
+Optional (``--parts sampling``): one sampling step of this pack's own 5B DiT (not ComfyUI's), native vs
+patched (the motion patch and the five expression blocks after blocks 5, 11, 17, 23, 29).
 
-``--smoke`` swaps in tiny sizes (a 6-block dim-128 DiT on 48 channels, a 1-layer tokenizer, 5 frames of
-64x64) and the CPU (gloo, float32), so that a unit test runs every line of the logic.
+The report: ``{"device", "driver", "torch", "smoke", "wall_s", "parts": {part: {"ok": bool, figures...,
+"error" when not ok}}}``, and a Markdown summary beside it (OUT.md).
+
+``--smoke`` swaps in tiny sizes (the fixture model set, a 6-block dim-128 DiT on 48 channels, a 1-layer
+tokenizer, 5 frames of 64x64) and the CPU (gloo, float32), so that a unit test runs every line of the logic.
 """
 
 from __future__ import annotations
@@ -285,56 +293,193 @@ def init_process_group(device: torch.device) -> bool:
     return True
 
 
-def run(smoke: bool, parts: list[str]) -> dict[str, Any]:
+def run_in_process(part: str, smoke: bool) -> dict[str, Any]:
+    """One of the parts of this module (tokenizer, sampling, fsdp_step) in this process."""
     s = sizes(smoke)
     if smoke:
         device, dtype = torch.device("cpu"), torch.float32
     else:
         if not torch.cuda.is_available():
-            raise SystemExit("the GPU check needs a CUDA device (python -m bench.gpu_check --smoke runs its logic "
-                             "on the CPU)")
+            raise RuntimeError("the GPU check needs a CUDA device (--smoke runs its logic on the CPU)")
         device, dtype = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))), torch.bfloat16
         torch.cuda.set_device(device)
-    report: dict[str, Any] = {"smoke": smoke, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
-                              else "cpu", "torch": torch.__version__,
-                              "dit_config_params": parameter_count(s.dit)}
-    t_all = time.perf_counter()
+    if part == "tokenizer":
+        return check_tokenizer(s, device, dtype)
+    if part == "sampling":
+        return {"dit_config_params": parameter_count(s.dit), **check_sampling(s, device, dtype)}
+    created = init_process_group(device)
+    try:
+        return check_fsdp_step(s, device)
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+PARTS = ("comfy_demo", "comfy_5b", "tokenizer", "fsdp_step")
+OPTIONAL_PARTS = ("sampling",)
+TOTAL_S = {False: 470, True: 290}  # the whole check: 8 minutes on a GPU (less the start), 5 on the CPU
+# {part: (time box, the least time worth starting it with)}, seconds
+BOXES = {False: {"comfy_demo": (200, 90), "comfy_5b": (210, 120), "tokenizer": (45, 20), "fsdp_step": (150, 100),
+                 "sampling": (90, 60)},
+         True: {"comfy_demo": (200, 30), "comfy_5b": (200, 30), "tokenizer": (60, 5), "fsdp_step": (120, 10),
+                "sampling": (60, 5)}}
+
+
+def run_child(part: str, smoke: bool, box_s: float, work: Path) -> dict[str, Any]:
+    """Run ``part`` in a child process (its own CUDA context and memory, freed when it exits), killed with all
+    it started when ``box_s`` runs out. The child stops starting new measurements at 80% of the box."""
+    import signal
+    import subprocess
+    import sys
+
+    out = work / f"{part}.json"
+    log = work / f"{part}.log"
+    cmd = [sys.executable, "-m", "bench.gpu_check", "--child", part, "--part-out", str(out),
+           "--deadline", str(time.time() + 0.8 * box_s), *(["--smoke"] if smoke else [])]
+    t0 = time.perf_counter()
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], stdout=log_file,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            code = proc.wait(timeout=box_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the child's session: it and the servers it started
+            proc.wait()
+            code = None
+    wall = time.perf_counter() - t0
+    tail = log.read_text(errors="replace")[-3000:]
+    if code is None:
+        return {"ok": False, "error": f"killed at its time box of {box_s:.0f} s", "log_tail": tail, "wall_s": wall}
+    if not out.is_file():
+        return {"ok": False, "error": f"the part's process exited with {code} and no report", "log_tail": tail,
+                "wall_s": wall}
+    result = json.loads(out.read_text())
+    result["wall_s"] = wall
+    if not result.get("ok"):
+        result["log_tail"] = tail
+    return result
+
+
+def device_info(smoke: bool) -> dict[str, Any]:
+    import subprocess
+
+    info: dict[str, Any] = {"device": "cpu", "driver": None, "torch": torch.__version__}
+    if not smoke and torch.cuda.is_available():
+        info["device"] = torch.cuda.get_device_name(0)
+        try:
+            q = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,memory.total", "--format=csv,noheader",
+                                "-i", "0"], capture_output=True, text=True, timeout=10)
+            info["driver"], info["gpu_memory"] = [x.strip() for x in q.stdout.strip().split(",")][:2]
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            pass
+    return info
+
+
+def run(smoke: bool, parts: list[str], work: Path) -> dict[str, Any]:
+    report: dict[str, Any] = {**device_info(smoke), "smoke": smoke, "parts": {}}
+    start = time.perf_counter()
     for part in parts:
-        t0 = time.perf_counter()
-        if part == "tokenizer":
-            report[part] = check_tokenizer(s, device, dtype)
-        elif part == "sampling":
-            report[part] = check_sampling(s, device, dtype)
-        elif part == "fsdp_step":
-            created = init_process_group(device)
-            try:
-                report[part] = check_fsdp_step(s, device)
-            finally:
-                if created:
-                    dist.destroy_process_group()
-        _free(device)  # the part's models are gone with its frame: give their memory back before the next
-        report[part]["wall_s"] = time.perf_counter() - t0
-        print(json.dumps({part: report[part]}), flush=True)
-    report["wall_s"] = time.perf_counter() - t_all
+        box, least = BOXES[smoke][part]
+        left = TOTAL_S[smoke] - (time.perf_counter() - start)
+        if left < least:
+            report["parts"][part] = {"ok": False, "error": f"not run: {left:.0f} s of the check's "
+                                                             f"{TOTAL_S[smoke]} s left, the part needs {least} s"}
+        else:
+            report["parts"][part] = run_child(part, smoke, min(box, left), work)
+        print(json.dumps({part: {k: v for k, v in report["parts"][part].items() if k != "log_tail"}},
+                         default=str), flush=True)
+    report["wall_s"] = time.perf_counter() - start
     return report
 
 
-PARTS = ("tokenizer", "sampling", "fsdp_step")
+def _figure(x) -> str:
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+SUMMARY_KEYS = {
+    "comfy_demo": None,
+    "comfy_5b": None,
+    "tokenizer": ("frames_per_s", "tflop_per_s", "seconds", "dtype"),
+    "fsdp_step": ("sec_per_step", "peak_bytes", "build_s", "loss"),
+    "sampling": ("native_s", "patched_s", "patched_over_native"),
+}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown: a line per part, then its figures."""
+    lines = [f"# GPU check{' (smoke: tiny sizes on the CPU)' if report['smoke'] else ''}", "",
+             f"device: {report['device']}; driver: {report.get('driver')}; torch {report['torch']}; "
+             f"wall {report.get('wall_s', 0):.0f} s", "", "| part | ok | wall s | error |", "|---|---|---:|---|"]
+    for part, r in report["parts"].items():
+        err = str(r.get("error", "")).replace("|", "/").replace("\n", " ")[:300]
+        lines.append(f"| {part} | {'yes' if r.get('ok') else 'NO'} | {_figure(r.get('wall_s', ''))} | {err} |")
+    for part, r in report["parts"].items():
+        lines += ["", f"## {part}", ""]
+        if part == "comfy_demo":
+            lines += ["| server | flags | run s | peak GPU MiB | peak RSS bytes | equal after unload | rel L2 vs CPU "
+                      "| PSNR | SSIM |", "|---|---|---|---:|---:|---|---:|---:|---:|"]
+            for name, s in r.get("servers", {}).items():
+                lines.append(f"| {name} | {' '.join(s.get('flags', []))} | "
+                             f"{', '.join(_figure(x) for x in s.get('run_s', []))} | {_figure(s.get('peak_gpu_mib'))} "
+                             f"| {_figure(s.get('peak_rss_bytes'))} | "
+                             f"{s.get('after_unload_equal', s.get('skipped'))} | "
+                             f"{_figure(s.get('vs_cpu', {}).get('rel_l2'))} | {_figure(s.get('psnr'))} | "
+                             f"{_figure(s.get('ssim'))} |")
+        elif part == "comfy_5b":
+            lines += ["| weights @ size | native s/step | patched s/step | patched / native | peak bytes |",
+                      "|---|---:|---:|---:|---:|"]
+            for key, run in r.get("runs", {}).items():
+                lines.append(f"| {key} | {_figure(run.get('native_s_per_step'))} | "
+                             f"{_figure(run.get('patched_s_per_step'))} | {_figure(run.get('patched_over_native'))} "
+                             f"| {_figure(run.get('peak_bytes'))} |")
+            lines.append(f"\nmotion tokenizer through Encode Driving Video: "
+                         f"{_figure(r.get('encode_driving_frames_per_s'))} frames/s")
+        else:
+            for k in SUMMARY_KEYS.get(part) or []:
+                if k in r:
+                    lines.append(f"- {k}: {_figure(r[k])}")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (tests the logic)")
-    ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
-    ap.add_argument("--out", type=Path, help="write the JSON report here")
+    ap.add_argument("--parts", nargs="+", choices=PARTS + OPTIONAL_PARTS, default=list(PARTS))
+    ap.add_argument("--out", type=Path, help="write the JSON report here, and its Markdown beside it (.md)")
+    ap.add_argument("--child", choices=PARTS + OPTIONAL_PARTS, help=argparse.SUPPRESS)
+    ap.add_argument("--part-out", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--deadline", type=float, default=math.inf, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    report = run(args.smoke, args.parts)
-    text = json.dumps(report, indent=2)
-    print(text)
+    if args.child:
+        return run_child_part(args.child, args.smoke, args.deadline, args.part_out)
+    with tempfile.TemporaryDirectory(prefix="ima-gpu-check-") as work:
+        report = run(args.smoke, args.parts, Path(work))
+    text = json.dumps(report, indent=2, default=str)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n", encoding="utf-8")
+        args.out.with_suffix(".md").write_text(markdown(report), encoding="utf-8")
+    print(markdown(report))
     return report
+
+
+def run_child_part(part: str, smoke: bool, deadline: float, out: Path) -> dict[str, Any]:
+    if part in ("comfy_demo", "comfy_5b"):
+        from bench.gpu_comfy import main_child
+
+        main_child(part, smoke, deadline, out)
+        return {}
+    try:
+        result = {"ok": True, **run_in_process(part, smoke)}
+    except Exception as err:  # noqa: BLE001 - a failed part is recorded and the next one runs
+        import traceback
+
+        result = {"ok": False, "error": f"{type(err).__name__}: {err}"[-4000:],
+                  "traceback": traceback.format_exc()[-4000:]}
+    out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    return result
 
 
 if __name__ == "__main__":

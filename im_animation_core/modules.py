@@ -7,7 +7,9 @@ File format (safetensors), version 1:
     motion_patch.{weight,bias} the motion channels of the DiT patch embedding [dim,C_r,1,2,2]
 metadata: format = "im-animation-modules", format_version = "1", and JSON configs "retarget",
 "expression", "dit" ({"dim", "heads", "depth", "latent_channels", "clean_reference"}) naming the sizes
-and how the DiT was trained to see the reference frame (files without "clean_reference": see DiTSpec).
+and how the DiT was trained to see the reference frame (files without "clean_reference": see DiTSpec);
+optionally "motion_tokenizer", the motion tokenizer the modules were trained with (motion.TokenizerRecord;
+files written before it was recorded lack it).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .checkpoints import check_finite, read_checked, shape_mismatch, sizes_from_
 from .errors import CheckpointError
 from .expression import ExpressionBlock, ExpressionConfig, ExpressionEncoder
 from .injection import motion_conv_for
+from .motion import TOKENIZER_KEY, TokenizerRecord
 from .retarget import RetargetConfig, RetargetTransformer
 
 FORMAT = "im-animation-modules"
@@ -32,6 +35,10 @@ EXPRESSION_EVERY = 6  # one expression block after every 6 DiT blocks (paper, su
 # Length of the clips the modules were trained on, for files that do not record it (metadata "clip_frames"):
 # every modules file trained so far (the demo set) was trained on 17-frame clips.
 DEFAULT_CLIP_FRAMES = 17
+# Largest weight magnitude a modules file may hold. Trained modules stay in single digits (the demo set's
+# largest is about 4); weights beyond this are damaged or hostile and would make the DiT's output explode
+# into a black video while every value is still finite.
+MAX_WEIGHT_MAGNITUDE = 1e4
 
 
 @dataclass
@@ -80,6 +87,10 @@ class IMAnimationModules(nn.Module):
         # Driving frames retargeted at once (pipeline.retarget): the training clip length, since the
         # retargeter drifts on sequences much longer than it was trained on.
         self.clip_frames = DEFAULT_CLIP_FRAMES
+        # The motion tokenizer these modules were trained with (None: not recorded), and the file they were read
+        # from, for Retarget to Identity's check and messages.
+        self.tokenizer_record: TokenizerRecord | None = None
+        self.file_name = "(not from a file)"
 
     def metadata(self) -> dict[str, str]:
         return {
@@ -91,6 +102,7 @@ class IMAnimationModules(nn.Module):
             # Only when it differs from what files without the key mean, so that those files' bytes stay as
             # they were.
             **({"clip_frames": str(self.clip_frames)} if self.clip_frames != DEFAULT_CLIP_FRAMES else {}),
+            **({TOKENIZER_KEY: self.tokenizer_record.to_json()} if self.tokenizer_record is not None else {}),
         }
 
     def save(self, path: str, dtype: torch.dtype = torch.float32) -> None:
@@ -101,6 +113,20 @@ class IMAnimationModules(nn.Module):
     def from_file(cls, path: str, allow_ablation: bool = False) -> IMAnimationModules:
         """Load a modules file (format above); see read_modules_file."""
         return read_modules_file(path, allow_ablation)[0]
+
+
+def check_magnitude(tensors: dict[str, torch.Tensor], source: str, limit: float = MAX_WEIGHT_MAGNITUDE) -> None:
+    """Raise CheckpointError naming the tensors with a weight of magnitude above ``limit``."""
+    bad = []
+    for name, t in tensors.items():
+        if t.is_floating_point() and t.numel():
+            peak = float(t.detach().abs().amax())
+            if peak > limit:
+                bad.append(f"{name} ({peak:.3g})")
+    if bad:
+        shown = ", ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
+        raise CheckpointError(f"{source} has weights far beyond what training gives (above {limit:g}) in tensor(s) "
+                              f"{shown}. The file is damaged or not a trained modules file: use another file.")
 
 
 def read_modules_file(path: str, allow_ablation: bool = False) -> tuple[IMAnimationModules, dict[str, str]]:
@@ -153,10 +179,13 @@ def read_modules_file(path: str, allow_ablation: bool = False) -> tuple[IMAnimat
             raise CheckpointError(f"{source}: metadata 'clip_frames' = {clip!r} is not a clip length (4k+1 "
                                   "frames); re-export the file.")
         model.clip_frames = int(clip)
+        model.tokenizer_record = TokenizerRecord.from_json(meta.get(TOKENIZER_KEY), source)
+        model.file_name = os.path.basename(path)
         built.append(model)
 
     meta, sd = read_checked(path, "IM-Animation modules", check)
     model = built[0]
     check_finite(sd, source)
+    check_magnitude(sd, source)
     model.load_state_dict({k: v.float() for k, v in sd.items()}, assign=True)
     return model, meta

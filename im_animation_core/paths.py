@@ -29,6 +29,18 @@ def is_inside(path: str, folder: str) -> bool:
         return False
 
 
+def shown_name(real: str, folders: Iterable[tuple[str, str]]) -> str:
+    """How a message names the file at ``real`` (a path confine() returned): relative to the first of
+    ``folders`` ((folder, label) pairs) that holds it, followed by its label, so that errors never show the
+    server's own folder layout; the file name alone when none holds it."""
+    for folder, label in folders:
+        if folder:
+            root = _real(folder)
+            if is_inside(real, root):
+                return os.path.relpath(real, root).replace(os.sep, "/") + label
+    return os.path.basename(real)
+
+
 def refused(what: str, given: str, allowed_names: str) -> InputError:
     """The one message for every path that is refused or cannot be read."""
     shown = given if len(given) <= 200 else given[:200] + "..."

@@ -85,3 +85,36 @@ def window_inputs(identity_latent: torch.Tensor, motion: torch.Tensor, w: Window
     mask[:, :, :fixed] = 0.0
     latent = process_out(latent) * mask + latent * (1.0 - mask)
     return WindowInputs(latent, mask, motion_with_reference(motion[:, :, w.start:w.stop]))
+
+
+def reference_anchored(video_windows: list[list[int]], reference: int = REFERENCE_FRAMES) -> list[list[int]]:
+    """Index lists over the video's latent frames (0 = the first video frame) -> index lists over the sampled
+    latent, whose first ``reference`` frames are the identity: every window starts with them, so each is laid
+    out as the model was trained (identity first, then its own frames) wherever in the clip it lies."""
+    head = list(range(reference))
+    return [head + [i + reference for i in w] for w in video_windows]
+
+
+def context_window_sizes(length: int, overlap: int, train_length: int, uses_overlap: bool = True
+                         ) -> tuple[int, int, list[str]]:
+    """The context windows' (length, overlap) in latent frames as sampled, and what was adjusted (messages).
+
+    A window longer than the modules' training clips (``train_length`` latent frames) loses quality
+    (docs/long_clips.md), so it is cut to that length, and an overlap that no longer fits is scaled down with
+    it. An overlap the user gave at or past the window is refused: the host's schedules loop forever or make
+    no window from it. ``uses_overlap`` False (the batched schedule) ignores the overlap."""
+    if length < 1:
+        raise InputError(f"context_length is {length} latent frames; give at least 1")
+    if uses_overlap and overlap >= length:
+        raise InputError(f"context_overlap ({overlap} latent frames) must be less than context_length "
+                         f"({length} latent frames): lower the overlap or raise the length")
+    notes = []
+    if length > train_length:
+        notes.append(f"context_length of {length} latent frames is longer than the {train_length}-latent-frame "
+                     f"clips these IM-Animation modules were trained on; using {train_length}")
+        if uses_overlap and overlap >= train_length:
+            scaled = min(overlap * train_length // length, train_length - 1)
+            notes.append(f"context_overlap {overlap} latent frames does not fit the shorter window; using {scaled}")
+            overlap = scaled
+        length = train_length
+    return length, overlap, notes

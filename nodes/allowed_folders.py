@@ -5,6 +5,7 @@ import os
 
 import folder_paths
 
+from ..im_animation_core import paths
 from ..im_animation_core.errors import InputError
 from ..im_animation_core.paths import confine
 
@@ -21,6 +22,14 @@ def allowed_folders() -> list[str]:
     folders += folder_paths.folder_names_and_paths.get(EXTRA_KEY, ([], set()))[0]
     folders += [p for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p.strip()]
     return folders
+
+
+def shown_name(real: str) -> str:
+    """How messages name the file at ``real`` (a path readable_file returned): relative to the allowed folder
+    that holds it, annotated as ComfyUI's pickers do for the output and temp folders, so that an error never
+    shows the server's own folder layout."""
+    labels = {folder_paths.get_output_directory(): " [output]", folder_paths.get_temp_directory(): " [temp]"}
+    return paths.shown_name(real, [(folder, labels.get(folder, "")) for folder in allowed_folders()])
 
 
 def readable_file(given: str, base: str, what: str) -> str:

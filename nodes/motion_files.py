@@ -1,9 +1,11 @@
 """Save Motion Tokens / Load Motion Tokens: encode a driving video once, reuse its tokens."""
 
 import os
+import re
 
 import folder_paths
 from comfy_api.latest import io
+from safetensors import SafetensorError
 
 from ..im_animation_core.motion import load_motion_tokens, save_motion_tokens
 from . import socket_checks, types
@@ -14,6 +16,8 @@ SUBFOLDER = "motion_tokens"
 DEFAULT_PREFIX = "motion"
 # A file name part stays under common file-system limits (255 bytes) with "_00001.safetensors" appended.
 MAX_NAME_BYTES = 200
+# Sub-folders a prefix may name: enough to sort outputs, not a tree that a prompt can grow without end.
+MAX_FOLDER_DEPTH = 8
 
 
 def checked_prefix(node: str, prefix: str, default: str = DEFAULT_PREFIX, inside: str = f"output/{SUBFOLDER}/",
@@ -26,13 +30,51 @@ def checked_prefix(node: str, prefix: str, default: str = DEFAULT_PREFIX, inside
     if "\x00" in prefix:
         raise ValueError(f"{node}: filename_prefix contains a NUL character; use letters, digits, '-' and '_'.")
     norm = os.path.normpath(prefix)
-    if os.path.isabs(prefix) or norm == ".." or norm.startswith(".." + os.sep) or prefix.endswith(("/", "\\")):
+    parts = prefix.replace("\\", "/").split("/")
+    # "." and ".." parts are refused even where they stay inside ("sub/.." would write the hidden "._00001"
+    # files beside the folder): a prefix names a file, relative to the folder, without detours.
+    if os.path.isabs(prefix) or prefix.endswith(("/", "\\")) or any(part in (".", "..") for part in parts):
         raise ValueError(f"{node}: filename_prefix '{prefix[:80]}' must be a file name (optionally under "
-                         f"sub-folders) inside {inside}, not a folder or a path outside it.")
+                         f"sub-folders) inside {inside}, not a folder, a '.' or '..' part, or a path outside it.")
+    if len(parts) - 1 > MAX_FOLDER_DEPTH:
+        raise ValueError(f"{node}: filename_prefix names {len(parts) - 1} nested folders; at most "
+                         f"{MAX_FOLDER_DEPTH} are allowed. Use a shorter prefix.")
     if any(len(part.encode()) > max_name_bytes for part in norm.split(os.sep)) or len(prefix) > 1000:
         raise ValueError(f"{node}: filename_prefix is too long (at most {max_name_bytes} bytes per name); "
                          "shorten it.")
     return prefix
+
+
+# What a failed write raises: the OS's errors, and safetensors' own (it reports a full disk as
+# "Error while serializing: I/O error: File too large (os error 27)").
+WRITE_ERRORS = (OSError, SafetensorError)
+
+
+def cannot_write(node: str, shown: str, error: Exception) -> str:
+    """The message for a failed save: the file relative to the output folder and the system's reason, never
+    the server's absolute path (an OSError's own text holds it)."""
+    if isinstance(error, OSError):
+        reason = error.strerror or type(error).__name__
+    else:
+        reason = re.sub(r"\s*\(os error \d+\)", "", str(error).rpartition("I/O error:")[2]).strip()[:120]
+    return (f"{node}: cannot write {shown} ({reason}): a file may stand where a folder of filename_prefix should "
+            "be, the folder may be read-only or the disk full. Choose another filename_prefix or free disk space.")
+
+
+def write_whole(path: str, write) -> None:
+    """``write(tmp)`` writes the file under a hidden temporary name beside ``path``, renamed to ``path`` once
+    whole: a failed write (disk full, read-only folder) leaves no partial file, and its OSError is raised."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 class SaveMotionTokens(io.ComfyNode):
@@ -60,15 +102,16 @@ class SaveMotionTokens(io.ComfyNode):
         socket_checks.motion_tokens(node, "motion_tokens", motion_tokens)
         prefix = checked_prefix(node, filename_prefix)
         out_dir = os.path.join(folder_paths.get_output_directory(), SUBFOLDER)
-        os.makedirs(out_dir, exist_ok=True)
-        full, name, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, out_dir)
-        filename = f"{name}_{counter:05}.safetensors"
+        shown = f"output/{SUBFOLDER}/{prefix}"
         try:
+            os.makedirs(out_dir, exist_ok=True)
+            full, name, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, out_dir)
+            filename = f"{name}_{counter:05}.safetensors"
+            shown = f"output/{SUBFOLDER}/{os.path.join(subfolder, filename)}"
             os.makedirs(full, exist_ok=True)
-            save_motion_tokens(motion_tokens, os.path.join(full, filename))
-        except OSError as e:
-            raise ValueError(f"{node}: cannot write output/{SUBFOLDER}/{os.path.join(subfolder, filename)} "
-                             f"({e.strerror or e}); choose another filename_prefix or free disk space.") from None
+            write_whole(os.path.join(full, filename), lambda tmp: save_motion_tokens(motion_tokens, tmp))
+        except WRITE_ERRORS as e:
+            raise ValueError(cannot_write(node, shown, e)) from None
         return io.NodeOutput(ui={"motion_tokens": [{"filename": filename, "subfolder": os.path.join(
             SUBFOLDER, subfolder).rstrip("/"), "type": "output", "frames": len(motion_tokens)}]})
 

@@ -7,7 +7,7 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from ..im_animation_core.motion import MotionTokens
+from ..im_animation_core.motion import MotionTokens, TokenizerRecord
 from ..im_animation_core.tokenizer import MotionTokenizer, chunk_size_for_memory, encode_frames
 from . import model_files, socket_checks, types
 from .devices import DTYPES, inference_dtype, interrupt_check, loaded, patcher_for
@@ -38,8 +38,11 @@ class LoadMotionTokenizer(io.ComfyNode):
     @classmethod
     def execute(cls, tokenizer_name, dtype) -> io.NodeOutput:
         path = model_files.full_path("Load Motion Tokenizer", tokenizer_name)
+        model_files.check_float_weights("Load Motion Tokenizer", tokenizer_name, path)
         with user_errors("Load Motion Tokenizer"):
             model = MotionTokenizer.from_file(path, dtype=inference_dtype(dtype))
+            # the tokens it encodes carry this, for Retarget to Identity to check against the modules' record
+            model.tokenizer_record = TokenizerRecord.of_file(path)
         return io.NodeOutput(patcher_for(model.eval()))
 
 
@@ -62,7 +65,7 @@ class EncodeDrivingVideo(io.ComfyNode):
                                        "Used to time the output video."),
                 io.Int.Input("stride", default=1, min=1, max=64,
                              tooltip="Keep every n-th frame (2 halves the frame rate)."),
-                io.Int.Input("max_frames", default=0, min=0, max=100000,
+                io.Int.Input("max_frames", default=0, min=0, max=10000,
                              tooltip="Keep at most this many frames after striding; 0 keeps all."),
             ],
             outputs=[types.MotionTokens.Output(display_name="motion_tokens")],
@@ -95,4 +98,5 @@ class EncodeDrivingVideo(io.ComfyNode):
             tokens, codes = encode_frames(model, kept, chunk, device=device, dtype=dtype,
                                           on_chunk=on_chunk)
         return io.NodeOutput(MotionTokens(tokens=tokens, indices=codes, frame_indices=indices,
-                                          fps=fps / stride, source_frame_count=int(frames.shape[0])))
+                                          fps=fps / stride, source_frame_count=int(frames.shape[0]),
+                                          tokenizer=getattr(model, "tokenizer_record", None)))

@@ -6,6 +6,7 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..im_animation_core.modules import IMAnimationModules
+from ..im_animation_core.motion import check_tokenizer
 from ..im_animation_core.pipeline import RetargetedMotion, resolve_length, retarget_with_keypoints
 from . import model_files, socket_checks, types
 from .devices import loaded, patcher_for
@@ -13,6 +14,12 @@ from .errors import user_errors
 from .images import single_rgb_image
 
 log = logging.getLogger(__name__)
+
+# Wan generates at most about 1280x720; 2048 leaves room for other Wan models without letting a prompt ask for
+# an 8K video latent.
+MAX_SIZE = 2048
+# Four minutes at 24 fps: longer clips are cut and made in parts.
+MAX_LENGTH = 5760
 
 
 class LoadIMAnimationModules(io.ComfyNode):
@@ -38,6 +45,10 @@ class LoadIMAnimationModules(io.ComfyNode):
         path = model_files.full_path("Load IM-Animation Modules", modules_name)
         with user_errors("Load IM-Animation Modules"):
             modules = IMAnimationModules.from_file(path)
+        if modules.tokenizer_record is None:
+            log.info("Load IM-Animation Modules: '%s' does not record the motion tokenizer it was trained with "
+                     "(written before modules files did), so Retarget to Identity cannot check that the motion "
+                     "tokens come from it: use the motion tokenizer of the same model set.", modules_name)
         return io.NodeOutput(patcher_for(modules.eval()))
 
 
@@ -45,6 +56,11 @@ def _output_size(node: str, image, width: int, height: int, multiple: int) -> tu
     """0 = from the identity image, rounded down to the model's multiple."""
     w = width or image.shape[2] // multiple * multiple
     h = height or image.shape[1] // multiple * multiple
+    if not (width and height) and (w < multiple or h < multiple):
+        raise ValueError(f"{node}: the identity image is {image.shape[2]}x{image.shape[1]} pixels, smaller than the "
+                         f"{multiple} pixels this VAE and DiT need on each side, so no output size can be taken "
+                         f"from it: use a larger identity image, or set width and height (multiples of "
+                         f"{multiple}).")
     if w < multiple or h < multiple or w % multiple or h % multiple:
         raise ValueError(f"{node}: width {w} x height {h} cannot be generated: this VAE and DiT need both to be "
                          f"positive multiples of {multiple}. Set width/height to multiples of {multiple} (0 = from "
@@ -87,14 +103,15 @@ class RetargetToIdentity(io.ComfyNode):
                 io.Image.Input("identity_image", tooltip="The character to animate: one RGB image."),
                 io.Vae.Input("vae", tooltip="The video model's VAE (Wan2.2 VAE for TI2V-5B); encodes the "
                                             "identity image."),
-                io.Int.Input("width", default=0, min=0, max=8192, step=16,
+                io.Int.Input("width", default=0, min=0, max=MAX_SIZE, step=16,
                              tooltip="Output width in pixels; 0 = the identity image's width rounded down to a "
                                      "multiple the model accepts (32 for Wan2.2, 16 for Wan2.1). The identity "
                                      "image is centre-cropped and resized to width x height."),
-                io.Int.Input("height", default=0, min=0, max=8192, step=16,
+                io.Int.Input("height", default=0, min=0, max=MAX_SIZE, step=16,
                               tooltip="Output height in pixels; 0 = from the identity image (see width)."),
-                io.Int.Input("length", default=0, min=0, max=100000, step=4,
-                             tooltip="Output frames, rounded down to 4k+1; 0 = all encoded driving frames."),
+                io.Int.Input("length", default=0, min=0, max=MAX_LENGTH, step=4,
+                             tooltip="Output frames, rounded down to 4k+1; 0 = all encoded driving frames (at "
+                                     f"most {MAX_LENGTH})."),
             ],
             outputs=[types.RetargetedMotion.Output(display_name="retargeted_motion")],
         )
@@ -107,6 +124,10 @@ class RetargetToIdentity(io.ComfyNode):
         socket_checks.motion_tokens(node, "motion_tokens", motion_tokens)
         image = single_rgb_image(node, "identity_image", socket_checks.image(node, "identity_image", identity_image))
         modules = im_animation_modules.model
+        with user_errors(node):
+            mismatch = check_tokenizer(motion_tokens, modules.tokenizer_record, modules.file_name)
+        if mismatch:
+            log.warning("%s: %s", node, mismatch)
         if not hasattr(vae, "encode") or not hasattr(vae, "latent_channels"):
             raise ValueError(f"{node}: input 'vae' got {type(vae).__name__}; connect the output of Load VAE.")
         if vae.latent_channels != modules.dit.latent_channels:

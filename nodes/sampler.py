@@ -24,11 +24,12 @@ from .conditioning import (
     with_im_animation,
 )
 from .errors import user_errors
-from .wan_patch import apply_im_animation, wan_diffusion_model
+from .wan_patch import SamplingError, apply_im_animation, wan_diffusion_model
 
 log = logging.getLogger(__name__)
 
 SEED_RANGE = 1 << 64  # torch seeds are unsigned 64-bit
+MAX_STEPS = 200  # Wan is sampled in 20-50 steps; far more only holds the server
 
 
 def warn_about_windows(node: str, length: int, window_frames: int, windows: int, clip_frames: int) -> None:
@@ -56,7 +57,8 @@ class IMAnimationSampler(io.ComfyNode):
                 *motion_and_prompt_inputs(),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="The random seed used for creating the noise."),
-                io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Denoising steps."),
+                io.Int.Input("steps", default=20, min=1, max=MAX_STEPS,
+                             tooltip=f"Denoising steps (20-50 for Wan; at most {MAX_STEPS})."),
                 io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="Classifier-free guidance scale on the text prompt (the motion and "
                                        "expression condition both branches)."),
@@ -115,12 +117,15 @@ class IMAnimationSampler(io.ComfyNode):
                 pbar.update_absolute(offset + step + 1, steps * len(plan), preview)
 
             window_seed = (seed + i) % SEED_RANGE  # seeds near the top of the range wrap, as documented
-            samples = comfy.sample.sample(
-                patched, comfy.sample.prepare_noise(inputs.latent, window_seed), steps, cfg, sampler_name, scheduler,
-                with_im_animation(positive, inputs, window_tokens, rm.modules.model),
-                with_im_animation(negative, inputs, window_tokens, rm.modules.model),
-                inputs.latent, noise_mask=inputs.noise_mask, callback=callback,
-                disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=window_seed)
+            try:
+                samples = comfy.sample.sample(
+                    patched, comfy.sample.prepare_noise(inputs.latent, window_seed), steps, cfg, sampler_name,
+                    scheduler, with_im_animation(positive, inputs, window_tokens, rm.modules.model),
+                    with_im_animation(negative, inputs, window_tokens, rm.modules.model),
+                    inputs.latent, noise_mask=inputs.noise_mask, callback=callback,
+                    disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=window_seed)
+            except SamplingError as e:
+                raise ValueError(f"{node}: sampling window {i + 1} of {len(plan)}: {e.reason}") from None
             if not torch.isfinite(samples).all():
                 # Decoding would give an all-black video with no sign of what went wrong.
                 raise ValueError(f"{node}: sampling window {i + 1} of {len(plan)} produced NaN or infinite latents. "

@@ -12,10 +12,14 @@ from comfy_api.latest import io
 from ..im_animation_core.errors import InputError
 from ..im_animation_core.video import read_video
 from . import types
-from .allowed_folders import file_fingerprint, readable_file
+from .allowed_folders import file_fingerprint, readable_file, shown_name
 from .errors import user_errors
 
 NODE = "Load Driving Video (path)"
+# Largest resize on decode: 4K frames; the pipeline itself works far below this (the motion tokenizer's input
+# size, a Wan output of at most 1280x720).
+MAX_SIZE = 4096
+MAX_FRAMES = 10_000
 
 
 def input_videos() -> list[str]:
@@ -61,11 +65,13 @@ class LoadDrivingVideoPath(io.ComfyNode):
                 io.Int.Input("start_frame", default=0, min=0, max=10_000_000,
                              tooltip="First source frame to read."),
                 io.Int.Input("stride", default=1, min=1, max=64, tooltip="Keep every n-th frame."),
-                io.Int.Input("max_frames", default=0, min=0, max=100000,
-                             tooltip="Read at most this many frames; 0 reads to the end."),
-                io.Int.Input("width", default=0, min=0, max=8192, step=8,
-                             tooltip="Resize frames on decode to this width; 0 keeps the source size."),
-                io.Int.Input("height", default=0, min=0, max=8192, step=8,
+                io.Int.Input("max_frames", default=0, min=0, max=MAX_FRAMES,
+                             tooltip="Read at most this many frames; 0 reads to the end (within the decoding "
+                                     "limit of frames x pixels, docs/security.md)."),
+                io.Int.Input("width", default=0, min=0, max=MAX_SIZE, step=8,
+                             tooltip="Resize frames on decode to this width; 0 keeps the source size. Decoding "
+                                     "at the size the next node needs keeps long or large clips in memory."),
+                io.Int.Input("height", default=0, min=0, max=MAX_SIZE, step=8,
                              tooltip="Resize frames on decode to this height; 0 keeps the source size."),
             ],
             outputs=[io.Image.Output(display_name="frames"), io.Float.Output(display_name="fps")],
@@ -87,6 +93,7 @@ class LoadDrivingVideoPath(io.ComfyNode):
         if bool(width) != bool(height):
             raise ValueError(f"{NODE}: set both width and height to resize, or both to 0 to keep the size.")
         with user_errors(NODE):
-            clip = read_video(chosen_file(video, path), stride=stride, max_frames=max_frames or None,
-                              start=start_frame, size=(height, width) if width else None)
+            real = chosen_file(video, path)
+            clip = read_video(real, stride=stride, max_frames=max_frames or None, start=start_frame,
+                              size=(height, width) if width else None, name=shown_name(real))
         return io.NodeOutput(clip.frames, clip.fps)

@@ -13,6 +13,7 @@ and every video:
 """
 
 import hashlib
+import math
 
 import comfy.conds
 import comfy.ldm.wan.model
@@ -20,8 +21,10 @@ import comfy.model_base
 import comfy.patcher_extension
 import torch
 
+from ..im_animation_core.errors import InputError
 from ..im_animation_core.injection import REFERENCE_FRAMES, MotionPatchEmbedding
 from ..im_animation_core.modules import IMAnimationModules
+from .context_windows import anchored_handler
 
 ADDITIONAL_MODELS_KEY = "im_animation"
 WRAPPER_KEY = "im_animation"
@@ -89,7 +92,124 @@ class ConditioningCheck:
             transformer_options[EXPRESSION_COND] = tokens
         else:
             transformer_options.pop(EXPRESSION_COND, None)
-        return executor(x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kwargs)
+        check_model_inputs(x, timestep)
+        out = executor(x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kwargs)
+        check_model_output(out)
+        return out
+
+
+# A Wan model predicts a flow velocity of the size of the latents (single digits); an output beyond this has
+# exploded (absurd weights, a broken patch) and would decode to a black or white video.
+MAX_MODEL_OUTPUT = 1e4
+
+
+class SamplingError(ValueError):
+    """A patched model's sampling run went wrong in a way the user can fix; ``reason`` is the message without
+    the node name, for the node that ran the sampler to prefix its own."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"Apply IM-Animation: {reason}")
+        self.reason = reason
+
+
+def _finite(t) -> bool:
+    return not isinstance(t, torch.Tensor) or not t.is_floating_point() or bool(torch.isfinite(t).all())
+
+
+def check_model_inputs(x: torch.Tensor, timestep: torch.Tensor) -> None:
+    """Non-finite inputs of a model call come from the sampler's settings, not from the model."""
+    if not _finite(timestep):
+        raise SamplingError("the sampler gave the model a NaN or infinite noise level: check the shift of the "
+                            "model sampling node (ModelSamplingSD3: a finite number > 0) and the scheduler.")
+    if not _finite(x):
+        raise SamplingError("the sampler gave the model NaN or infinite latents: an earlier step diverged. Check "
+                            "cfg (a finite number, e.g. 5.0), the model sampling node's shift (> 0) and the "
+                            "sampler.")
+
+
+def check_model_output(out: torch.Tensor) -> None:
+    """A non-finite or exploding prediction stops the run instead of decoding to a black video."""
+    if not _finite(out):
+        raise SamplingError("the diffusion model returned NaN or infinite values: the diffusion model file or the "
+                            "IM-Animation modules file holds bad weights, or a LoRA or other patch on the model "
+                            "broke it. Check those files and patches.")
+    peak = float(out.detach().abs().amax()) if isinstance(out, torch.Tensor) and out.numel() else 0.0
+    if peak > MAX_MODEL_OUTPUT:
+        raise SamplingError(f"the diffusion model's output reached {peak:.3g}, far beyond what a working model "
+                            f"gives (below {MAX_MODEL_OUTPUT:g}): the diffusion model file or the IM-Animation "
+                            "modules file holds absurd weights, or a LoRA strength or other patch is far too "
+                            "large. Check those files and patches.")
+
+
+def _latent_frames(shape) -> tuple[int, ...]:
+    return tuple(int(v) for v in shape[-3:])
+
+
+class SamplingCheck:
+    """Outer-sample wrapper (every sampler node runs it: KSampler, SamplerCustomAdvanced, the one-node
+    sampler): refuses settings that would sample to NaN or nothing, and a latent that is not the one IM-Animation
+    Conditioning made, before any step; refuses a non-finite result after the last one."""
+
+    def __call__(self, executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
+        guider = getattr(executor, "class_obj", None)
+        for name in ("cfg", "cfg1", "cfg2"):
+            value = getattr(guider, name, None)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                raise SamplingError(f"the sampler's {name} is {value}: give a finite guidance scale (e.g. 5.0, or "
+                                    "1.0 without a negative prompt).")
+        if not _finite(sigmas):
+            raise SamplingError("the noise schedule (sigmas) holds NaN or infinite values: check the shift of the "
+                                "model sampling node (ModelSamplingSD3: a finite number > 0) and the scheduler.")
+        if sigmas.numel() and float(sigmas.max()) <= 0:
+            raise SamplingError("the noise schedule (sigmas) is all zero, so nothing would be generated: the model "
+                                "sampling node's shift must be > 0 (ModelSamplingSD3: e.g. 5 or 8).")
+        self.check_latent(guider, latent_image)
+        out = executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
+        if not _finite(out):
+            raise SamplingError("sampling produced NaN or infinite latents: check cfg, the model sampling node's "
+                                "shift, the sampler, and the model and IM-Animation modules files.")
+        return out
+
+    @staticmethod
+    def check_latent(guider, latent_image) -> None:
+        """The latent must be the one IM-Animation Conditioning made: the motion is concatenated to it frame by
+        frame (without this check the host fails with 'Sizes of tensors must match')."""
+        if not isinstance(latent_image, torch.Tensor) or latent_image.ndim != 5:
+            return
+        for conds in (getattr(guider, "conds", None) or {}).values():
+            for cond in conds or []:
+                motion = cond.get("noise_concat") if isinstance(cond, dict) else None
+                if isinstance(motion, torch.Tensor) and motion.ndim == 5 and \
+                        _latent_frames(motion.shape) != _latent_frames(latent_image.shape):
+                    (f, h, w), (mf, mh, mw) = _latent_frames(latent_image.shape), _latent_frames(motion.shape)
+                    raise SamplingError(
+                        f"the sampler's latent has {f} frames of {w}x{h} but the conditioning's motion {mf} frames "
+                        f"of {mw}x{mh}: connect IM-Animation Conditioning's 'latent' output to the sampler's "
+                        "latent input (not an Empty Latent).")
+
+
+class ContextWindowsAdapter:
+    """Outer-sample wrapper: when the model carries the host's context windows (WAN Context Windows), this
+    sampling run uses a copy of the handler that gives every window the identity and its own slice of the
+    motion and expression (nodes.context_windows)."""
+
+    def __init__(self, modules: IMAnimationModules):
+        self.modules = modules
+
+    def __call__(self, executor, *args, **kwargs):
+        options = getattr(getattr(executor, "class_obj", None), "model_options", None)
+        handler = options.get("context_handler") if isinstance(options, dict) else None
+        try:
+            anchored = None if handler is None else anchored_handler(handler, self.modules.clip_frames)
+        except InputError as e:
+            raise SamplingError(str(e)) from None
+        if anchored is None:
+            return executor(*args, **kwargs)
+        options["context_handler"] = anchored
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            options["context_handler"] = handler
 
 
 class TI2VReference:
@@ -114,6 +234,18 @@ class TI2VReference:
     @staticmethod
     def scale_latent_inpaint(**kwargs) -> torch.Tensor:
         return comfy.model_base.WAN22.scale_latent_inpaint(None, **kwargs)
+
+
+class SharedMotionPatchEmbedding(MotionPatchEmbedding):
+    """MotionPatchEmbedding whose motion convolution is not a submodule: it belongs to the modules' own
+    ModelPatcher (loaded with the patched model as an additional model). As a submodule of the Wan model it
+    would have two owners: the Wan model's patcher would move it to the CPU when it unloads while the modules'
+    patcher still counts it as loaded on the GPU, and low-VRAM loading would leave it behind."""
+
+    def __init__(self, base: torch.nn.Module, motion_conv: torch.nn.Conv3d, latent_channels: int):
+        super().__init__(base, motion_conv, latent_channels)
+        del self._modules["motion_conv"]
+        self.__dict__["motion_conv"] = motion_conv
 
 
 def wan_diffusion_model(node: str, model) -> comfy.ldm.wan.model.WanModel:
@@ -169,7 +301,7 @@ def apply_im_animation(node: str, model, modules_patcher):
     in_channels = embed.weight.shape[1]
     if in_channels == latent_channels:
         patched.add_object_patch("diffusion_model.patch_embedding",
-                                 MotionPatchEmbedding(embed, modules.motion_patch, latent_channels))
+                                 SharedMotionPatchEmbedding(embed, modules.motion_patch, latent_channels))
     elif in_channels != latent_channels + motion_channels:
         raise ValueError(f"{node}: the model's patch embedding takes {in_channels} channels; expected "
                          f"{latent_channels} (base model) or {latent_channels + motion_channels} (exported "
@@ -181,6 +313,9 @@ def apply_im_animation(node: str, model, modules_patcher):
         patched.add_object_patch("scale_latent_inpaint", reference.scale_latent_inpaint)
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY,
                                  ConditioningCheck(modules))
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, SamplingCheck())
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY,
+                                 ContextWindowsAdapter(modules))
     for block, index in zip(modules.expression_blocks, modules.dit.expression_block_indices, strict=True):
         patched.set_model_patch_replace(ExpressionPatch(block), "dit", "double_block", index)
     return patched

@@ -1,18 +1,19 @@
 """make ablations: the paper's Stage-2 ablations (Tables 2, 5, 6) on the demo's synthetic data, 3 seeds each.
 
-Every variant starts from the same Stage-1 outputs and trains Stage 2 (configs/demo/stage2.json) with seeds
-0, 1, 2 and, by default, the demo Stage 2's own budget (that config's steps and batch size: 1500 x 8); only the
-switch under test differs. The motion
-encoder is frozen in every variant (as in configs/demo/stage2.json): trained jointly with the retargeter
-at the predict-the-mean plateau, its codebook collapses (`first_recipe`, docs/training.md).
+Every variant starts from the same Stage-1 outputs and trains Stage 2 (the stage2 phase of configs/demo64.json)
+with seeds 0, 1, 2 and, by default, the demo Stage 2's own budget (that config's steps and batch size: 1500 x 8);
+only the switch under test differs. The motion encoder is frozen in every variant (as in that phase): trained
+jointly with the retargeter at the predict-the-mean plateau, its codebook collapses (`first_recipe`,
+docs/training.md).
 
     full             the paper's modules: 1D motion tokenizer + mask-token retargeting + heatmap supervision
     conv_encoder     a conv motion encoder instead of the 1D tokenizer (Table 5 / Table 2 exp. A), from the
-                     conv Stage-1 run (configs/demo/stage1_conv.json)
+                     conv Stage-1 run (phase stage1_conv of configs/demo64.json)
     self_attention   retargeting by self-attention without mask tokens (Table 6 / Table 2 exp. C)
     first_recipe     the first demo's Stage 2: the tokenizer trained jointly (the paper's Stage 2), upsample
                      heatmap head, sigma 1, random init. Its codebook collapses; kept because its seed-0 run
-                     feeds the DiT warm-up (configs/demo/stage3_prior.json). Run it as below (its own budget)
+                     feeds the DiT warm-up (phase stage3_prior of configs/demo64.json). Run it as below (its own
+                     budget)
 
 Not here: Table 2 exp. D (no heatmap supervision). Without the heatmap loss Stage 2 has no loss at all (the
 trainer refuses it); the ablation is a Stage-3 run with heatmap_supervision false per seed, which this CPU
@@ -53,8 +54,8 @@ DEFAULT_VARIANTS = ("full", "conv_encoder", "self_attention")  # the paper's
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, help="default: configs/demo/stage2.json's")
-    ap.add_argument("--batch-size", type=int, help="default: configs/demo/stage2.json's")
+    ap.add_argument("--steps", type=int, help="default: that of configs/demo64.json's stage2 phase")
+    ap.add_argument("--batch-size", type=int, help="default: that of configs/demo64.json's stage2 phase")
     ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--out", default="runs/ablations")
@@ -74,7 +75,8 @@ def main() -> int:
                 sets.append(f"steps={args.steps}")
             if args.batch_size is not None:
                 sets.append(f"batch_size={args.batch_size}")
-            cmd = [sys.executable, "-m", "im_animation_core.train", "stage2", "--config", "configs/demo/stage2.json"]
+            cmd = [sys.executable, "-m", "im_animation_core.train", "stage2", "--recipe", "configs/demo64.json",
+                   "--phase", "stage2"]
             for s in sets:
                 cmd += ["--set", s]
             start = time.time()

@@ -18,6 +18,12 @@ and PSNR / SSIM and motion correlation of the outputs are printed as mean ± std
 image held still, the driving clip, the ground truth and the still clip through the VAE); scripts/eval_video.py
 says what each row is scored against. Skipped, saying so, without the trained models.
 
+The error budget (on unless --no-budget): per held-out pair three more workflow runs (driven by its own ground
+truth; at 2x and 4x the sampler steps), the result on as many pairs of the demo set's training data, the result
+and VAE ceiling per motion family, and beside the retargeter's rows the Stage-1 token probe (the driver's own
+pose from the frozen tokens) and both over the arm joints alone; the report then opens with the table "where the
+motion is lost" (im_animation_core.eval.budget).
+
 --seed S draws both the video pairs and the retargeting pairs from generator seed S instead of their defaults
 (eval_video.EVAL_VIDEO_SEED and HELDOUT_SEED); every held-out split keeps identities and motions never seen
 in training, whatever the seed.
@@ -48,6 +54,7 @@ import eval_support as es  # noqa: E402
 import eval_video as ev  # noqa: E402
 
 from im_animation_core.data import SyntheticPairs, collate_pairs  # noqa: E402
+from im_animation_core.eval.budget import ARM_JOINTS, budget_table  # noqa: E402
 from im_animation_core.eval.retarget_eval import OtherDriver, evaluate_retargeting, reference_scores  # noqa: E402
 from im_animation_core.train.outputs import read_run_outputs, run_file, run_finished  # noqa: E402
 from im_animation_core.wan.vae import load_wan_vae  # noqa: E402
@@ -56,6 +63,8 @@ HELDOUT_SEED = 2026
 # Both driver_swap rows (video and retargeting) pair drivers the same way; the JSON says how.
 DRIVER_SWAP = "pair i is given the driving clip of pair (i+1) mod pairs"
 COMMITTED = demo.SOURCES  # the demo model set in models/ (keys dit, vae, tokenizer, modules)
+# The Stage-1 heatmap head of the demo set's tokenizer (its run record): the token probe's decoder.
+TOKEN_PROBE_HEAD = REPO / "models" / "demo128" / "stage1" / "heatmap_head.safetensors"
 
 
 def load_run(stage2: Path):
@@ -74,6 +83,13 @@ def load_run(stage2: Path):
         encoder = ConvMotionEncoder.from_file(run_file(stage2, "conv_motion_encoder"))
     modules = load_modules(str(run_file(stage2, "modules")))
     return encoder.eval(), modules.eval()
+
+
+def shown(path: Path) -> str:
+    """A path as the report writes it: relative to the repository when inside it, so that no machine's folders
+    end up in a committed report."""
+    path = Path(path)
+    return str(path.resolve().relative_to(REPO)) if path.resolve().is_relative_to(REPO) else str(path)
 
 
 def row(name: str, m: dict) -> str:
@@ -132,6 +148,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--guidance", type=float, default=0.0, metavar="CFG",
                     help="score the video rows with motion guidance: the KSampler's negative a still driver's "
                          "conditioning, at this cfg (0: the demo workflow as it is, cfg 1)")
+    ap.add_argument("--no-budget", dest="budget", action="store_false",
+                    help="skip the error budget's rows (3 more workflow runs per held-out pair, 1 per training pair, "
+                         "the token probe)")
     ap.add_argument("--write", metavar="PATH", help="also write everything printed to this Markdown file")
     ap.add_argument("--json", metavar="PATH", help="also write the clips and the video and retargeting rows as JSON")
     args = ap.parse_args()
@@ -173,6 +192,17 @@ def retargeting(args, out: es.Report) -> dict[str, dict | None]:
         out(row(f"IM-Animation retargeting ({name})", rows["result"]))
         out(row("the same, each pair given another pair's driving clip (control: no better if it ignores the "
                 "driver)", rows["driver_swap"]))
+        if args.budget:
+            rows.update(budget_retarget_rows(encoder, modules, vae, data, args.count))
+            out(row("IM-Animation retargeting, the arm joints alone (elbows, wrists)", rows["result_arms"]))
+            for key, label in (("token_probe", "token probe: the driver's own pose from the frozen motion tokens "
+                                               "(Stage-1 heatmap head; vs the driving joints)"),
+                               ("token_probe_arms", "token probe, the arm joints alone")):
+                if rows[key] is not None:
+                    out(row(label, rows[key]))
+            if rows["token_probe"] is None:
+                out(f"| token probe | not run: no Stage-1 heatmap head at {TOKEN_PROBE_HEAD.relative_to(REPO)} "
+                    "| | | | |")
     else:
         out(f"| IM-Animation retargeting | not trained: no {'demo models in models/' if committed else stage2} "
             "| | | | |")
@@ -181,11 +211,27 @@ def retargeting(args, out: es.Report) -> dict[str, dict | None]:
     for name, seeds in ablations.items():
         out(ablation_row(name, list(seeds.values()), es.training_budget(runs / name)))
     if ablations:
-        out(f"\nAblations ({runs}/<variant>/<seed>): mean ± stdev over seeds above; each seed's value here.\n")
+        out(f"\nAblations ({shown(runs)}/<variant>/<seed>): mean ± stdev over seeds above; each seed's value here.\n")
         for line in es.ablation_seed_table(ablations):
             out(line)
     else:
-        out(f"\nAblations: none with stage-2 outputs under {runs}.")
+        out(f"\nAblations: none with stage-2 outputs under {shown(runs)}.")
+    return rows
+
+
+def budget_retarget_rows(encoder, modules, vae, data, count: int) -> dict[str, dict | None]:
+    """The error budget's retargeting rows: the retargeter on the arm joints alone, and the token probe (all
+    joints and arms; None without the Stage-1 head). The arm rows and the probe have no leakage (NaN)."""
+    from im_animation_core.eval.token_probe import token_pose_probe
+    from im_animation_core.heatmap_head import HeatmapHead
+
+    rows = {"result_arms": evaluate_retargeting(encoder, modules, vae, data, count, joints=ARM_JOINTS),
+            "token_probe": None, "token_probe_arms": None}
+    if TOKEN_PROBE_HEAD.is_file():
+        head = HeatmapHead.from_file(TOKEN_PROBE_HEAD).eval()
+        nan = {"leakage": math.nan, "d_identity": math.nan, "d_driver": math.nan}
+        rows["token_probe"] = {**token_pose_probe(encoder, head, data, count), **nan}
+        rows["token_probe_arms"] = {**token_pose_probe(encoder, head, data, count, joints=ARM_JOINTS), **nan}
     return rows
 
 
@@ -206,9 +252,21 @@ def main() -> int:
     video = None
     if args.pairs > 0:
         out("\n## Cross-reenactment video\n")
-        lines, video = ev.video_section(args.pairs, REPO / ".eval", args.video_seed, args.guidance)
+        lines, video = ev.video_section(args.pairs, REPO / ".eval", args.video_seed, args.guidance, args.budget)
         for line in lines:
             out(line)
+    motions = [p["motion"] for p in video["pairs"]] if video else None
+    per_pair = [p["rows"] for p in video["pairs"]] if video else None
+    train = [p["rows"] for p in video["train"]["pairs"]] if video and video.get("train") else None
+    content = ej.eval_json(clips_entry(args), per_pair, retarget_rows, motions, train)
+    opening = []
+    if args.budget and video:
+        opening = ["## Where the motion is lost", "",
+                   "The error budget of the result's motion correlation on the held-out video pairs below: each "
+                   "term, its figure and its share of the gap to the VAE ceiling (`im_animation_core.eval.budget` "
+                   "says how each is read off the rows).", "",
+                   *budget_table(content["video"], content["retarget"])]
+        print("\n" + "\n".join(opening))
     if args.write:
         clips = (f"video: held-out pairs 0..{args.pairs - 1} of SyntheticPairs seed {args.video_seed}, "
                  f"{ds.DEMO_FRAMES} frames of {ds.DEMO_SIZE}x{ds.DEMO_SIZE}, thickness_scale "
@@ -218,16 +276,17 @@ def main() -> int:
             f"retargeting: held-out pairs 0..{args.count - 1} of SyntheticPairs seed {args.retarget_seed}, "
             f"{args.frames} frames of {args.size}x{args.size}, thickness_scale {args.thickness_scale}, min_contrast "
             f"{args.min_contrast}", clips,
-            f"stage 2: {args.stage2}; ablations: {args.runs}; VAE: {args.vae}"])
+            f"stage 2: {shown(Path(args.stage2))}; ablations: {shown(Path(args.runs))}; VAE: {shown(Path(args.vae))}"],
+            opening)
         print(f"\nwrote {args.write}")
     if args.json:
-        clips = clips_entry(args)
         if video:
-            clips["motions"] = [p["motion"] for p in video["pairs"]]
+            content["clips"]["motions"] = motions
+            if video.get("train"):
+                content["clips"]["train_pairs"] = video["train"]["described"]
         elif args.pairs > 0:
-            clips["video_skipped"] = ev.SKIP_NOTE
-        per_pair = [p["rows"] for p in video["pairs"]] if video else None
-        ej.write(Path(args.json), ej.eval_json(clips, per_pair, retarget_rows))
+            content["clips"]["video_skipped"] = ev.SKIP_NOTE
+        ej.write(Path(args.json), content)
         print(f"wrote {args.json}")
     return 0
 

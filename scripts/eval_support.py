@@ -102,8 +102,9 @@ def comfyui_host() -> str:
     return f"v{version.group(1) if version else '?'} ({root})"
 
 
-def write_report(path: Path, report: Report, held_out: list[str]) -> None:
-    """report's lines as a Markdown file, under a header: command, date, commit, machine and held-out sets."""
+def write_report(path: Path, report: Report, held_out: list[str], opening: list[str] = ()) -> None:
+    """report's lines as a Markdown file, under a header: command, date, commit, machine and held-out sets, then
+    the ``opening`` lines (a summary computed after the report's lines were printed)."""
     command = shlex.join(["python", os.path.relpath(sys.argv[0], Path.cwd()), *sys.argv[1:]])
     header = ["# IM-Animation evaluation results", "",
               f"Written by `{command}` (`make eval ARGS=\"...\"` runs the same).", "",
@@ -113,4 +114,4 @@ def write_report(path: Path, report: Report, held_out: list[str]) -> None:
               f"- ComfyUI host of the video rows: {comfyui_host()}",
               *[f"- {line}" for line in held_out], ""]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(header) + "\n" + report.text())
+    path.write_text("\n".join([*header, *opening, *([""] if opening else [])]) + "\n" + report.text())

@@ -9,6 +9,14 @@ goes through workflows/im_animation_demo.json three times, one server for all:
 - still_driver: with the identity image as every driving frame, scored against the identity held still: a
   still driver should give sharp still frames.
 
+With the error budget (budget=True, make eval's default), three more runs per pair and one run per training pair:
+
+- self_reenact: driven by its own ground truth (the identity's own body making the motion), so retargeting
+  across bodies and leakage drop out;
+- sampler_2x, sampler_4x: the result's inputs at 2x and 4x the workflow's KSampler steps;
+- train_pairs: pairs 0..N-1 of the demo set's last training phase (its split, seed and domain, read from its
+  run record), each with its own driving clip: the result row on clips the DiT was trained on.
+
 References, without the workflow: the identity image held still and the driving clip (against the ground
 truth), the ground truth through the VAE (vae_ceiling, the best any DiT decoding through it could do) and the
 still clip through the VAE (still_clip_vae, the same ceiling for still_driver).
@@ -50,6 +58,8 @@ REPO = Path(__file__).resolve().parents[1]
 # clip), at the demo's clip size and body shapes.
 EVAL_VIDEO_SEED = 2027
 WORKFLOW_RUNS = ("result", "driver_swap", "still_driver")
+BUDGET_RUNS = ("self_reenact", "sampler_2x", "sampler_4x")
+STEP_FACTORS = {"sampler_2x": 2, "sampler_4x": 4}
 # The Markdown tables' rows (JSON key: label), by the reference they are scored against. driving_clip is
 # in the Markdown only: the JSON keeps to eval_json.VIDEO_ROWS.
 VS_GROUND_TRUTH = {"result": "IM-Animation (demo workflow)",
@@ -58,6 +68,12 @@ VS_GROUND_TRUTH = {"result": "IM-Animation (demo workflow)",
                    "identity_still": "identity image held still",
                    "driving_clip": "driving clip (motion on the driver's body)",
                    "vae_ceiling": VAE_CEILING_ROW}
+BUDGET_LABELS = {"self_reenact": "each pair driven by its own ground truth (the identity's own body making the "
+                                 "motion: no retargeting across bodies)",
+                 "sampler_2x": "the result at 2x the workflow's sampler steps",
+                 "sampler_4x": "the result at 4x the workflow's sampler steps"}
+TRAIN_LABELS = {"train_pairs": "IM-Animation on training pairs (clips the DiT was trained on)",
+                "train_pairs_vae_ceiling": "their ground truth through the VAE"}
 VS_IDENTITY_STILL = {"still_driver": "IM-Animation with the identity image as a still driver",
                      "still_clip_vae": "the identity held still through the VAE (the best a still driver could give)"}
 SKIP_NOTE = ("Cross-reenactment video metrics: SKIPPED: the trained demo models are not in models/ "
@@ -81,10 +97,26 @@ def workflow_inputs(items: list[dict], i: int) -> dict[str, dict]:
             "still_driver": {"identity": item["identity"], "driving": still_clip(item)}}
 
 
+def budget_inputs(item: dict) -> dict[str, dict]:
+    """The workflow's inputs for each of BUDGET_RUNS of a pair: its ground truth as the driver for self_reenact,
+    the pair itself for the sampler rows (their prompt differs: with_steps)."""
+    return {"self_reenact": {"identity": item["identity"], "driving": item["target"]},
+            "sampler_2x": item, "sampler_4x": item}
+
+
+def with_steps(prompt: dict, factor: int) -> dict:
+    """The prompt with its KSampler's steps multiplied by ``factor``."""
+    p = json.loads(json.dumps(prompt))
+    sampler = next(k for k, n in p.items() if n["class_type"] == "KSampler")
+    p[sampler]["inputs"]["steps"] = int(p[sampler]["inputs"]["steps"]) * factor
+    return p
+
+
 def pair_scores(item: dict, outputs: dict[str, torch.Tensor], vae) -> tuple[dict[str, dict[str, float]], list[str]]:
     """{row: {"psnr", "ssim", "motion_corr"}} of one pair for every row of VS_GROUND_TRUTH and
-    VS_IDENTITY_STILL, from the workflow's outputs per WORKFLOW_RUNS key; and notes on outputs that had to be
-    cut or resized to be compared."""
+    VS_IDENTITY_STILL, and of each BUDGET_RUNS row whose output is given (against the ground truth), from the
+    workflow's outputs per WORKFLOW_RUNS (and BUDGET_RUNS) key; and notes on outputs that had to be cut or
+    resized to be compared."""
     base = image_metrics(item, outputs["result"], vae)
     rows = {"result": base["rows"][RESULT_ROW],
             "identity_still": base["rows"][IDENTITY_STILL_ROW],
@@ -93,7 +125,9 @@ def pair_scores(item: dict, outputs: dict[str, torch.Tensor], vae) -> tuple[dict
     notes = list(base["notes"])
     target = item["target"].float()
     still = still_clip(item).float()
-    for key, reference in (("driver_swap", target), ("still_driver", still)):
+    references = [("driver_swap", target), ("still_driver", still),
+                  *((key, target) for key in BUDGET_RUNS if key in outputs)]
+    for key, reference in references:
         aligned, more = align_to(outputs[key].float(), reference)
         rows[key] = clip_scores(aligned, reference[:aligned.shape[0]])
         notes += [f"{key}: {note}" for note in more]
@@ -141,42 +175,79 @@ def still_negative(prompt: dict, cfg: float, frames: int = ds.DEMO_FRAMES) -> di
     return p
 
 
-def video_eval(server: ComfyServer, count: int, seed: int, guidance: float = 0.0) -> dict:
-    """Run the demo workflow WORKFLOW_RUNS times on each of held-out video pairs 0..count-1 of ``seed`` with
-    one server (models already in server.models; started and stopped here) and score every row. Raises when
-    a run's output is not new (ComfyUI served a cached result). guidance > 0: the workflow with motion guidance
-    at that cfg (still_negative)."""
+def training_pairs(count: int) -> tuple[SyntheticPairs, str]:
+    """Pairs 0..count-1 of the data the demo set's last training phase read (its run record in models/demo128:
+    split, seed, frames, size and options), and a phrase naming them."""
+    records = REPO / "models" / "demo128"
+    packaged = json.loads((records / "packaged.json").read_text())
+    phase = next(Path(f).parent.name for f in packaged if Path(f).name == "wan_dit.safetensors")
+    data = json.loads((records / phase / "config.json").read_text())["data"]
+    pairs = SyntheticPairs(data["split"], count, data["frames"], data["size"], data["seed"], **data["options"])
+    return pairs, (f"{data['split']} pairs 0..{count - 1} of seed {data['seed']} (the data of {phase}, the demo "
+                   f"set's last training phase: {data['num_samples']} clips)")
+
+
+class WorkflowRunner:
+    """Runs the demo prompt (or a variant of it) on given inputs through a started server, and refuses an output
+    that is not new (ComfyUI served a cached result)."""
+
+    def __init__(self, server: ComfyServer):
+        self.server, self.mtime, self.seen, self.previous = server, 0.0, set(), None
+
+    def __call__(self, prompt: dict, inputs: dict, what: str) -> torch.Tensor:
+        self.mtime = write_inputs(self.server.base / "input", inputs, self.mtime)
+        video = demo.run_prompt(self.server, prompt)
+        result = read_video(video).frames
+        if video.name in self.seen or (self.previous is not None and self.previous.shape == result.shape
+                                       and torch.equal(self.previous, result)):
+            raise RuntimeError(f"{what}: ComfyUI returned the previous run's output ({video.name}); the inputs "
+                               "did not invalidate its cache")
+        self.seen.add(video.name)
+        self.previous = result
+        return result
+
+
+def video_eval(server: ComfyServer, count: int, seed: int, guidance: float = 0.0, budget: bool = False) -> dict:
+    """Run the demo workflow WORKFLOW_RUNS times (and BUDGET_RUNS times, with ``budget``) on each of held-out
+    video pairs 0..count-1 of ``seed`` with one server (models already in server.models; started and stopped
+    here) and score every row; with ``budget`` also the result on ``count`` training pairs ("train": rows result
+    and vae_ceiling per pair). Raises when a run's output is not new (ComfyUI served a cached result). guidance
+    > 0: the workflow with motion guidance at that cfg (still_negative)."""
     from im_animation_core.wan.vae import load_wan_vae
 
     data = video_pairs(count, seed)
     items = [data[i] for i in range(count)]
     vae = load_wan_vae(demo.SOURCES["vae"]).eval()
-    mtime = write_inputs(server.base / "input", items[0], 0.0)  # LoadImage/LoadVideo validate the names
-    pairs, seen, previous = [], set(), None
+    write_inputs(server.base / "input", items[0], 0.0)  # LoadImage/LoadVideo validate the names
+    pairs, train = [], None
     with server:
+        run = WorkflowRunner(server)
         prompt = demo.demo_prompt(server)
         if guidance:
             prompt = still_negative(prompt, guidance)
+        prompts = {key: with_steps(prompt, STEP_FACTORS[key]) if key in STEP_FACTORS else prompt
+                   for key in (*WORKFLOW_RUNS, *BUDGET_RUNS)}
         for i, item in enumerate(items):
             start = time.time()
-            outputs = {}
-            for key, inputs in workflow_inputs(items, i).items():
-                mtime = write_inputs(server.base / "input", inputs, mtime)
-                video = demo.run_prompt(server, prompt)
-                result = read_video(video).frames
-                if video.name in seen or (previous is not None and previous.shape == result.shape
-                                          and torch.equal(previous, result)):
-                    raise RuntimeError(f"pair {i} ({key}): ComfyUI returned the previous run's output "
-                                       f"({video.name}); the inputs did not invalidate its cache")
-                seen.add(video.name)
-                previous = outputs[key] = result
+            runs = {**workflow_inputs(items, i), **(budget_inputs(item) if budget else {})}
+            outputs = {key: run(prompts[key], inputs, f"pair {i} ({key})") for key, inputs in runs.items()}
             rows, notes = pair_scores(item, outputs, vae)
             kind = data.parameters(i)[2].kind
             pairs.append({"index": i, "motion": kind, "seconds": time.time() - start, "rows": rows,
                           "notes": notes, "frames_compared": min(outputs["result"].shape[0], item["target"].shape[0])})
-            print(f"  video pair {i + 1}/{count} ({kind}, {len(WORKFLOW_RUNS)} workflow runs): "
+            print(f"  video pair {i + 1}/{count} ({kind}, {len(runs)} workflow runs): "
                   f"{pairs[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
-    return {"count": count, "seed": seed, "pairs": pairs, "guidance": guidance}
+        if budget:
+            train_data, described = training_pairs(count)
+            train = {"described": described, "pairs": []}
+            for i in range(count):
+                item = train_data[i]
+                metrics = image_metrics(item, run(prompt, item, f"training pair {i}"), vae)
+                train["pairs"].append({"index": i, "motion": train_data.parameters(i)[2].kind,
+                                       "rows": {"result": metrics["rows"][RESULT_ROW],
+                                                "vae_ceiling": metrics["rows"][VAE_CEILING_ROW]}})
+                print(f"  training pair {i + 1}/{count}", file=sys.stderr, flush=True)
+    return {"count": count, "seed": seed, "pairs": pairs, "guidance": guidance, "train": train}
 
 
 def _table(title: str, labels: dict[str, str], summaries: dict[str, dict]) -> list[str]:
@@ -224,16 +295,54 @@ def video_table(results: dict, weights: str) -> list[str]:
               per_pair_line("result", pairs, "result") + "; motions " + " / ".join(p["motion"] for p in pairs)
               + f"; {sum(p['seconds'] for p in pairs) / n:.0f} s per pair ({len(WORKFLOW_RUNS)} workflow runs).",
               "", per_pair_line("control, another pair's driver", pairs, "driver_swap") + "."]
+    if all(key in pairs[0]["rows"] for key in BUDGET_RUNS):
+        lines += budget_section(results, summaries_of(pairs, BUDGET_LABELS))
     return lines
 
 
-def video_section(count: int, base: Path, seed: int, guidance: float = 0.0) -> tuple[list[str], dict | None]:
-    """The video metrics with the trained demo models on a fresh server under base: (Markdown lines, the
-    results of video_eval), or (the lines saying why they are skipped, None)."""
+def summaries_of(pairs: list[dict], rows) -> dict[str, dict]:
+    return ej.row_summaries([p["rows"] for p in pairs], list(rows))
+
+
+def budget_section(results: dict, budget: dict[str, dict]) -> list[str]:
+    """Markdown: the error budget's video rows (BUDGET_LABELS over the held-out pairs, the training pairs'
+    rows) and the result and VAE ceiling per motion family."""
+    pairs, n = results["pairs"], results["count"]
+    lines = ["", "### Error-budget rows", "", "On the same held-out pairs, scored against the same ground truth:",
+             ""]
+    lines += _table(f"vs ground truth, mean ± std over {n} pairs", BUDGET_LABELS, budget)
+    lines += ["", per_pair_line("self_reenact", pairs, "self_reenact") + "."]
+    train = results.get("train")
+    if train:
+        lines += ["", f"Training pairs: {train['described']}, through the same workflow:", ""]
+        lines += _table(f"vs ground truth, mean ± std over {len(train['pairs'])} training pairs", TRAIN_LABELS,
+                        {"train_pairs": summaries_of(train["pairs"], ["result"])["result"],
+                         "train_pairs_vae_ceiling": summaries_of(train["pairs"], ["vae_ceiling"])["vae_ceiling"]})
+        lines += ["", per_pair_line("training pairs", train["pairs"], "result") + "; motions "
+                  + " / ".join(p["motion"] for p in train["pairs"]) + "."]
+    families = ej.video_json([p["rows"] for p in pairs], [p["motion"] for p in pairs])["families"]
+    lines += ["", "By motion family (held-out pairs; motion correlation, mean ± std):", "",
+              "| family | pairs | result | VAE ceiling | result / ceiling |", "|---|---|---|---|---|"]
+    for family, entry in families.items():
+        if not entry["pairs"]:
+            lines.append(f"| {family} | 0 | {entry['note']} | | |")
+            continue
+        r, c = (entry["rows"][row]["motion_corr"] for row in ("result", "vae_ceiling"))
+        share = f"{r['mean'] / c['mean']:.0%}" if c["mean"] > 0 else "(no motion through the VAE)"
+        lines.append(f"| {family} | {entry['pairs']} | {r['mean']:.3f} ± {r['std']:.3f} | {c['mean']:.3f} ± "
+                     f"{c['std']:.3f} | {share} |")
+    return lines
+
+
+def video_section(count: int, base: Path, seed: int, guidance: float = 0.0,
+                  budget: bool = False) -> tuple[list[str], dict | None]:
+    """The video metrics with the trained demo models on a fresh server under base (with the error budget's
+    runs when ``budget``): (Markdown lines, the results of video_eval), or (the lines saying why they are
+    skipped, None)."""
     shutil.rmtree(base, ignore_errors=True)
     server = ComfyServer(base=base)
     if not demo.install_models(server.models):
         missing = [str(p.relative_to(REPO)) for p in demo.SOURCES.values() if not p.is_file()]
         return [SKIP_NOTE, f"(missing: {', '.join(missing)})"], None
-    results = video_eval(server, count, seed, guidance)
+    results = video_eval(server, count, seed, guidance, budget)
     return video_table(results, "trained demo models (models/)"), results

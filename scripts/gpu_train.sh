@@ -4,13 +4,15 @@
 #
 #   bash scripts/gpu_train.sh CONFIG [BUDGET_S] [DEST]
 #
+# CONFIG: a Stage-3 config file, or a recipe's phase as RECIPE:PHASE (configs/demo128.json:stage3_gpu1).
+#
 # 1. Stages the committed weights the configs read (python scripts/train_demo.py --restore): models/demo128/*
 #    into runs/demo128/, and the demo set's DiT, modules, tokenizer and VAE at the paths
 #    models/demo128/packaged.json records, when their SHA-256 matches.
 # 2. Probes the config's step time on this GPU (PROBE_STEPS steps into runs/gpu_probe), then runs the config
 #    with steps = BUDGET_S / (seconds per step) rounded down to 50, the learning-rate decay over the last 40%.
-#    The steps actually run go into the run's config.json; commit them into CONFIG so that a rerun is the plain
-#    `python -m im_animation_core.train stage3 --config CONFIG`.
+#    The steps actually run go into the run's config.json; commit them into CONFIG (the recipe's phase) so that
+#    a rerun is the plain `python -m im_animation_core.train stage3 --recipe RECIPE --phase PHASE`.
 #    A run stopped at its time limit exports its last checkpoint instead (save_every apart).
 # 3. Copies the run's exports, metrics, config and a summary (gpu_train.json) into DEST when given.
 #
@@ -30,6 +32,14 @@ PROBE_STEPS="${PROBE_STEPS:-60}"
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
   echo "gpu_train: no CUDA device visible to $PY" >&2; exit 2; }
 "$PY" -c "import torch; print('gpu_train:', torch.__version__, torch.cuda.get_device_name(0))"
+
+if [[ "$CFG" == *:* ]]; then  # a recipe's phase: its resolved config, as a file the commands below read
+  mkdir -p runs
+  "$PY" -c "import json, sys; from im_animation_core.train.recipe import recipe_phase_config as r
+json.dump(r(sys.argv[1], sys.argv[2])[1], open(sys.argv[3], 'w'), indent=2)" "${CFG%%:*}" "${CFG#*:}" \
+    runs/gpu_train_config.json || exit 1
+  CFG=runs/gpu_train_config.json
+fi
 
 # The committed runs and the demo set's weights, back where the configs read them.
 "$PY" scripts/train_demo.py --restore || exit 3
@@ -80,7 +90,7 @@ if [ -n "$DEST" ]; then
   done
   "$PY" - "$DEST/gpu_train.json" <<EOF
 import json, sys, torch
-json.dump({"config": "$CFG", "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
+json.dump({"config": "$1", "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
            "probe_steps": $PROBE_STEPS, "probe_sec_per_step": $SPS, "steps": $STEPS, "decay_steps": $DECAY,
            "run_seconds": $((t3 - t2)), "exit": $RC}, open(sys.argv[1], "w"), indent=2)
 EOF

@@ -37,6 +37,7 @@ from im_animation_core.eval.retarget_eval import (  # noqa: E402
 from im_animation_core.frames import latent_frame_times  # noqa: E402
 from im_animation_core.heatmap_head import heatmap_mse  # noqa: E402
 from im_animation_core.retarget import RetargetConfig, RetargetTransformer  # noqa: E402
+from im_animation_core.train.recipe import recipe_phase_config  # noqa: E402
 from im_animation_core.train.retarget_init import retarget_local_attention_init_  # noqa: E402
 from im_animation_core.train.schedule import lr_factor  # noqa: E402
 from im_animation_core.train.targets import latent_frame_heatmaps  # noqa: E402
@@ -48,13 +49,13 @@ KEYS = ("driving", "identity", "target_joints", "target_visible", "driving_joint
 
 
 def cache(args) -> None:
-    """Encode SPLITS with the demo's frozen tokenizer and VAE (configs/demo/stage3.json's data settings)."""
+    """Encode SPLITS with the demo's frozen tokenizer and VAE (configs/demo64.json's stage3 data settings)."""
     from im_animation_core.data.pairs import SyntheticPairs
+    from im_animation_core.tokenizer.encode import encode_clips
     from im_animation_core.train.config import config_from_dict
-    from im_animation_core.train.encoders import encode_clips
     from im_animation_core.train.stages import Stage2
 
-    cfg = json.loads((REPO / "configs/demo/stage2.json").read_text())
+    cfg = recipe_phase_config(REPO / "configs/demo64.json", "stage2")[1]
     cfg.update(output_dir=str(OUT / "unused"), tokenizer={"path": args.tokenizer, "trainable": False},
                vae={"path": args.vae})
     stage = Stage2(config_from_dict("stage2", cfg))
@@ -118,7 +119,7 @@ def train(args) -> None:
     torch.set_num_threads(1)
     data = torch.load(OUT / "train.pt")
     held = torch.load(OUT / "heldout.pt")
-    sizes = json.loads((REPO / "configs/demo/stage2.json").read_text())["modules"]["retarget"]
+    sizes = recipe_phase_config(REPO / "configs/demo64.json", "stage2")[1]["modules"]["retarget"]
     cfg = RetargetConfig(motion_dim=data["tokens"].shape[-1], motion_tokens=data["tokens"].shape[-2],
                          latent_channels=data["ref"].shape[1], patch_size=2, heatmap_joints=data["joints"].shape[2],
                          **{**sizes, "heatmap_head": args.head, "heatmap_channels": args.heatmap_channels})

@@ -16,38 +16,26 @@ import sys
 from pathlib import Path
 
 import torch
-from einops import rearrange
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from im_animation_core.data import SyntheticPairs, collate_pairs  # noqa: E402
-from im_animation_core.eval.metrics import joint_accuracy  # noqa: E402
+from im_animation_core.data import SyntheticPairs  # noqa: E402
+from im_animation_core.eval.token_probe import token_pose_probe  # noqa: E402
 from im_animation_core.heatmap_head import HeatmapHead  # noqa: E402
-from im_animation_core.heatmaps import heatmap_argmax  # noqa: E402
 from im_animation_core.tokenizer import MotionTokenizer  # noqa: E402
-from im_animation_core.train.encoders import TokenizerEncoder, encode_clips  # noqa: E402
+from im_animation_core.train.encoders import TokenizerEncoder  # noqa: E402
 
 HELDOUT_SEED = 2026  # make eval's retargeting pairs
 
 
-@torch.no_grad()
 def probe(run: Path, count: int, size: int, frames: int, thickness_scale: float, min_contrast: float) -> dict:
     tokenizer = MotionTokenizer.from_file(run / "motion_tokenizer.safetensors", dtype=torch.float32)
     head = HeatmapHead.from_file(run / "heatmap_head.safetensors").eval()
     encoder = TokenizerEncoder(tokenizer, 0.25, 0).eval()
     data = SyntheticPairs("heldout", num_samples=count, frames=frames, size=size, seed=HELDOUT_SEED,
                           thickness_scale=thickness_scale, min_contrast=min_contrast)
-    xy_all, true_all, vis_all = [], [], []
-    for start in range(0, count, 4):
-        batch = collate_pairs([data[i] for i in range(start, min(start + 4, count))])
-        tokens, _ = encode_clips(encoder, batch["driving"], False)
-        xy, _ = heatmap_argmax(head(rearrange(tokens, "b t l c -> (b t) l c")).float(), in_size=(size, size))
-        xy_all.append(xy)
-        true_all.append(rearrange(batch["driving_joints"], "b t j c -> (b t) j c").float())
-        vis_all.append(rearrange(batch["driving_visible"], "b t j -> (b t) j").bool())
-    xy, true, vis = torch.cat(xy_all), torch.cat(true_all), torch.cat(vis_all)
-    return joint_accuracy(xy, true, vis, torch.full((xy.shape[0],), float(size)))
+    return token_pose_probe(encoder, head, data, count)
 
 
 def main() -> int:

@@ -1,9 +1,11 @@
-"""make train-demo: the 128-pixel demo model set, trained from scratch in order with the seeds in its configs.
+"""make train-demo: the 128-pixel demo model set, trained from scratch in order with the seeds of its recipe.
 
-Every step is one command of at most 90 minutes on the 2-core CPU machine (docs/training.md gives each one's
-time); a step whose output exists is skipped, so rerunning the script continues the chain. The VAE gate
-(scripts/vae_gate.py) runs before any DiT training and stops the chain when the VAE loses the motion (--force
-goes on anyway).
+The chain is the recipe configs/demo128.json (im_animation_core/train/recipe.py): its phases in order, each
+naming what it changes from an earlier one. Every step is one command of at most 90 minutes on the 2-core CPU
+machine (docs/training.md gives each one's time); a step whose output exists is skipped, so rerunning the script
+continues the chain. The VAE gate (scripts/vae_gate.py) runs before any DiT training and stops the chain when
+the VAE loses the motion (--force goes on anyway). The recipe's trials are listed, and run only when --only
+names them.
 
     python scripts/train_demo.py [--list] [--only NAME[,NAME]] [--device cpu|cuda] [--force]
     python scripts/train_demo.py --save      # copy the finished steps' outputs into models/demo128/ (for git)
@@ -32,86 +34,98 @@ sys.path.insert(0, str(REPO))
 
 from im_animation_core.train.cache import file_sha256  # noqa: E402
 from im_animation_core.train.outputs import outputs_path  # noqa: E402
+from im_animation_core.train.recipe import load_recipe, phase_config, phases  # noqa: E402
 from tools.demo_set import SOURCES  # noqa: E402  (the demo set's files, where make demo looks for them)
 
-CONFIGS = "configs/demo128"
+RECIPE = "configs/demo128.json"
 TRAIN = [sys.executable, "-m", "im_animation_core.train"]
+_RECIPE = load_recipe(REPO / RECIPE)
+PHASES = phases(_RECIPE)  # {name: the recipe's phase}, in chain order
+
+
+def phase_data(name: str) -> dict:
+    """The resolved config of a training phase (what its own JSON config file would hold)."""
+    return phase_config(_RECIPE, name)
+
+
+def _chain(stage: str) -> tuple[str, ...]:
+    return tuple(n for n, p in PHASES.items() if p["stage"] == stage and not p.get("trial"))
+
+
+def phase_command(stage: str, name: str) -> list[str]:
+    return TRAIN + [stage, "--recipe", RECIPE, "--phase", name]
+
 
 # The retargeter's Stage-2 runs, each a continuation of the one before it (docs/training.md says why each).
-STAGE2_CHAIN = ("stage2", "stage2_more", "stage2_self", "stage2_self_more", "stage2_mix", "stage2_mix2")
-LATEST_STAGE2 = STAGE2_CHAIN[-1]  # the retargeter the DiT-first phase reads (configs/demo128/stage3_dit.json)
+STAGE2_CHAIN = _chain("stage2")
+LATEST_STAGE2 = STAGE2_CHAIN[-1]  # the retargeter the DiT-first phase reads
 # The DiT-first phase and its continuations, then the joint phase (the retargeter trained too), each starting
 # from the weights the one before it exported. The first clip cache serves the phases up to stage3_joint7: the
 # DiT-first phases read its motion maps (it is keyed by their frozen retargeter's tensors), the joint phases only
 # its other fields; later phases read caches of clips from other generator seeds (CACHES).
 # The phases whose config says device "cuda" train on live clips (no cache) on a GPU: scripts/gpu_train.sh; the
 # CPU phases after them read cached clips again.
-STAGE3_CHAIN = ("stage3_dit", "stage3_dit2", "stage3_dit3", "stage3_dit4", "stage3_dit5", "stage3_joint",
-                "stage3_joint2", "stage3_joint3", "stage3_joint4", "stage3_joint5", "stage3_joint6", "stage3_gpu1",
-                "stage3_gpu2", "stage3_joint7", "stage3_joint8", "stage3_joint10")
+STAGE3_CHAIN = _chain("stage3")
 LATEST_STAGE3 = STAGE3_CHAIN[-1]  # the demo set's DiT, modules and tokenizer (scripts/package_demo.py)
+VAE_CHAIN = _chain("vae")
+TRIALS = tuple(n for n, p in PHASES.items() if p.get("trial"))
 CHAINS = (STAGE2_CHAIN, STAGE3_CHAIN)
-_STAGE3_CONFIGS = {name: json.loads((REPO / CONFIGS / f"{name}.json").read_text()) for name in STAGE3_CHAIN}
+_STAGE3_CONFIGS = {name: phase_data(name) for name in STAGE3_CHAIN}
 GPU_PHASES = tuple(name for name, c in _STAGE3_CONFIGS.items() if c.get("device") == "cuda")
-# Each cache folder is built once, by the first phase that reads it, for the phase reading it that reads the most
-# clips: a config reading fewer reads its first clips (generated clips do not depend on how many there are), so
-# the earlier phases see what they saw when they ran. A later phase may read a folder of its own, built from
-# another generator seed: clips the DiT has not seen.
+# Each cache folder is built once, by its cache phase (just before the first phase that reads it), for the phase
+# reading it that reads the most clips: a config reading fewer reads its first clips (generated clips do not
+# depend on how many there are), so the earlier phases see what they saw when they ran. A later phase may read a
+# folder of its own, built from another generator seed: clips the DiT has not seen.
 CACHE_READERS: dict[str, list[str]] = {}  # {cache folder: the phases reading it, in chain order}
 for _name, _config in _STAGE3_CONFIGS.items():
     if _config["data"].get("cache"):
         CACHE_READERS.setdefault(_config["data"]["cache"], []).append(_name)
+CACHE_STEPS = {n: phase_data(p["of"])["data"]["cache"] for n, p in PHASES.items() if p["stage"] == "cache"}
 # {cache folder: (the phase whose config builds it, the clips it holds)}
-CACHES = {folder: (readers[0], max(_STAGE3_CONFIGS[n]["data"]["num_samples"] for n in readers))
-          for folder, readers in CACHE_READERS.items()}
+CACHES = {folder: (PHASES[step]["of"], max(_STAGE3_CONFIGS[n]["data"]["num_samples"] for n in CACHE_READERS[folder]))
+          for step, folder in CACHE_STEPS.items()}
 FIRST_CACHE = next(iter(CACHES))
 
 
 def cache_step(folder: str) -> str:
-    """The chain's step that builds this cache folder: "cache" for the first, the folder's name after."""
-    return "cache" if folder == FIRST_CACHE else Path(folder).name
-
-
-CACHE_STEPS = {cache_step(folder): folder for folder in CACHES}
+    """The chain's step (the recipe's cache phase) that builds this cache folder."""
+    return next(step for step, f in CACHE_STEPS.items() if f == folder)
 
 
 def cache_command(folder: str) -> list[str]:
     phase, clips = CACHES[folder]
-    return TRAIN + ["cache", "--config", f"{CONFIGS}/{phase}.json", "--set", f"data.num_samples={clips}"]
+    return TRAIN + ["cache", "--recipe", RECIPE, "--phase", phase, "--set", f"data.num_samples={clips}"]
 
 
-def stage3_steps():
-    for name in STAGE3_CHAIN:
-        folder = _STAGE3_CONFIGS[name]["data"].get("cache")
-        if folder and CACHES[folder][0] == name:
-            yield cache_step(folder), cache_command(folder), f"{folder}/index.json"
-        yield name, TRAIN + ["stage3", "--config", f"{CONFIGS}/{name}.json"], outputs_path(f"runs/demo128/{name}")
+def _step(name: str) -> tuple[str, list[str], str]:
+    """(name, command, the file whose presence means the step is done) of a phase of the recipe."""
+    phase = PHASES[name]
+    if phase["stage"] == "cache":
+        return name, cache_command(CACHE_STEPS[name]), f"{CACHE_STEPS[name]}/index.json"
+    if phase["stage"] == "gate":
+        return name, [sys.executable, "scripts/vae_gate.py", "--recipe", RECIPE, "--phase", phase["of"], "--pairs",
+                      str(phase["pairs"]), "--json", phase["output"]], phase["output"]
+    if phase["stage"] == "vae":
+        return name, phase_command("vae", name), phase_data(name)["output"]
+    return name, phase_command(phase["stage"], name), outputs_path(phase_data(name)["output_dir"])
 
 
-# (name, command, the file whose presence means the step is done)
-STEPS = (
-    ("vae", TRAIN + ["vae", "--config", f"{CONFIGS}/vae.json"], "runs/demo128/vae/ima_demo128_wan21_vae.safetensors"),
-    ("vae16", TRAIN + ["vae", "--config", f"{CONFIGS}/vae16.json"],
-     "runs/demo128/vae16/ima_demo128_wan21_vae.safetensors"),
-    ("vae_gate", [sys.executable, "scripts/vae_gate.py", "--config", f"{CONFIGS}/vae16.json", "--pairs", "16",
-                  "--json", "runs/demo128/vae_gate.json"], "runs/demo128/vae_gate.json"),
-    ("stage1", TRAIN + ["stage1", "--config", f"{CONFIGS}/stage1.json"], outputs_path("runs/demo128/stage1")),
-    *((name, TRAIN + ["stage2", "--config", f"{CONFIGS}/{name}.json"], outputs_path(f"runs/demo128/{name}"))
-      for name in STAGE2_CHAIN),
-    *stage3_steps(),
-)
+STEPS = tuple(_step(n) for n, p in PHASES.items() if not p.get("trial"))
+TRIAL_STEPS = tuple(_step(n) for n in TRIALS)
+GATE = next(p for p in PHASES.values() if p["stage"] == "gate")
+GATE_FILE = GATE["output"]
 # the config field that picks the device, per step (the VAE trainer's sits under train)
-DEVICE_FIELD = {"vae": "train.device", "vae16": "train.device", "stage1": "device",
-                **dict.fromkeys((*CACHE_STEPS, *STAGE2_CHAIN, *STAGE3_CHAIN), "device")}
+DEVICE_FIELD = {n: "train.device" if p["stage"] == "vae" else "device" for n, p in PHASES.items()
+                if p["stage"] != "gate"}
 
 
 def done(name: str, marker: str | Path) -> bool:
     for chain in CHAINS:  # a continuation's output stands for the runs it continued (only it is kept)
         if name in chain:
             later = chain[chain.index(name):]
-            return any((REPO / outputs_path(f"runs/demo128/{n}")).is_file() for n in later)
+            return any((REPO / outputs_path(phase_data(n)["output_dir"])).is_file() for n in later)
     last_reader = CACHE_READERS[CACHE_STEPS[name]][-1] if name in CACHE_STEPS else None
-    if last_reader and done(last_reader, outputs_path(f"runs/demo128/{last_reader}")):
+    if last_reader and done(last_reader, outputs_path(phase_data(last_reader)["output_dir"])):
         return True  # no phase left to read it (the weights came from the demo set: --restore)
     path = REPO / marker
     if not path.is_file():
@@ -119,12 +133,12 @@ def done(name: str, marker: str | Path) -> bool:
     if name in CACHE_STEPS:  # a cache built for fewer clips is grown (only the new clips are built)
         index = json.loads(path.read_text())
         return bool(index.get("complete")) and index.get("clips", 0) >= CACHES[CACHE_STEPS[name]][1]
-    if name in ("vae", "vae16"):  # rewritten every save_every steps: done when it holds the last step
+    if name in VAE_CHAIN:  # rewritten every save_every steps: done when it holds the last step
         from safetensors import safe_open
 
         with safe_open(str(path), "pt") as f:
             trained = json.loads((f.metadata() or {}).get("im_animation_vae_train", "{}")).get("steps")
-        return trained == json.loads((REPO / CONFIGS / f"{name}.json").read_text())["steps"]
+        return trained == phase_data(name)["steps"]
     return True
 
 
@@ -135,10 +149,14 @@ STAGE3_FILES = {"dit": "wan_dit.safetensors", "modules": "im_animation_modules.s
 STAGE3_WEIGHTS = tuple(STAGE3_FILES.values())
 # What each step leaves that a later step or a continuation reads (the cache is rebuilt: it is large and
 # deterministic).
+# The dim-16 VAE: the one the gate scores, which the DiT phases read.
+VAE_OUTPUT = phase_data(GATE["of"])["output"]
 KEEP = {
-    "vae": ["runs/demo128/vae/ima_demo128_wan21_vae.safetensors"],
-    "vae16": ["runs/demo128/vae16/ima_demo128_wan21_vae.safetensors", "runs/demo128/vae16/metrics.jsonl"],
-    "vae_gate": ["runs/demo128/vae_gate.json"],
+    # every VAE's weights, and the training log of the one the DiT reads
+    **{name: [phase_data(name)["output"]] + ([str(Path(VAE_OUTPUT).parent / "metrics.jsonl")]
+                                             if phase_data(name)["output"] == VAE_OUTPUT else [])
+       for name in VAE_CHAIN},
+    GATE["name"]: [GATE_FILE],
     "stage1": [f"runs/demo128/stage1/{f}" for f in ("motion_tokenizer.safetensors", "config.yaml",
                                                     "heatmap_head.safetensors", "config.json", "outputs.json")],
     # the record of every Stage-2 run, and the weights of the latest only (the chain continues from it)
@@ -157,7 +175,6 @@ KEEP = {
 # {the step's output: the demo set's file (demo.SOURCES, where make demo looks)}, for the chain's last DiT phase.
 # Committed once, in the demo set; --save records the SHA-256 of each such output in PACKAGED_RECORD, and
 # --restore copies a demo-set file back only when it matches.
-VAE_OUTPUT = "runs/demo128/vae16/ima_demo128_wan21_vae.safetensors"
 DEMO_SET_KEY = {f: key for key, f in STAGE3_FILES.items()}  # a DiT phase's output file -> its demo.SOURCES key
 DEMO_SET = {key: SOURCES[key].relative_to(REPO).as_posix() for key in ("vae", *STAGE3_FILES)}
 PACKAGED_RECORD = "models/demo128/packaged.json"
@@ -198,7 +215,7 @@ def packaged_is_output(packaged: Path, run_path: str, name: str, record: dict[st
     recorded = record.get(run_path)
     if recorded is not None:
         return file_sha256(packaged) == recorded
-    return name in ("vae", "vae16") and vae_trained_for(packaged, name)
+    return name in VAE_CHAIN and vae_trained_for(packaged, name)
 
 
 def vae_trained_for(path: Path, name: str) -> bool:
@@ -208,7 +225,7 @@ def vae_trained_for(path: Path, name: str) -> bool:
 
     with safe_open(str(path), "pt") as f:
         recorded = json.loads((f.metadata() or {}).get("im_animation_vae_train", "{}"))
-    config = json.loads((REPO / CONFIGS / f"{name}.json").read_text())
+    config = phase_data(name)
 
     def agrees(want, have) -> bool:
         if isinstance(want, dict):
@@ -276,13 +293,14 @@ def restore_outputs() -> None:
 
 
 def gate_passed() -> bool:
-    return bool(json.loads((REPO / "runs/demo128/vae_gate.json").read_text()).get("passes"))
+    return bool(json.loads((REPO / GATE_FILE).read_text()).get("passes"))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--list", action="store_true", help="print the steps and whether each is done")
-    ap.add_argument("--only", help="run only these steps (comma-separated names)")
+    ap.add_argument("--list", action="store_true", help="print the recipe's steps and trials, and whether each is "
+                    "done")
+    ap.add_argument("--only", help="run only these steps or trials (comma-separated names)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--force", action="store_true", help="train the DiT even when the VAE gate is not met")
     ap.add_argument("--save", action="store_true", help="copy the finished steps' outputs into models/demo128/")
@@ -293,15 +311,17 @@ def main() -> int:
         save_outputs() if args.save else restore_outputs()
         return 0
     only = set(args.only.split(",")) if args.only else None
-    for name, cmd, marker in STEPS:
-        state = "done" if done(name, marker) else "to do"
+    if args.list:
+        print(f"recipe {RECIPE}: {len(STEPS)} steps, then {len(TRIALS)} trials (run only with --only)")
+    for name, cmd, marker in STEPS + TRIAL_STEPS:
+        state = "done" if done(name, marker) else "trial" if name in TRIALS else "to do"
         if args.list:
-            print(f"{name:12s} {state:6s} {' '.join(cmd[1:] if cmd[0] == sys.executable else cmd)}")
+            print(f"{name:16s} {state:6s} {' '.join(cmd[1:] if cmd[0] == sys.executable else cmd)}")
             continue
-        if (only and name not in only) or state == "done":
+        if (only and name not in only) or (name in TRIALS and not only) or state == "done":
             continue
-        if (name in CACHE_STEPS or name in STAGE3_CHAIN) and not args.force and not gate_passed():
-            print("the VAE gate is not met (runs/demo128/vae_gate.json): the DiT would learn from latents that "
+        if PHASES[name]["stage"] in ("cache", "stage3") and not args.force and not gate_passed():
+            print(f"the VAE gate is not met ({GATE_FILE}): the DiT would learn from latents that "
                   "lose the motion. Improve the VAE, or pass --force", file=sys.stderr)
             return 2
         if name in GPU_PHASES and args.device != "cuda":

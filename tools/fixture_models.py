@@ -4,7 +4,8 @@
     diffusion_models/ima_tiny_wan.safetensors   Wan DiT (dim 128, 6 layers, 16 channels): stock UNETLoader
     vae/ima_tiny_wan21_vae.safetensors          Wan2.1-architecture VAE (dim 8): stock VAELoader
     im_animation/ima_tiny_motion_tokenizer.safetensors  motion encoder, released key names, small size
-    im_animation/ima_tiny_modules.safetensors   retarget + expression + DiT adapters
+    im_animation/ima_tiny_modules.safetensors   retarget + expression + DiT adapters, recording the tokenizer above
+                                                as the one they were trained with (as the trainer does)
 The DiT and VAE are built with ComfyUI's own classes (this file is test support, not im_animation_core).
 """
 
@@ -114,7 +115,12 @@ def write_fixture_models(models_dir, seed: int = 0, zero_adapters: bool = False,
         (models_dir / sub).mkdir(parents=True, exist_ok=True)
     save_file(tiny_wan_dit_state_dict(seed), str(models_dir / "diffusion_models" / names["dit"]))
     save_file(tiny_wan21_vae_state_dict(seed), str(models_dir / "vae" / names["vae"]))
-    tiny_motion_tokenizer(seed).save(str(models_dir / "im_animation" / names["tokenizer"]))
-    tiny_modules(seed, zero_adapters).save(str(models_dir / "im_animation" / names["modules"]))
+    tokenizer = models_dir / "im_animation" / names["tokenizer"]
+    tiny_motion_tokenizer(seed).save(str(tokenizer))
+    modules = tiny_modules(seed, zero_adapters)
+    from im_animation_core.motion import TokenizerRecord  # (REPO is on sys.path now: tiny_modules put it there)
+
+    modules.tokenizer_record = TokenizerRecord.of_file(tokenizer)
+    modules.save(str(models_dir / "im_animation" / names["modules"]))
     tiny_heatmap_head(seed).save(str(models_dir / "im_animation" / HEATMAP_HEAD_NAME))
     return dict(names)

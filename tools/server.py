@@ -26,11 +26,11 @@ def free_port() -> int:
 
 
 class ComfyServer:
-    """The real ComfyUI (``--cpu``, loopback, in-memory database) on a temporary base directory.
+    """The real ComfyUI (``--cpu`` unless cpu=False, loopback, in-memory database) on a temporary base directory.
 
     base/models holds whatever the caller writes there; base/custom_nodes/<pack> links to this repo."""
 
-    def __init__(self, base: Path | None = None, extra_args: list[str] | None = None):
+    def __init__(self, base: Path | None = None, extra_args: list[str] | None = None, cpu: bool = True):
         self._tmp = None
         if base is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="ima-comfy-")
@@ -45,6 +45,7 @@ class ComfyServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_args = extra_args or []
+        self.device_args = ["--cpu"] if cpu else []  # cpu=False: the host picks its GPU (scripts/gpu_check.sh)
         self.log_path = self.base / "server.log"
         self.proc: subprocess.Popen | None = None
         self.client_id = uuid.uuid4().hex
@@ -54,7 +55,7 @@ class ComfyServer:
         return self.base / "models"
 
     def start(self, timeout: float = 180) -> ComfyServer:
-        cmd = [sys.executable, str(self.comfyui / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port",
+        cmd = [sys.executable, str(self.comfyui / "main.py"), *self.device_args, "--listen", "127.0.0.1", "--port",
                str(self.port), "--base-directory", str(self.base), "--database-url", "sqlite:///:memory:",
                "--disable-auto-launch", "--preview-method", "none", *self.extra_args]
         env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -5,7 +5,7 @@ each: with the pair's own retargeted motion, and with the motion retargeted from
 onto the same identity (so only the motion differs). A DiT that ignores the motion scores the same with both.
 
 - flow loss: L_DiT on all latent pixels, and on the moving ones (where the ground truth departs from the
-  identity image: ``targets.moving_weights`` above 1 + MOVING_THRESHOLD);
+  identity image: ``dit_targets.moving_weights`` above 1 + MOVING_THRESHOLD);
 - x0 motion correlation: the DiT's clean estimate x_t - sigma * v, decoded, against the ground truth
   (``metrics.motion_correlation``). At low sigma the noisy latent itself still shows the motion, so only the
   gap between own and other motion is the DiT's doing.
@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import torch
 
+from ..dit_targets import denoised_from_output, moving_weights
 from ..injection import REFERENCE_FRAMES, motion_with_reference
-from ..train.targets import denoised_from_output, moving_weights
 from .metrics import motion_correlation
 
 MOVING_THRESHOLD = 0.3

@@ -12,7 +12,7 @@ import torch
 from ..data import collate_pairs
 from ..frames import clip_to_video, latent_frame_groups, latent_frame_times
 from ..heatmaps import heatmap_argmax
-from ..train.encoders import encode_clips
+from ..tokenizer.encode import encode_clips
 from .metrics import identity_leakage, joint_accuracy
 
 # A joint the head places with confidence at or below this counts as missing for the body proportions.
@@ -71,8 +71,11 @@ def heatmap_joints(heat: torch.Tensor, frame_hw: tuple[int, int]) -> tuple[torch
     return xy.view(b, f, -1, 2), conf.view(b, f, -1)
 
 
-def evaluate_retargeting(encoder, modules, vae, dataset, count: int, batch_size: int = 4) -> dict[str, float]:
-    """PCK@0.05, mean joint error (px) and identity leakage over the first ``count`` items of ``dataset``."""
+def evaluate_retargeting(encoder, modules, vae, dataset, count: int, batch_size: int = 4,
+                         joints: tuple[int, ...] | None = None) -> dict[str, float]:
+    """PCK@0.05, mean joint error (px) and identity leakage over the first ``count`` items of ``dataset``.
+    joints: score only these joint indices (PCK and error; leakage is then NaN, since the body's proportions
+    need the trunk); None: all joints."""
     preds, confs, trues, vis, drivers, dvis = [], [], [], [], [], []
     for start in range(0, count, batch_size):
         batch = collate_pairs([dataset[i] for i in range(start, min(start + batch_size, count))])
@@ -84,7 +87,18 @@ def evaluate_retargeting(encoder, modules, vae, dataset, count: int, batch_size:
     pred, conf, true, v = torch.cat(preds), torch.cat(confs), torch.cat(trues), torch.cat(vis)
     drv, dv = torch.cat(drivers), torch.cat(dvis)
     size = max(dataset[0]["target"].shape[1:3])
+    if joints is not None:
+        v = v & joint_mask(v.shape[-1], joints)
+        return {**joint_accuracy(pred, true, v, torch.full((pred.shape[0],), float(size))),
+                "leakage": float("nan"), "d_identity": float("nan"), "d_driver": float("nan")}
     return joint_scores(pred, torch.ones_like(v), conf > FOUND_CONFIDENCE, true, v, drv, dv, size)
+
+
+def joint_mask(num_joints: int, joints: tuple[int, ...]) -> torch.Tensor:
+    """[J] bool, True at ``joints``."""
+    mask = torch.zeros(num_joints, dtype=torch.bool)
+    mask[list(joints)] = True
+    return mask
 
 
 DRIVER_KEYS = ("driving", "driving_joints", "driving_visible", "driving_face_boxes")

@@ -1,4 +1,5 @@
-"""Chunked encoding of whole driving clips with memory bounded by one chunk."""
+"""Chunked encoding of whole driving clips with memory bounded by one chunk, and batches of clips through any
+motion encoder (the trainers' and the evaluation's ``encode_clips``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
+from einops import rearrange
+from torch import nn
 
 from ..errors import InputError
 from .config import MotionTokenizerConfig
@@ -128,3 +131,29 @@ def free_memory_bytes(device: torch.device | str) -> int:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX hosts
         return 4 * 1024 ** 3
+
+
+def encode_clips(encoder: nn.Module, clips: torch.Tensor, trainable: bool
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """clips [B,T,H,W,3] -> (tokens [B,T,L,C], aux). A frozen encoder runs without gradient.
+
+    aux: the encoder's losses ("vq") and "token_spread", a detached diagnostic: the std of each token channel
+    across the B*T frames, averaged. Near 0 the encoder says the same for every frame (a collapsed
+    codebook): it carries no motion, and nothing downstream can learn to follow the driver."""
+    b = clips.shape[0]
+    frames = rearrange(clips, "b t h w c -> (b t) h w c")
+    if trainable:
+        tokens, losses, _ = encoder(frames)
+    else:
+        with torch.no_grad():
+            tokens, _, _ = encoder(frames)
+        losses = {}
+    losses = {**losses, "token_spread": token_spread(tokens)}
+    return rearrange(tokens, "(b t) l c -> b t l c", b=b), losses
+
+
+def token_spread(tokens: torch.Tensor) -> torch.Tensor:
+    """tokens [N,L,C] of N frames -> scalar: the std over frames of each token channel, averaged (0-dim,
+    detached). A single frame has no spread: 0."""
+    t = tokens.detach().float()
+    return t.std(0).mean() if t.shape[0] > 1 else t.new_zeros(())

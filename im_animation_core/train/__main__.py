@@ -1,5 +1,8 @@
 """python -m im_animation_core.train vae|stage1|stage2|stage3 --config cfg.json [--resume DIR] [--set KEY=VALUE ...]
 
+Every command takes, instead of --config, a phase of a recipe (train.recipe): --recipe configs/demo128.json
+--phase stage3_dit (a cache or gate phase stands for the config of the phase it names).
+
 python -m im_animation_core.train cache --config stage3.json [--for stage2|stage3] [--set ...]: build the clip
 cache (train.cache) that the config's data.cache names, for that stage's config (default stage3).
 
@@ -20,7 +23,8 @@ import os
 import sys
 
 from ..errors import IMAnimationError
-from .config import STAGES, ConfigError, config_from_dict, load_config
+from .config import STAGES, ConfigError, config_from_dict
+from .recipe import is_recipe, recipe_phase_config
 from .trainer import run
 
 
@@ -43,14 +47,43 @@ def _apply_sets(data: dict, sets: list[str]) -> dict:
     return data
 
 
+def _config_data(args) -> dict:
+    """The config dict that --config names, or phase --phase of --recipe, with --set applied."""
+    if args.recipe or args.phase:
+        if not (args.recipe and args.phase):
+            raise ConfigError("--recipe and --phase go together: the recipe file and the name of its phase")
+        if args.config:
+            raise ConfigError("give either --config FILE or --recipe FILE --phase NAME, not both")
+        stage, data = recipe_phase_config(args.recipe, args.phase)
+        if stage != args.stage and args.stage not in ("cache", "plan"):
+            raise ConfigError(f"phase '{args.phase}' of '{args.recipe}' is a {stage} phase, but '{args.stage}' "
+                              f"was asked for")
+        return _apply_sets(data, args.set)
+    if not args.config:
+        raise ConfigError("name a config: --config FILE, or --recipe FILE --phase NAME")
+    try:
+        with open(args.config, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config file '{args.config}' is not valid JSON: {e}") from e
+    if is_recipe(data):
+        raise ConfigError(f"'{args.config}' is a recipe: name its phase, --recipe {args.config} --phase NAME")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{args.config}' must hold a JSON object")
+    return _apply_sets(data, args.set)
+
+
+def _config_label(args) -> str:
+    """How the messages name the config (to rerun a command with it)."""
+    return f"{args.recipe} --phase {args.phase}" if args.recipe else args.config
+
+
 def _run_vae(args) -> int:
     from .vae_stage import VAEStageConfig, run_vae
 
     if args.resume:
         raise ConfigError("the VAE trainer continues from weights through the config field 'init', not --resume")
-    with open(args.config, encoding="utf-8") as f:
-        data = _apply_sets(json.load(f), args.set)
-    print(json.dumps({"stage": "vae", **run_vae(VAEStageConfig.from_dict(data))}))
+    print(json.dumps({"stage": "vae", **run_vae(VAEStageConfig.from_dict(_config_data(args)))}))
     return 0
 
 
@@ -59,10 +92,9 @@ def _run_cache(args) -> int:
 
     if args.resume:
         raise ConfigError("the cache command resumes by itself (rerun it); --resume is for the stages")
-    with open(args.config, encoding="utf-8") as f:
-        data = _apply_sets(json.load(f), args.set)
+    data = _config_data(args)
     stage = args.for_stage
-    index = build_cache(stage, config_from_dict(stage, data), args.config, log_fn=print)
+    index = build_cache(stage, config_from_dict(stage, data), _config_label(args), log_fn=print)
     print(json.dumps({"stage": "cache", "for": stage, "folder": data["data"]["cache"], "clips": index["clips"],
                       "skipped": len(index.get("source", {}).get("skipped", {}))}))
     return 0
@@ -75,13 +107,12 @@ def _run_plan(args) -> int:
         raise ConfigError("the plan command reads a config only; --resume is for the stages")
     if args.gpus is None:
         raise ConfigError("plan needs --gpus N: the number of GPUs the run is sharded over (e.g. --gpus 16)")
-    with open(args.config, encoding="utf-8") as f:
-        data = _apply_sets(json.load(f), args.set)
+    data = _config_data(args)
     options = PlanOptions(gpus=args.gpus, gpu_memory_gib=args.gpu_memory, frames=args.frames, height=args.height,
                           width=args.width, reserve=args.reserve, peak_tflops=args.peak_tflops,
                           utilization=args.utilization)
     plan = memory_plan(config_from_dict("stage3", data), options)
-    print(plan_json(plan) if args.json else format_plan(plan, args.config))
+    print(plan_json(plan) if args.json else format_plan(plan, _config_label(args)))
     return 0
 
 
@@ -89,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m im_animation_core.train",
                                      description="Train one IM-Animation stage (paper section 3.4).")
     parser.add_argument("stage", choices=("vae", "cache", "plan") + STAGES)
-    parser.add_argument("--config", required=True, help="JSON config (fields in im_animation_core/train/config.py)")
+    parser.add_argument("--config", help="JSON config (fields in im_animation_core/train/config.py)")
+    parser.add_argument("--recipe", help="a recipe file (configs/*.json with phases), instead of --config")
+    parser.add_argument("--phase", help="with --recipe: the phase to run (python scripts/train_demo.py --list)")
     parser.add_argument("--resume", default=None, help="a run's output directory or one of its checkpoints")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set seed=1 --set optim.lr=1e-3 (repeatable)")
@@ -119,12 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             return _run_cache(args)
         if args.stage == "plan":
             return _run_plan(args)
-        if args.set:
-            with open(args.config, encoding="utf-8") as f:
-                data = json.load(f)
-            config = config_from_dict(args.stage, _apply_sets(data, args.set))
-        else:
-            config = load_config(args.stage, args.config)
+        config = config_from_dict(args.stage, _config_data(args))
         result = run(args.stage, config, resume=args.resume)
     except (IMAnimationError, OSError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -26,12 +26,13 @@ MOTION_ENCODERS = ("tokenizer", "conv")
 RETARGET_KINDS = ("mask_tokens", "self_attention")
 PRECISIONS = ("no", "bf16")
 STRATEGIES = ("ddp", "fsdp")
+OPTIM_IMPLEMENTATIONS = ("default", "foreach", "fused")
 DTYPES = ("float32", "float16", "bfloat16")
 # Fields that may change between a checkpoint and the run resuming it (they do not change the result of a
 # step): the step budget, logging / checkpoint cadence, where outputs go, loader workers, the device.
 RESUMABLE_CHANGES = frozenset({
     "steps", "output_dir", "log_every", "save_every", "keep_checkpoints", "progress", "data.num_workers", "data.cache",
-    "device", "cpu_threads",
+    "device", "cpu_threads", "compile", "optim.implementation",
 })
 
 
@@ -45,7 +46,11 @@ class OptimConfig:
     warmup_steps: linear warm-up from 0 (0 = constant lr, as the paper states no schedule).
     decay_steps: linear decay to 0 over the run's last decay_steps steps (0 = none, the paper's constant lr);
         it ends at the run's ``steps``, so a resume that changes ``steps`` moves it.
-    grad_clip: max global gradient norm (0 = off; not stated by the paper, 1.0 is the usual DiT value)."""
+    grad_clip: max global gradient norm (0 = off; not stated by the paper, 1.0 is the usual DiT value).
+    implementation: torch's AdamW kernels: "default" (torch's choice: a loop over the tensors on CPU),
+        "foreach" (one kernel per op over all tensors) or "fused" (one kernel per step; the same update up to
+        float rounding, far fewer small kernels on a CPU). The optimiser state is the same for all three, so a
+        run may resume with another."""
 
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
@@ -54,6 +59,7 @@ class OptimConfig:
     warmup_steps: int = 0
     decay_steps: int = 0
     grad_clip: float = 1.0
+    implementation: str = "default"
 
 
 @dataclass(kw_only=True)
@@ -210,7 +216,11 @@ class CommonConfig:
 
     batch_size: clips per process and step. device: "auto" (the local CUDA device, else CPU), "cpu",
     "cuda". cpu_threads: torch intra-op threads (0 = torch's default; 1 is much faster for tiny models on a
-    busy machine). mixed_precision: "no" or "bf16" (autocast on CUDA). keep_checkpoints: how many resumable
+    busy machine). mixed_precision: "no" or "bf16": autocast to bfloat16 on CUDA, and on a CPU with bfloat16
+    matrix units (AVX512-BF16 or AMX; another CPU trains in float32, saying so in one log line); the weights,
+    AdamW and the losses stay float32. compile: torch.compile the stage's heavy modules (Stage.compile_targets:
+    Stage 3's DiT and retargeter), the same weights and losses up to float rounding; a machine where compiling
+    fails trains eager, saying why in one log line. keep_checkpoints: how many resumable
     checkpoints to keep. heatmap_sigma: Gaussian std of the target heatmaps in heatmap pixels.
     heatmap_visibility_weight: weight each joint's heatmap error by its visibility (off: eq. 5 / 6
     as written; invisible joints then have all-zero targets). heatmap_supervision: the ablation switch
@@ -233,6 +243,7 @@ class CommonConfig:
     device: str = "auto"
     cpu_threads: int = 0
     mixed_precision: str = "no"
+    compile: bool = False
     strategy: str = "ddp"
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -471,6 +482,7 @@ def validate(stage: str, c: CommonConfig) -> None:
     _choice("tokenizer.init", c.tokenizer.init, ("titok", "local"))
     _choice("mixed_precision", c.mixed_precision, PRECISIONS)
     _choice("strategy", c.strategy, STRATEGIES)
+    _choice("optim.implementation", c.optim.implementation, OPTIM_IMPLEMENTATIONS)
     _choice("tokenizer.save_dtype", c.tokenizer.save_dtype, DTYPES)
     _choice("device", c.device.split(":")[0], ("auto", "cpu", "cuda"))
     if c.optim.lr <= 0 or c.optim.warmup_steps < 0 or c.optim.decay_steps < 0 or c.optim.grad_clip < 0:

@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..modules import IMAnimationModules, read_modules_file
+from ..motion import TokenizerRecord
 from ..retarget import RetargetTransformer
 from .ablation import SelfAttentionRetarget
 
@@ -25,8 +26,13 @@ def retarget_kind(modules: IMAnimationModules) -> str:
     return "self_attention" if isinstance(modules.retarget, SelfAttentionRetarget) else "mask_tokens"
 
 
-def save_modules(modules: IMAnimationModules, path: str, dtype: torch.dtype = torch.float32) -> None:
-    """IMAnimationModules.save, plus the retarget kind in the metadata for the ablation."""
+def save_modules(modules: IMAnimationModules, path: str, dtype: torch.dtype = torch.float32,
+                 tokenizer_file: str | None = None) -> None:
+    """IMAnimationModules.save, plus the retarget kind in the metadata for the ablation. tokenizer_file: the
+    motion tokenizer file exported with these modules, recorded in the metadata (its sizes and SHA-256) so that
+    Retarget to Identity can refuse tokens of another tokenizer; None keeps the record the modules have."""
+    if tokenizer_file is not None:
+        modules.tokenizer_record = TokenizerRecord.of_file(tokenizer_file)
     kind = retarget_kind(modules)
     if kind == "mask_tokens":
         modules.save(path, dtype=dtype)

@@ -25,12 +25,14 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ..dit_targets import moving_map
 from ..expression import crop_faces
 from ..frames import clip_to_video, latent_frame_count, latent_frame_times, pool_to_latent_frames
 from ..heatmap_head import HeatmapHead, heatmap_mse
 from ..injection import REFERENCE_FRAMES, motion_with_reference
 from ..keypoints import fallback_face_boxes
 from ..modules import IMAnimationModules
+from ..tokenizer.encode import encode_clips, token_spread
 from ..wan import WanDiT, save_wan_state_dict
 from .build import (
     DTYPES,
@@ -45,13 +47,12 @@ from .build import (
     dit_spec,
 )
 from .config import ConfigError, Stage1Config, Stage2Config, Stage3Config
-from .encoders import ConvMotionEncoder, TokenizerEncoder, encode_clips, token_spread
+from .encoders import ConvMotionEncoder, TokenizerEncoder
 from .modules_file import save_modules
 from .retarget_init import retarget_local_attention_init_
 from .targets import (
     default_shift,
     latent_frame_heatmaps,
-    moving_map,
     noisy_latent,
     sample_noise,
     square_frame_heatmaps,
@@ -325,6 +326,11 @@ class Stage:
     def export(self, out_dir: Path) -> dict[str, str]:
         raise NotImplementedError
 
+    def compile_targets(self) -> list[nn.Module]:
+        """The submodules the trainer's ``compile`` option compiles: those whose many small kernels make most
+        of a step (none by default)."""
+        return []
+
     def to(self, device: torch.device) -> None:
         self.model.to(device)
 
@@ -429,6 +435,9 @@ class Stage2(Stage):
     def param_groups(self) -> list[dict]:
         return [{"params": _trainable(self.model), "lr": self.config.optim.lr, "name": "stage2"}]
 
+    def compile_targets(self) -> list[nn.Module]:
+        return [self.model.ima.retarget]
+
     def _check_latent(self, latent: torch.Tensor, what: str, frames: int) -> None:
         want = self.spec.latent_channels
         if latent.shape[1] != want or latent.shape[2] != latent_frame_count(frames):
@@ -466,7 +475,9 @@ class Stage2(Stage):
     def export(self, out_dir: Path) -> dict[str, str]:
         files = _export_encoder(self.model.encoder, self.config, out_dir)
         self.model.ima.clip_frames = self.config.data.frames  # inference retargets in pieces this long
-        save_modules(self.model.ima, str(out_dir / MODULES_FILE))
+        tokenizer = files.get("motion_tokenizer")  # None: a conv motion encoder, which the nodes do not load
+        save_modules(self.model.ima, str(out_dir / MODULES_FILE),
+                     tokenizer_file=str(out_dir / tokenizer) if tokenizer else None)
         files["modules"] = MODULES_FILE
         return files
 
@@ -521,6 +532,9 @@ class Stage3(Stage2):
             modules.retarget.heatmap_head.requires_grad_(False)
         if not modules.dit.expression_block_indices:
             modules.expression_encoder.requires_grad_(False)
+
+    def compile_targets(self) -> list[nn.Module]:
+        return [self.model.ima.retarget, self.model.dit]
 
     def param_groups(self) -> list[dict]:
         dit_ids = {id(p) for p in self.model.dit.parameters()} - {id(p) for p in self.model.ima.parameters()}

@@ -123,6 +123,24 @@ def _barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+# ---- precision, kernels -----------------------------------------------------------------------------------------
+def cpu_bf16_problem() -> str | None:
+    """Why this CPU should not train in bfloat16 (None: it has bfloat16 matrix units, AVX512-BF16 or AMX, which
+    oneDNN uses). Without them bfloat16 is emulated, slower than float32."""
+    units = [name for name, check in (("AVX512-BF16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported"))
+             if getattr(torch.cpu, check, lambda: False)()]
+    if not torch.backends.mkldnn.is_available():
+        return "this torch build has no oneDNN, which runs bfloat16 matrix products on a CPU"
+    if not units:
+        return (f"this CPU has no bfloat16 matrix units (torch's CPU capability: "
+                f"{torch.backends.cpu.get_cpu_capability()}; neither AVX512-BF16 nor AMX)")
+    return None
+
+
+def _optimizer_kwargs(implementation: str) -> dict[str, bool]:
+    return {"foreach": {"foreach": True}, "fused": {"fused": True}}.get(implementation, {})
+
+
 # ---- data ----------------------------------------------------------------------------------------------------
 class _StepItems(Dataset):
     """Wraps the dataset: item (step, index) -> the sample (augmented with a generator seeded by
@@ -256,6 +274,7 @@ class Trainer:
         self.info = init_distributed(kind)
         self.device = _device(config, self.info)
         self.output_dir = Path(config.output_dir)
+        self.autocast_dtype = self._resolve_precision()
         torch.manual_seed(config.seed)  # fresh weights: the same on every rank (DDP also broadcasts rank 0's)
         self.stage: Stage = STAGE_CLASSES[stage](config, vae=vae)
         self.stage.to(self.device)
@@ -275,11 +294,13 @@ class Trainer:
         if not groups:
             raise ConfigError(f"{stage}: no parameter is trainable with this config")
         o = config.optim
-        self.optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                                           weight_decay=o.weight_decay)
+        self.optimizer = self._make_optimizer(groups)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda k: lr_factor(k, o.warmup_steps, o.decay_steps, config.steps))
         self.step = 0
+        self.compiled: list[nn.Module] = []
+        if config.compile:
+            self._compile()
         self._collapse_warned = False
         if self.info.enabled and not self.sharded:
             self.ddp = DistributedDataParallel(
@@ -297,10 +318,66 @@ class Trainer:
         items = [self.dataset[i] for i in range(min(count, len(self.dataset)))]
         self.stage.data_init(_to_device(self.collate(items), self.device))
 
+    def _resolve_precision(self) -> torch.dtype | None:
+        """The autocast dtype of mixed_precision on this device (None: float32), saying in one log line why a
+        CPU that cannot run bfloat16 well trains in float32 instead."""
+        if self.config.mixed_precision != "bf16":
+            return None
+        if self.device.type == "cpu":
+            problem = cpu_bf16_problem()
+            if problem:
+                log.warning("%s: mixed_precision 'bf16' asked for, but %s: training in float32", self.stage_name,
+                            problem)
+                return None
+        return torch.bfloat16
+
     def _autocast(self):
-        if self.config.mixed_precision == "bf16" and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.autocast_dtype is not None:
+            return torch.autocast(self.device.type, dtype=self.autocast_dtype)
         return contextlib.nullcontext()
+
+    def _make_optimizer(self, groups: list[dict]) -> torch.optim.Optimizer:
+        o = self.config.optim
+        kwargs = dict(lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+        extra = _optimizer_kwargs(o.implementation)
+        try:
+            return torch.optim.AdamW(groups, **kwargs, **extra)
+        except (RuntimeError, TypeError, ValueError) as e:  # e.g. a torch without fused AdamW for this device
+            if not extra:
+                raise
+            log.warning("%s: optim.implementation '%s' is not available here (%s): using torch's default AdamW",
+                        self.stage_name, o.implementation, str(e).splitlines()[0] if str(e) else type(e).__name__)
+            return torch.optim.AdamW(groups, **kwargs)
+
+    def _compile(self) -> None:
+        """torch.compile the stage's compile targets in place (their forward; the weights and state-dict keys
+        stay those of the module). Compiling happens at their first call, see ``_compiled_or_eager``."""
+        for module in self.stage.compile_targets():
+            module.forward = torch.compile(module.forward)
+            self.compiled.append(module)
+
+    def _uncompile(self, error: Exception) -> None:
+        for module in self.compiled:
+            del module.forward  # the class's eager forward again
+        self.compiled = []
+        torch._dynamo.reset()
+        first = str(error).strip().splitlines()
+        log.warning("%s: compile is on, but torch.compile failed on this machine (%s: %s): training eager",
+                    self.stage_name, type(error).__name__, first[0][:300] if first else "no message")
+
+    def _compiled_or_eager(self, fn, *args):
+        """fn(*args), compiled; when compiling fails, once more eager (with compile off from then on). Errors
+        of the project (non-finite loss, bad input) are not compile failures: they are raised as they are,
+        and an eager rerun would raise any other genuine error again."""
+        if not self.compiled:
+            return fn(*args)
+        try:
+            return fn(*args)
+        except IMAnimationError:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever dynamo, inductor or the C++ toolchain raised
+            self._uncompile(e)
+        return fn(*args)
 
     def _ensure_data(self) -> None:
         """Build the dataset and collate function from the config unless they were passed in."""
@@ -346,11 +423,14 @@ class Trainer:
         self.model.eval()
         try:
             batch = self.stage.prepare(_to_device(batch, self.device))
-            with self._autocast():
-                out = self.model(batch, mix_seed(self.config.seed, 2, seed_step))
+            out = self._compiled_or_eager(self._eval_forward, batch, seed_step)
         finally:
             self.model.train(was)
         return {k: float(v) for k, v in out.items()}
+
+    def _eval_forward(self, batch: dict[str, Any], seed_step: int) -> dict[str, torch.Tensor]:
+        with self._autocast():
+            return self.model(batch, mix_seed(self.config.seed, 2, seed_step))
 
     # -- checkpoints --
     def save_checkpoint(self) -> Path | None:
@@ -502,6 +582,10 @@ class Trainer:
                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One optimizer step on a collated batch (``step``: its 1-based number, which seeds its draws); the
         scheduler steps too, ``self.step`` does not. Returns the losses and the gradient norm before clipping."""
+        return self._compiled_or_eager(self._train_step, batch, step, params)
+
+    def _train_step(self, batch: dict[str, Any], step: int, params: list[torch.Tensor]
+                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         c = self.config
         losses = self.compute_losses(batch, step)
         loss = losses["loss"]

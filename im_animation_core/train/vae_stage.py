@@ -2,7 +2,7 @@
 
 The paper fine-tunes with Wan2.2's own VAE; small models need one of their own (the released VAEs have
 48/16 latent channels at widths a CPU cannot train with), so this entry trains ``wan.vae.WanVAE`` on the
-synthetic clips with ``wan.vae_train.train_vae`` and writes a file ComfyUI's stock Load VAE reads.
+synthetic clips with ``vae_train.train_vae`` and writes a file ComfyUI's stock Load VAE reads.
 
 Config (JSON): ``output`` (the .safetensors to write), ``steps``, ``batch_size``, ``data`` (DataConfig
 fields; the driving and target clips of each synthetic pair are both used), ``eval`` ({"count", "seed"}:
@@ -26,8 +26,8 @@ import torch
 from ..data import SyntheticPairs
 from ..data.pairs import item_generator
 from ..wan.vae import load_wan_vae
-from ..wan.vae_train import VAETrainConfig, train_vae
 from .config import ConfigError, DataConfig
+from .vae_train import VAETrainConfig, train_vae
 from .vae_widen import widen_wan_vae
 
 

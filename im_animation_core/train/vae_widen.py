@@ -13,7 +13,7 @@ The image and latent channels keep their sizes. A small relative noise breaks th
 (identical copies would receive identical gradients and stay copies).
 
 Why: a wider VAE keeps more of the thin limbs, and widening one that is already trained starts from its
-figures instead of from scratch (the 128-pixel demo VAE, ``configs/demo128``).
+figures instead of from scratch (the 128-pixel demo VAE, ``configs/demo128.json``).
 """
 
 from __future__ import annotations

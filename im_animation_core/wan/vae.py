@@ -51,35 +51,18 @@ COMFY_FIXED = {"z_dim": 16, "dim_mult": (1, 2, 4, 4), "num_res_blocks": 2,
                "temporal_downsample": (False, True, True)}
 
 
-@dataclass(kw_only=True)
-class WanVAEConfig:
-    """Sizes of a Wan2.1-architecture VAE. The defaults are the released Wan2.1 VAE (dim 96)."""
+class WanVAESizes:
+    """What the Wan2.1 and Wan2.2 VAE configs share: the stage list checks, time compression and dict I/O.
+    A subclass is a dataclass with ``dim_mult`` and ``temporal_downsample`` fields."""
 
-    dim: int = 96
-    z_dim: int = 16
-    dim_mult: tuple[int, ...] = field(default=(1, 2, 4, 4))
-    num_res_blocks: int = 2
-    temporal_downsample: tuple[bool, ...] = field(default=(False, True, True))
-    image_channels: int = 3
-    dropout: float = 0.0
-
-    def __post_init__(self):
+    def _check_stages(self) -> None:
         self.dim_mult = tuple(int(m) for m in self.dim_mult)
         self.temporal_downsample = tuple(bool(t) for t in self.temporal_downsample)
-        if self.dim < 1 or self.z_dim < 1 or self.num_res_blocks < 1 or self.image_channels < 1:
-            raise ValueError(f"dim, z_dim, num_res_blocks and image_channels must be positive: {self}")
         if len(self.dim_mult) < 2 or min(self.dim_mult) < 1:
             raise ValueError(f"dim_mult needs at least 2 positive entries, got {self.dim_mult}")
         if len(self.temporal_downsample) != len(self.dim_mult) - 1:
             raise ValueError(f"temporal_downsample needs {len(self.dim_mult) - 1} entries (one per downsampling), "
                              f"got {self.temporal_downsample}")
-        for i, m in enumerate(self.dim_mult[1:], start=1):
-            if (self.dim * m) % 2:
-                raise ValueError(f"decoder stage {i} width {self.dim * m} must be even (upsampling halves it)")
-
-    @property
-    def spatial_ratio(self) -> int:
-        return 2 ** (len(self.dim_mult) - 1)
 
     @property
     def temporal_ratio(self) -> int:
@@ -98,9 +81,34 @@ class WanVAEConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> WanVAEConfig:
+    def from_dict(cls, d: Mapping):
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass(kw_only=True)
+class WanVAEConfig(WanVAESizes):
+    """Sizes of a Wan2.1-architecture VAE. The defaults are the released Wan2.1 VAE (dim 96)."""
+
+    dim: int = 96
+    z_dim: int = 16
+    dim_mult: tuple[int, ...] = field(default=(1, 2, 4, 4))
+    num_res_blocks: int = 2
+    temporal_downsample: tuple[bool, ...] = field(default=(False, True, True))
+    image_channels: int = 3
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.dim < 1 or self.z_dim < 1 or self.num_res_blocks < 1 or self.image_channels < 1:
+            raise ValueError(f"dim, z_dim, num_res_blocks and image_channels must be positive: {self}")
+        self._check_stages()
+        for i, m in enumerate(self.dim_mult[1:], start=1):
+            if (self.dim * m) % 2:
+                raise ValueError(f"decoder stage {i} width {self.dim * m} must be even (upsampling halves it)")
+
+    @property
+    def spatial_ratio(self) -> int:
+        return 2 ** (len(self.dim_mult) - 1)
 
     def stock_loader_problems(self) -> list[str]:
         """Why ComfyUI's stock VAE loader would build a different model from a state dict of this config
@@ -390,10 +398,63 @@ class Decoder3d(nn.Module):
 # ------------------------------------------------------------------------------------------------ model
 
 
-class WanVAE(nn.Module):
+class WanVAEBase(nn.Module):
+    """What the Wan2.1 and Wan2.2 VAE classes share: loading from and writing Wan state dicts, gradient
+    checkpointing, the parameter dtype and the input check. A subclass sets ``config_class`` (its config,
+    with ``from_state_dict``, ``image_channels``, ``spatial_ratio``, ``latent_frames`` and ``video_frames``)
+    and ``family`` (its name in error messages), and builds ``encoder``, ``conv1``, ``conv2`` and ``decoder``."""
+
+    config_class: type
+    family: str
+
+    @classmethod
+    def from_state_dict(cls, sd: Mapping[str, torch.Tensor], *, dtype: torch.dtype | None = None,
+                        device: str | torch.device | None = None):
+        sd = strip_vae_prefix(sd)
+        config = cls.config_class.from_state_dict(sd)
+        with torch.device("meta"):
+            model = cls(config)
+        try:
+            model.load_state_dict(sd, strict=True, assign=True)
+        except RuntimeError as e:
+            raise CheckpointError(f"the {cls.family} state dict does not fit the architecture read from it "
+                                  f"({config}): {e}") from e
+        return model.to(device=device, dtype=dtype)
+
+    def wan_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state dict as ComfyUI stores it (contiguous tensors, no prefix)."""
+        return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        self.encoder.gradient_checkpointing = self.decoder.gradient_checkpointing = bool(enabled)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.conv1.weight.dtype
+
+    def _check_video(self, video: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if video.ndim != 5 or video.shape[1] != c.image_channels:
+            raise InputError(f"video must be [B,{c.image_channels},T,H,W] in [-1,1], got {tuple(video.shape)}")
+        h, w = video.shape[-2:]
+        r = c.spatial_ratio
+        if h % r or w % r or h == 0 or w == 0:
+            raise InputError(f"video height and width must be positive multiples of {r} for the {self.family}, "
+                             f"got {h}x{w}: resize or crop the frames")
+        t = video.shape[2]
+        if t < 1:
+            raise InputError("video has no frames")
+        keep = c.video_frames(c.latent_frames(t))
+        return video[:, :, :keep] if keep != t else video  # ComfyUI drops frames beyond the last 4k+1
+
+
+class WanVAE(WanVAEBase):
     """Wan2.1-architecture video VAE. Pixels are [B,C,T,H,W] in [-1,1] (ComfyUI's ``VAE`` maps its [0,1]
     images with x*2-1 before, and clamps (y+1)/2 after); latents are [B,z_dim,F,h,w], raw (not normalised:
     ``latent_format.Wan21LatentFormat.process_in`` gives what the sampler sees)."""
+
+    config_class = WanVAEConfig
+    family = "Wan VAE"
 
     def __init__(self, config: WanVAEConfig | None = None, **kwargs):
         super().__init__()
@@ -430,45 +491,6 @@ class WanVAE(nn.Module):
         z = self.config.z_dim
         self.conv1.weight[z:].zero_()
         self.conv1.bias[z:].fill_(self.LOGVAR_INIT)
-
-    @classmethod
-    def from_state_dict(cls, sd: Mapping[str, torch.Tensor], *, dtype: torch.dtype | None = None,
-                        device: str | torch.device | None = None) -> WanVAE:
-        sd = strip_vae_prefix(sd)
-        config = WanVAEConfig.from_state_dict(sd)
-        with torch.device("meta"):
-            model = cls(config)
-        try:
-            model.load_state_dict(sd, strict=True, assign=True)
-        except RuntimeError as e:
-            raise CheckpointError(f"the Wan VAE state dict does not fit the architecture read from it ({config}): "
-                                  f"{e}") from e
-        return model.to(device=device, dtype=dtype)
-
-    def wan_state_dict(self) -> dict[str, torch.Tensor]:
-        """The state dict as ComfyUI stores it (contiguous tensors, no prefix)."""
-        return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-
-    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
-        self.encoder.gradient_checkpointing = self.decoder.gradient_checkpointing = bool(enabled)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.conv1.weight.dtype
-
-    def _check_video(self, video: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        if video.ndim != 5 or video.shape[1] != c.image_channels:
-            raise InputError(f"video must be [B,{c.image_channels},T,H,W] in [-1,1], got {tuple(video.shape)}")
-        h, w = video.shape[-2:]
-        r = c.spatial_ratio
-        if h % r or w % r or h == 0 or w == 0:
-            raise InputError(f"video height and width must be positive multiples of {r}, got {h}x{w}")
-        t = video.shape[2]
-        if t < 1:
-            raise InputError("video has no frames")
-        keep = c.video_frames(c.latent_frames(t))
-        return video[:, :, :keep] if keep != t else video  # ComfyUI drops frames beyond the last 4k+1
 
     def encode_dist(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, logvar), each [B,z_dim,F,h,w], of a clip [B,C,T,H,W] in [-1,1]; T = 4k+1 (extra trailing

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,7 +27,7 @@ from torch import nn
 
 from ..checkpoints import load_safetensors
 from ..errors import CheckpointError, InputError
-from .vae import WAN22_VAE_MARKER, WAN_VAE_MARKER, CausalConv3d, streaming, strip_vae_prefix
+from .vae import WAN22_VAE_MARKER, WAN_VAE_MARKER, CausalConv3d, WanVAEBase, WanVAESizes, streaming, strip_vae_prefix
 from .vae22_layers import Decoder22, Encoder22, patchify, unpatchify
 
 # What ComfyUI's stock loader builds for a Wan2.2 VAE, whatever the file's tensor shapes (facts section 7).
@@ -36,7 +36,7 @@ COMFY22_FIXED = {"dim": 160, "dec_dim": 256, "z_dim": 48, "dim_mult": (1, 2, 4, 
 
 
 @dataclass(kw_only=True)
-class Wan22VAEConfig:
+class Wan22VAEConfig(WanVAESizes):
     """Sizes of a Wan2.2-architecture VAE. The defaults are the released ``wan2.2_vae.safetensors``."""
 
     dim: int = 160  # encoder width (stage i: dim * dim_mult[i])
@@ -50,16 +50,10 @@ class Wan22VAEConfig:
     dropout: float = 0.0
 
     def __post_init__(self):
-        self.dim_mult = tuple(int(m) for m in self.dim_mult)
-        self.temporal_downsample = tuple(bool(t) for t in self.temporal_downsample)
         sizes = (self.dim, self.dec_dim, self.z_dim, self.num_res_blocks, self.patch_size, self.image_channels)
         if min(sizes) < 1:
             raise ValueError(f"widths, z_dim, num_res_blocks, patch_size and image_channels must be positive: {self}")
-        if len(self.dim_mult) < 2 or min(self.dim_mult) < 1:
-            raise ValueError(f"dim_mult needs at least 2 positive entries, got {self.dim_mult}")
-        if len(self.temporal_downsample) != len(self.dim_mult) - 1:
-            raise ValueError(f"temporal_downsample needs {len(self.dim_mult) - 1} entries (one per downsampling), "
-                             f"got {self.temporal_downsample}")
+        self._check_stages()
 
     @property
     def pixel_channels(self) -> int:
@@ -69,27 +63,6 @@ class Wan22VAEConfig:
     @property
     def spatial_ratio(self) -> int:
         return self.patch_size * 2 ** (len(self.dim_mult) - 1)
-
-    @property
-    def temporal_ratio(self) -> int:
-        return 2 ** sum(self.temporal_downsample)
-
-    def latent_frames(self, frames: int) -> int:
-        """Latent frames of a clip of ``frames`` frames (frames beyond the last 4k+1 are dropped, as ComfyUI does)."""
-        return 1 + (frames - 1) // self.temporal_ratio
-
-    def video_frames(self, latent_frames: int) -> int:
-        return 1 + (latent_frames - 1) * self.temporal_ratio
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["dim_mult"], d["temporal_downsample"] = list(self.dim_mult), list(self.temporal_downsample)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> Wan22VAEConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
     def stock_loader_problems(self) -> list[str]:
         """Why ComfyUI's stock VAE loader would build a different model from a state dict of this config
@@ -144,10 +117,13 @@ def check_wan22_vae(sd: Mapping) -> None:
             raise CheckpointError(f"incomplete Wan2.2 VAE state dict: key '{key}' is missing")
 
 
-class Wan22VAE(nn.Module):
+class Wan22VAE(WanVAEBase):
     """Wan2.2-architecture video VAE. Pixels are [B,C,T,H,W] in [-1,1] (ComfyUI's ``VAE`` maps [0,1] images
     with x*2-1 before and clamps (y+1)/2 after); latents are [B,z_dim,F,H/16,W/16], raw (the DiT sees
     ``latent_format.Wan22LatentFormat.process_in`` of them)."""
+
+    config_class = Wan22VAEConfig
+    family = "Wan2.2 VAE"
 
     def __init__(self, config: Wan22VAEConfig | None = None, **kwargs):
         super().__init__()
@@ -164,46 +140,6 @@ class Wan22VAE(nn.Module):
         self.decoder = Decoder22(dim=c.dec_dim, temporal_upsample=c.temporal_downsample[::-1], in_channels=c.z_dim,
                                  out_channels=c.pixel_channels, **common)
         self.chunk = 0  # default of encode / decode's ``chunk``
-
-    @classmethod
-    def from_state_dict(cls, sd: Mapping[str, torch.Tensor], *, dtype: torch.dtype | None = None,
-                        device: str | torch.device | None = None) -> Wan22VAE:
-        sd = strip_vae_prefix(sd)
-        config = Wan22VAEConfig.from_state_dict(sd)
-        with torch.device("meta"):
-            model = cls(config)
-        try:
-            model.load_state_dict(sd, strict=True, assign=True)
-        except RuntimeError as e:
-            raise CheckpointError(f"the Wan2.2 VAE state dict does not fit the architecture read from it "
-                                  f"({config}): {e}") from e
-        return model.to(device=device, dtype=dtype)
-
-    def wan_state_dict(self) -> dict[str, torch.Tensor]:
-        """The state dict as ComfyUI stores it (contiguous tensors, no prefix)."""
-        return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-
-    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
-        self.encoder.gradient_checkpointing = self.decoder.gradient_checkpointing = bool(enabled)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.conv1.weight.dtype
-
-    def _check_video(self, video: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        if video.ndim != 5 or video.shape[1] != c.image_channels:
-            raise InputError(f"video must be [B,{c.image_channels},T,H,W] in [-1,1], got {tuple(video.shape)}")
-        h, w = video.shape[-2:]
-        r = c.spatial_ratio
-        if h % r or w % r or h == 0 or w == 0:
-            raise InputError(f"video height and width must be positive multiples of {r} for the Wan2.2 VAE, "
-                             f"got {h}x{w}: resize or crop the frames")
-        t = video.shape[2]
-        if t < 1:
-            raise InputError("video has no frames")
-        keep = c.video_frames(c.latent_frames(t))
-        return video[:, :, :keep] if keep != t else video
 
     def _chunk(self, chunk: int | None) -> int:
         chunk = self.chunk if chunk is None else int(chunk)

@@ -88,7 +88,7 @@ def test_the_committed_retargeter_follows_the_driver():
     with each pair's own driving clip than with another pair's (docs/results.md, the control row)."""
     from im_animation_core.data import collate_pairs
     from im_animation_core.eval.retarget_eval import OtherDriver, evaluate_retargeting
-    from im_animation_core.train.encoders import encode_clips
+    from im_animation_core.tokenizer.encode import encode_clips
     from im_animation_core.train.trainer import COLLAPSED_TOKEN_SPREAD
 
     encoder, modules, vae = ds.load_trained(SOURCES["tokenizer"], SOURCES["modules"], SOURCES["vae"])

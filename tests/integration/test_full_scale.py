@@ -51,7 +51,7 @@ def test_patched_wan22_5b_structure_and_parameter_counts(comfy):
     patched = pack("nodes.wan_patch").apply_im_animation("test", model, modules_patcher)
 
     embed = patched.object_patches["diffusion_model.patch_embedding"]
-    assert type(embed).__name__ == "MotionPatchEmbedding"
+    assert type(embed).__name__ == "SharedMotionPatchEmbedding"
     assert tuple(embed.base.weight.shape) == (3072, 48, 1, 2, 2)
     assert tuple(embed.motion_conv.weight.shape) == (3072, 16, 1, 2, 2)
     replaced = patched.model_options["transformer_options"]["patches_replace"]["dit"]

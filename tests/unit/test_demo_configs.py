@@ -1,5 +1,5 @@
-"""The demo's training configs (configs/demo, docs/training.md) and the ablation runner's variants are valid
-configs, and chain into each other: each stage reads the files the stage before it writes."""
+"""The demo recipes' phases (configs/demo64.json, configs/demo128.json; docs/training.md) and the ablation runner's
+variants are valid configs, and chain into each other: each stage reads the files the stage before it writes."""
 
 import dataclasses
 import importlib.util
@@ -12,13 +12,31 @@ from pathlib import Path
 import pytest
 
 from im_animation_core.train.__main__ import _apply_sets
-from im_animation_core.train.config import config_from_dict, load_config
+from im_animation_core.train.config import config_from_dict
 from im_animation_core.train.outputs import outputs_path
+from im_animation_core.train.recipe import load_recipe, phase_config
 from tools.demo_set import DEMO_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / "configs" / "demo"
-STAGE_CONFIGS = sorted(p for p in DEMO.glob("stage*.json"))
+DEMO = REPO / "configs" / "demo64.json"
+DEMO128 = REPO / "configs" / "demo128.json"
+
+
+def d64(name: str) -> dict:
+    """The resolved config of a phase of the 64-pixel recipe."""
+    return phase_config(load_recipe(DEMO), name)
+
+
+def d128(name: str) -> dict:
+    return phase_config(load_recipe(DEMO128), name)
+
+
+def load_config(stage: str, name: str):
+    """A phase of the 128-pixel recipe as its stage's config."""
+    return config_from_dict(stage, d128(name))
+
+
+STAGE_PHASES = [p["name"] for p in load_recipe(DEMO)["phases"] if p["stage"].startswith("stage")]
 
 
 def ablation_runner():
@@ -32,32 +50,32 @@ def ablation_variants() -> dict[str, list[str]]:
     return ablation_runner().VARIANTS
 
 
-@pytest.mark.parametrize("path", STAGE_CONFIGS, ids=lambda p: p.name)
-def test_every_demo_stage_config_loads_and_validates(path):
-    load_config(path.name[:6], path)
+@pytest.mark.parametrize("name", STAGE_PHASES)
+def test_every_demo_stage_config_loads_and_validates(name):
+    config_from_dict(name[:6], d64(name))
 
 
 def test_the_demo_stages_read_what_the_stage_before_wrote():
-    s1, s2, s3 = (json.loads((DEMO / f"{n}.json").read_text()) for n in ("stage1", "stage2", "stage3"))
+    s1, s2, s3 = (d64(n) for n in ("stage1", "stage2", "stage3"))
     tokenizer = f"{s1['output_dir']}/motion_tokenizer.safetensors"
     assert s2["tokenizer"]["path"] == tokenizer == s3["tokenizer"]["path"]
     assert s3["modules"]["path"] == f"{s2['output_dir']}/im_animation_modules.safetensors"
-    prior = json.loads((DEMO / "stage3_prior.json").read_text())
+    prior = d64("stage3_prior")
     assert s3["dit"]["path"] == f"{prior['output_dir']}/wan_dit.safetensors"
     # A trainable tokenizer collapsed in the first demo's Stage 2 (docs/training.md): both stages freeze it.
     assert s2["tokenizer"]["trainable"] is False and s3["tokenizer"]["trainable"] is False
     # The continuation reads Stage 3's exports and keeps the tokenizer frozen.
-    more = json.loads((DEMO / "stage3_more.json").read_text())
+    more = d64("stage3_more")
     assert more["dit"]["path"] == f"{s3['output_dir']}/wan_dit.safetensors"
     assert more["modules"]["path"] == f"{s3['output_dir']}/im_animation_modules.safetensors"
     assert more["tokenizer"] == s3["tokenizer"] and more["moving_weight"] > 0
     # Its continuation with 8 noise draws per clip reads its exports.
-    draws = json.loads((DEMO / "stage3_draws.json").read_text())
+    draws = d64("stage3_draws")
     assert draws["dit"]["path"] == f"{more['output_dir']}/wan_dit.safetensors"
     assert draws["modules"]["path"] == f"{more['output_dir']}/im_animation_modules.safetensors"
     assert draws["tokenizer"] == more["tokenizer"] and draws["dit_draws"] > 1
     # Its continuation with a clean reference frame and a decaying rate is the 64-pixel demo set.
-    clean = json.loads((DEMO / "stage3_clean.json").read_text())
+    clean = d64("stage3_clean")
     assert clean["dit"]["path"] == f"{draws['output_dir']}/wan_dit.safetensors"
     assert clean["modules"]["path"] == f"{draws['output_dir']}/im_animation_modules.safetensors"
     assert clean["tokenizer"] == draws["tokenizer"] and clean["reference"] == "clean"
@@ -68,7 +86,7 @@ def test_every_ablation_variant_is_a_valid_stage2_config_with_a_frozen_encoder_b
     variants = ablation_variants()
     assert {"full", "conv_encoder", "self_attention", "first_recipe"} <= set(variants)
     for name, sets in variants.items():
-        data = _apply_sets(json.loads((DEMO / "stage2.json").read_text()), [f"output_dir=runs/x/{name}", *sets])
+        data = _apply_sets(d64("stage2"), [f"output_dir=runs/x/{name}", *sets])
         c = config_from_dict("stage2", data)
         frozen = not (c.conv_encoder.trainable if c.motion_encoder == "conv" else c.tokenizer.trainable)
         assert frozen == (name != "first_recipe"), name
@@ -82,16 +100,13 @@ def test_the_ablation_runs_get_the_demo_stage2_budget_unless_told_otherwise(monk
                         type("Done", (), {"returncode": 0})())
     monkeypatch.setattr("sys.argv", ["ablations.py", "--out", str(tmp_path), "--seeds", "0", *argv])
     assert runner.main() == 0
-    stage2 = json.loads((DEMO / "stage2.json").read_text())
+    stage2 = d64("stage2")
     expected = budget or (stage2["steps"], stage2["batch_size"])
     assert len(commands) == 3  # the paper's three variants
     for cmd in commands:
         sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
-        c = config_from_dict("stage2", _apply_sets(json.loads((DEMO / "stage2.json").read_text()), sets))
+        c = config_from_dict("stage2", _apply_sets(d64("stage2"), sets))
         assert (c.steps, c.batch_size) == expected
-
-
-DEMO128 = REPO / "configs" / "demo128"
 
 
 def train_demo():
@@ -112,17 +127,17 @@ def package_demo(monkeypatch):
 def test_the_128_pixel_chain_reads_what_each_step_wrote_and_runs_every_config(monkeypatch):
     from im_animation_core.train.vae_stage import VAEStageConfig
 
-    vae8 = VAEStageConfig.from_dict(json.loads((DEMO128 / "vae.json").read_text()))
-    vae = VAEStageConfig.from_dict(json.loads((DEMO128 / "vae16.json").read_text()))
+    vae8 = VAEStageConfig.from_dict(d128("vae"))
+    vae = VAEStageConfig.from_dict(d128("vae16"))
     assert vae.init == vae8.output and vae.train.vae.dim == 2 * vae8.train.vae.dim  # widened, then trained
-    s1, s2, s3 = (load_config(s, DEMO128 / f"{n}.json") for s, n in
+    s1, s2, s3 = (load_config(s, n) for s, n in
                   (("stage1", "stage1"), ("stage2", "stage2"), ("stage3", "stage3_dit")))
     tokenizer = f"{s1.output_dir}/motion_tokenizer.safetensors"
     assert s2.tokenizer.path == tokenizer == s3.tokenizer.path
     assert not s2.tokenizer.trainable and not s3.tokenizer.trainable
     assert s2.vae.path == vae.output == s3.vae.path
     # each later Stage-2 run continues the one before it; the DiT-first phase reads the last
-    chain = [load_config("stage2", DEMO128 / f"{n}.json") for n in train_demo().STAGE2_CHAIN]
+    chain = [load_config("stage2", n) for n in train_demo().STAGE2_CHAIN]
     assert chain[0].output_dir == s2.output_dir and not chain[0].modules.path
     for before, after in zip(chain, chain[1:], strict=False):
         assert after.modules.path == f"{before.output_dir}/im_animation_modules.safetensors"
@@ -134,16 +149,19 @@ def test_the_128_pixel_chain_reads_what_each_step_wrote_and_runs_every_config(mo
         assert d.size == 128 and d.options == {"thickness_scale": 2.0, "min_contrast": 0.3}
     # the DiT-first phase trains from the clip cache, with the Stage-2 retargeter frozen
     assert s3.data.cache and not s3.retarget_trainable
-    # the chain script runs every config of the folder, each once, in the order above
+    # the chain script runs every phase of the recipe but its trials, each once, in the recipe's order
     commands = [" ".join(cmd) for _, cmd, _ in train_demo().STEPS]
-    used = [p.name for p in sorted(DEMO128.glob("*.json")) if any(f"configs/demo128/{p.name}" in c for c in commands)]
-    assert used == sorted(p.name for p in DEMO128.glob("*.json"))
+    recipe = load_recipe(DEMO128)["phases"]
+    assert [n for n, _, _ in train_demo().STEPS] == [p["name"] for p in recipe if not p.get("trial")]
+    training = [p["name"] for p in recipe if p["stage"] in ("vae", "stage1", "stage2", "stage3") and not p.get("trial")]
+    for name in training:
+        assert sum(c.endswith(f" --recipe configs/demo128.json --phase {name}") for c in commands) == 1, name
     chain = ("vae", "vae16", "stage1", "stage2")
-    order = [next(i for i, c in enumerate(commands) if f"/{n}.json" in c) for n in chain]
+    order = [next(i for i, c in enumerate(commands) if c.endswith(f" --phase {n}")) for n in chain]
     assert order == sorted(order)
     # each DiT phase continues from the weights the one before it exported, on the same cache and domain
     td = train_demo()
-    dit_chain = [load_config("stage3", DEMO128 / f"{n}.json") for n in td.STAGE3_CHAIN]
+    dit_chain = [load_config("stage3", n) for n in td.STAGE3_CHAIN]
     assert dit_chain[0].output_dir == s3.output_dir
     seeds = {s3.data.cache: s3.data.seed}  # {cache folder: the generator seed of its clips}
     for before, after in zip(dit_chain, dit_chain[1:], strict=False):
@@ -172,9 +190,9 @@ def test_the_128_pixel_chain_reads_what_each_step_wrote_and_runs_every_config(mo
     for folder, (phase, clips) in td.CACHES.items():
         readers = [c for c in cached if c.data.cache == folder]
         assert phase == Path(readers[0].output_dir).name and clips == max(c.data.num_samples for c in readers)
-        build = next(i for i, c in enumerate(commands) if f" cache --config configs/demo128/{phase}.json" in c)
+        build = next(i for i, c in enumerate(commands) if f" cache --recipe configs/demo128.json --phase {phase} " in c)
         assert f"data.num_samples={clips}" in commands[build]
-        assert f" stage3 --config configs/demo128/{phase}.json" in commands[build + 1]
+        assert commands[build + 1].endswith(f" stage3 --recipe configs/demo128.json --phase {phase}")
     assert td.CACHES[s3.data.cache][1] > s3.data.num_samples
     assert td.GPU_PHASES == tuple(n for n, c in zip(td.STAGE3_CHAIN, dit_chain, strict=True) if c not in cached)
     # the phases with the retargeter frozen come first; once the joint phase trains it, it stays trainable
@@ -241,13 +259,11 @@ def _vae_file(path: Path, config: dict, **changes) -> None:
 
 def test_the_dim16_vae_is_committed_once_as_the_demo_sets_vae(tmp_path, monkeypatch):
     """Once package_demo made the dim-16 VAE the demo's VAE (models/vae/), --save leaves it out of
-    models/demo128/vae16/ and --restore takes it from models/vae/, but only a VAE trained by vae16.json."""
+    models/demo128/vae16/ and --restore takes it from models/vae/, but only a VAE trained by phase vae16."""
     td = train_demo()
     monkeypatch.setattr(td, "REPO", tmp_path)
     monkeypatch.setattr(td, "COMMITTED", tmp_path / "models" / "demo128")
-    (tmp_path / td.CONFIGS).mkdir(parents=True)
-    shutil.copyfile(DEMO128 / "vae16.json", tmp_path / td.CONFIGS / "vae16.json")
-    config = json.loads((DEMO128 / "vae16.json").read_text())
+    config = d128("vae16")
     (run_vae, packaged), = ((k, v) for k, v in td.PACKAGED.items() if "/vae16/" in k)
     assert run_vae in td.KEEP["vae16"] and packaged == f"models/vae/{DEMO_NAMES['vae']}"  # make demo's VAE
     _vae_file(tmp_path / run_vae, config)
@@ -355,7 +371,7 @@ def test_make_demo_and_make_eval_use_the_domain_the_demo_set_trains_on(monkeypat
     import demo_support as ds
     import eval_video as ev
 
-    s3 = load_config("stage3", DEMO128 / "stage3_dit.json")
+    s3 = load_config("stage3", "stage3_dit")
     assert (ds.DEMO_SIZE, ds.DEMO_FRAMES, ds.DEMO_SHIFT) == (s3.data.size, s3.data.frames, s3.shift)
     assert s3.data.options == {"thickness_scale": ds.DEMO_THICKNESS_SCALE, "min_contrast": ds.DEMO_MIN_CONTRAST}
     for data in (ds.demo_pairs("heldout", 1, ds.DEMO_SEED), ev.video_pairs(2)):
@@ -436,7 +452,7 @@ def test_the_chain_stops_before_a_gpu_phase_on_the_cpu_and_runs_it_with_device_c
     assert f"step {gpu} trains on live clips on a GPU" in capsys.readouterr().err
     monkeypatch.setattr(sys, "argv", ["train_demo.py", "--device", "cuda"])
     assert td.main() == 0
-    assert len(ran) == 1 and f"configs/demo128/{gpu}.json" in ran[0] and ran[0][-2:] == ["--set", "device=cuda"]
+    assert len(ran) == 1 and ran[0][-4:] == ["--phase", gpu, "--set", "device=cuda"]
 
 
 def test_the_gpu_training_script_parses_and_refuses_a_machine_without_cuda():
@@ -448,23 +464,24 @@ def test_the_gpu_training_script_parses_and_refuses_a_machine_without_cuda():
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is visible: the script would train")
-    done = subprocess.run(["bash", str(script), "configs/demo128/stage3_gpu1.json", "60"], capture_output=True,
+    done = subprocess.run(["bash", str(script), "configs/demo128.json:stage3_gpu1", "60"], capture_output=True,
                           text=True, env={**os.environ, "PYTHON": sys.executable})
     assert done.returncode == 2 and "no CUDA device visible" in done.stderr
 
 
-TRIALS = sorted((DEMO128 / "trials").glob("*.json"))
+TRIALS = [p["name"] for p in load_recipe(DEMO128)["phases"] if p.get("trial")]
 
 
-@pytest.mark.parametrize("path", TRIALS, ids=lambda p: p.name)
-def test_every_kept_trial_is_a_valid_continuation_of_a_chain_phase(path):
+@pytest.mark.parametrize("name", TRIALS)
+def test_every_kept_trial_is_a_valid_continuation_of_a_chain_phase(name):
     """A trial (docs/training.md names each) is not run by the chain, so only this keeps it runnable: it must
     still validate and start from the exports of a phase the chain does run, in the demo set's domain."""
-    trial = load_config("stage3", path)
+    trial = load_config("stage3", name)
     td = train_demo()
-    chain = {c.output_dir: c for c in (load_config("stage3", DEMO128 / f"{n}.json") for n in td.STAGE3_CHAIN)}
+    assert name in td.TRIALS and name not in td.STAGE3_CHAIN
+    chain = {c.output_dir: c for c in (load_config("stage3", n) for n in td.STAGE3_CHAIN)}
     parent = next((c for d, c in chain.items() if trial.dit.path == f"{d}/wan_dit.safetensors"), None)
-    assert parent is not None, f"{path.name} starts from {trial.dit.path}, which no chain phase exports"
+    assert parent is not None, f"{name} starts from {trial.dit.path}, which no chain phase exports"
     assert trial.modules.path == f"{parent.output_dir}/im_animation_modules.safetensors"
     assert (trial.tokenizer, trial.vae, trial.shift, trial.data.size, trial.data.options) == (
         parent.tokenizer, parent.vae, parent.shift, parent.data.size, parent.data.options)

@@ -15,7 +15,10 @@ import eval_json as ej  # noqa: E402
 
 # Spelled out rather than read from eval_json, so that renaming a key there fails here.
 VIDEO_ROWS = {"result", "identity_still", "driver_swap", "vae_ceiling", "still_driver", "still_clip_vae"}
-RETARGET_ROWS = {"result", "driver_swap", "copy_driver", "rest_pose"}
+BUDGET_ROWS = {"self_reenact", "sampler_2x", "sampler_4x", "train_pairs", "train_pairs_vae_ceiling"}
+FAMILIES = {"walk", "wave", "dance", "turn"}
+RETARGET_ROWS = {"result", "driver_swap", "copy_driver", "rest_pose", "result_arms", "token_probe",
+                 "token_probe_arms"}
 SUMMARY_KEYS = {"mean", "std", "per_pair"}
 
 
@@ -42,8 +45,9 @@ def test_the_file_has_exactly_the_documented_structure():
     assert set(data) == {"clips", "video", "retarget"}
     assert {"size", "frames", "pairs", "seed"} <= set(data["clips"])
     assert set(data["video"]) == {"rows"}
-    assert set(data["video"]["rows"]) == VIDEO_ROWS  # driving_clip stays in the Markdown
-    for metrics in data["video"]["rows"].values():
+    assert set(data["video"]["rows"]) == VIDEO_ROWS | BUDGET_ROWS  # driving_clip stays in the Markdown
+    assert all(data["video"]["rows"][row] is None for row in BUDGET_ROWS)  # the budget was not run
+    for metrics in (data["video"]["rows"][row] for row in VIDEO_ROWS):
         assert set(metrics) == {"psnr", "ssim", "motion_corr"}
         for s in metrics.values():
             assert set(s) == SUMMARY_KEYS and len(s["per_pair"]) == 3
@@ -107,3 +111,42 @@ def test_infinities_tuples_and_tensor_scalars_become_plain_json():
     assert obj == {"a": [1.0, None], "b": [None, 2], "c": "x"}
     assert ej.retarget_json({"result": {k: torch.tensor(0.25) for k in ("pck", "mean_error_px", "leakage")}})[
         "rows"]["result"] == {"pck": 0.25, "mean_error_px": 0.25, "leakage": 0.25}
+
+
+def _budget_pair(k: float) -> dict:
+    rows = _pair(k)
+    for i, row in enumerate(("self_reenact", "sampler_2x", "sampler_4x")):
+        rows[row] = {"psnr": 21.0 + k, "ssim": 0.6, "motion_corr": k / 5 + i / 50}
+    return rows
+
+
+def test_budget_rows_families_and_training_pairs_are_summarised_over_their_own_pairs():
+    pairs = [_budget_pair(0), _budget_pair(1), _budget_pair(2)]
+    train = [{"result": {"psnr": 25.0, "ssim": 0.9, "motion_corr": v},
+              "vae_ceiling": {"psnr": 26.0, "ssim": 0.9, "motion_corr": 0.8}} for v in (0.5, 0.7)]
+    clips = {"size": 64, "frames": 17, "pairs": 3, "seed": 11}
+    retarget = {row: _retarget(0.5) for row in RETARGET_ROWS}
+    data = json.loads(ej.dumps(ej.eval_json(clips, pairs, retarget, ["wave", "walk", "wave"], train)))
+    rows = data["video"]["rows"]
+    assert rows["self_reenact"]["motion_corr"]["per_pair"] == pytest.approx([0.0, 0.2, 0.4])
+    assert rows["sampler_4x"]["motion_corr"]["mean"] == pytest.approx(0.2 + 2 / 50)
+    assert rows["train_pairs"]["motion_corr"]["per_pair"] == pytest.approx([0.5, 0.7])
+    assert rows["train_pairs_vae_ceiling"]["motion_corr"]["mean"] == pytest.approx(0.8)
+    families = data["video"]["families"]
+    assert set(families) == FAMILIES
+    wave = families["wave"]
+    assert wave["pairs"] == 2
+    assert set(wave["rows"]) == {"result", "vae_ceiling"}
+    assert wave["rows"]["result"]["psnr"]["per_pair"] == pytest.approx([pairs[0]["result"]["psnr"],
+                                                                         pairs[2]["result"]["psnr"]])
+    assert families["walk"]["pairs"] == 1
+    for empty in ("dance", "turn"):  # no pairs of these in the draw: said so, never a NaN
+        assert families[empty] == {"pairs": 0, "rows": None, "note": "no pairs of this family in the draw"}
+
+
+def test_a_family_outside_the_generators_kinds_gets_its_own_entry():
+    pairs = [_pair(0), _pair(1)]
+    retarget = {row: _retarget(0.5) for row in RETARGET_ROWS}
+    data = json.loads(ej.dumps(ej.eval_json({"pairs": 2}, pairs, retarget, ["jump", "walk"])))
+    assert set(data["video"]["families"]) == FAMILIES | {"jump"}
+    assert data["video"]["families"]["jump"]["pairs"] == 1

@@ -64,3 +64,29 @@ def test_each_row_is_scored_against_its_own_reference():
     assert rows["result"]["motion_corr"] > 0.999 and rows["driver_swap"]["motion_corr"] > 0.999
     assert rows["still_driver"]["motion_corr"] == 0.0  # a still reference has no motion to correlate with
     assert rows["identity_still"]["psnr"] < 20  # the identity image is no ground truth of a random clip
+
+
+def test_the_budget_drives_each_pair_by_its_own_ground_truth_and_multiplies_the_steps():
+    item = _items(1)[0]
+    runs = ev.budget_inputs(item)
+    assert tuple(runs) == ev.BUDGET_RUNS
+    assert torch.equal(runs["self_reenact"]["driving"], item["target"])
+    assert torch.equal(runs["self_reenact"]["identity"], item["identity"])
+    assert runs["sampler_2x"] is item and runs["sampler_4x"] is item
+    prompt = {"1": {"class_type": "KSampler", "inputs": {"steps": 8, "cfg": 1}},
+              "2": {"class_type": "SaveVideo", "inputs": {}}}
+    assert ev.with_steps(prompt, 4)["1"]["inputs"]["steps"] == 32
+    assert prompt["1"]["inputs"]["steps"] == 8  # the prompt itself is left alone
+
+
+def test_the_budget_rows_are_scored_against_the_ground_truth():
+    torch.manual_seed(0)
+    frames, size = 5, 16
+    identity, target = torch.rand(size, size, 3), torch.rand(frames, size, size, 3)
+    item = {"identity": identity, "driving": torch.rand(frames, size, size, 3), "target": target}
+    still = identity[None].expand(frames, -1, -1, -1)
+    outputs = {"result": target, "driver_swap": target, "still_driver": still, "self_reenact": target,
+               "sampler_2x": still, "sampler_4x": target}
+    rows, _ = ev.pair_scores(item, outputs, _LosslessVAE())
+    assert rows["self_reenact"]["psnr"] >= 99 and rows["sampler_4x"]["motion_corr"] > 0.999
+    assert rows["sampler_2x"]["motion_corr"] == 0.0  # a still clip has no motion

@@ -1,8 +1,7 @@
-"""configs/paper: the three stages at the paper's settings for real data (section 4.1), chained into each other;
+"""configs/paper.json: the three stages at the paper's settings for real data (section 4.1), chained into each other;
 and Stage 3 run for one optimizer step on this CPU with the exact Wan2.2 TI2V-5B block (dim 3072, FFN 14336,
 24 heads, 48 latent channels, text width 4096), one block deep, on a tiny clip."""
 
-import json
 import math
 from pathlib import Path
 
@@ -11,23 +10,25 @@ import torch
 from safetensors import safe_open
 
 from im_animation_core.train import Trainer, config_from_dict
-from im_animation_core.train.config import load_config
 from im_animation_core.train.presets import TINY_MODULES, TINY_TOKENIZER, tiny_vae
+from im_animation_core.train.recipe import recipe_phase_config
 from im_animation_core.train.stages import DIT_FILE
 from im_animation_core.wan.config import WanDiTConfig
 from im_animation_core.wan.model import wan_dit_on_meta
 
-PAPER = Path(__file__).resolve().parents[2] / "configs" / "paper"
-FILES = {"stage1": "stage1.json", "stage2": "stage2.json", "stage3": "stage3_5b.json"}
+PAPER = Path(__file__).resolve().parents[2] / "configs" / "paper.json"
+FILES = {"stage1": "stage1", "stage2": "stage2", "stage3": "stage3_5b"}  # {stage: the recipe's phase}
 
 
 def raw(stage):
-    return json.loads((PAPER / FILES[stage]).read_text())
+    named, data = recipe_phase_config(PAPER, FILES[stage])
+    assert named == stage
+    return data
 
 
 @pytest.mark.parametrize("stage", FILES)
 def test_paper_configs_hold_the_paper_settings(stage):
-    c = load_config(stage, PAPER / FILES[stage])
+    c = config_from_dict(stage, raw(stage))
     assert (c.data.kind, c.data.frames, c.data.root) == ("video_folder", 81, "data/clips")
     assert c.steps == {"stage1": 5000, "stage2": 10000, "stage3": 30000}[stage]
     assert c.optim.lr == {"stage1": 1e-4, "stage2": 1e-4, "stage3": 5e-5}[stage]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
@@ -25,7 +24,6 @@ from im_animation_core.synthetic import (
     identity_split_values,
     in_split,
     motion_split_values,
-    render,
     render_clip,
     render_rest,
     render_sample,
@@ -244,23 +242,6 @@ def test_motion_kinds_move_their_parts():
     for c in (walk, wave, dance, turn):
         assert moves(c, "l_curl") and moves(c, "eyes")
         assert float(c[:, CH["l_curl"]].min()) >= 0 and float(c[:, CH["l_curl"]].max()) <= 1
-
-
-def test_render_speed():
-    """Frames per second of the renderer (one thread), printed; a loose floor catches gross regressions."""
-    ident, motion = sample_identity(gen(2)), sample_motion(gen(2), kind="wave")
-    fps = {}
-    for size in (64, 128):
-        render(ident, motion.curves(4), size, size)
-        best = math.inf
-        for _ in range(3):
-            t0 = time.perf_counter()
-            render_sample(ident, motion, 32, size, size)
-            best = min(best, time.perf_counter() - t0)
-        fps[size] = 32 / best
-    print(f"\nsynthetic render speed (1 thread): 64x64 {fps[64]:.0f} frames/s, 128x128 {fps[128]:.0f} frames/s")
-    assert fps[64] > 100
-
 
 def test_min_contrast_recolours_the_body_away_from_the_background_keeping_hue_and_split():
     import colorsys

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from im_animation_core.dit_targets import denoised_from_output
 from im_animation_core.errors import CheckpointError
 from im_animation_core.frames import latent_frame_groups
 from im_animation_core.heatmaps import heatmap_argmax, render_heatmaps
@@ -33,7 +34,6 @@ from im_animation_core.train.encoders import ConvEncoderConfig
 from im_animation_core.train.modules_file import use_retarget_kind
 from im_animation_core.train.targets import (
     default_shift,
-    denoised_from_output,
     latent_frame_heatmaps,
     noisy_latent,
     sample_sigmas,

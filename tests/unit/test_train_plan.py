@@ -13,20 +13,26 @@ from im_animation_core.layers import TransformerBlock
 from im_animation_core.tokenizer.model import ResidualAttentionBlock
 from im_animation_core.train import plan_activations as act
 from im_animation_core.train.__main__ import main
-from im_animation_core.train.config import load_config
+from im_animation_core.train.config import config_from_dict
 from im_animation_core.train.plan import GIB, PlanOptions, memory_plan
+from im_animation_core.train.recipe import recipe_phase_config
 from im_animation_core.wan.config import WanDiTConfig
 from im_animation_core.wan.model import TokenGroups, WanBlock, rope_tables
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "paper" / "stage3_5b.json"
+RECIPE = Path(__file__).resolve().parents[2] / "configs" / "paper.json"
+CONFIG = ["--recipe", str(RECIPE), "--phase", "stage3_5b"]  # the paper's Stage 3 on Wan2.2 TI2V-5B
 TI2V_5B_PARAMS = 4_999_787_712  # what tests/unit/test_wan_dit.py::test_5b_preset_and_parameter_count measures
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def load_paper_5b():
+    return config_from_dict("stage3", recipe_phase_config(RECIPE, "stage3_5b")[1])
+
+
 @pytest.fixture(scope="module")
 def config():
-    return load_config("stage3", CONFIG)
+    return load_paper_5b()
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +70,7 @@ def test_checkpointing_and_batch(config, plans):
     assert plan.activations_checkpointed["dit_blocks"].bytes < plan.activations["dit_blocks"].bytes / 10
     assert plan.fits(True) and not plan.fits(False)  # 80 GiB: only with per-block checkpointing
     assert not memory_plan(config, PlanOptions(gpus=1)).fits(True)  # 5.5 B trained parameters: 88 GB of state
-    config2 = load_config("stage3", CONFIG)
+    config2 = load_paper_5b()
     config2.batch_size = 2
     double = memory_plan(config2, PlanOptions(gpus=16))
     assert double.activation_bytes(False) == 2 * plan.activation_bytes(False)
@@ -73,7 +79,7 @@ def test_checkpointing_and_batch(config, plans):
 
 
 def test_frozen_parts_and_cached_clips():
-    config = load_config("stage3", CONFIG)
+    config = load_paper_5b()
     config.tokenizer.trainable = False
     config.retarget_trainable = False
     config.data.cache = "runs/cache"
@@ -95,12 +101,12 @@ def test_time_estimate(plans):
 
 
 def test_command_line(capsys, tmp_path):
-    assert main(["plan", "--config", str(CONFIG), "--gpus", "16"]) == 0
+    assert main(["plan", *CONFIG, "--gpus", "16"]) == 0
     out = capsys.readouterr().out
     assert "latent 21 x 44 x 80" in out and "19360 DiT tokens" in out and "4,999,787,712" in out
     assert "NO  without checkpointing, yes with per-block checkpointing" in out
     assert "estimate, not a measurement" in out
-    assert main(["plan", "--config", str(CONFIG), "--gpus", "16", "--gpu-memory", "24", "--json"]) == 0
+    assert main(["plan", *CONFIG, "--gpus", "16", "--gpu-memory", "24", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["params"]["dit"]["count"] == TI2V_5B_PARAMS and not data["fits_checkpointed"]
     assert data["budget_bytes"] == pytest.approx(24 * GIB * 0.9)
@@ -115,7 +121,7 @@ def test_command_line(capsys, tmp_path):
     (["--gpus", "2", "--set", "dit_draws=0"], "dit_draws"),
 ])
 def test_command_line_errors(capsys, args, message):
-    assert main(["plan", "--config", str(CONFIG), *args]) == 2
+    assert main(["plan", *CONFIG, *args]) == 2
     assert message in capsys.readouterr().err
 
 

@@ -13,9 +13,9 @@ from im_animation_core.data import SyntheticPairs, collate_pairs
 from im_animation_core.modules import IMAnimationModules
 from im_animation_core.pipeline import retarget
 from im_animation_core.tokenizer import MotionTokenizer, encode_frames
+from im_animation_core.tokenizer.encode import encode_clips, token_spread
 from im_animation_core.train import SelfAttentionRetarget, Trainer, config_from_dict, load_modules
 from im_animation_core.train.config import ConfigError
-from im_animation_core.train.encoders import encode_clips, token_spread
 from im_animation_core.train.presets import tiny_config_dict, tiny_vae
 from im_animation_core.train.retarget_init import retarget_local_attention_init_
 from im_animation_core.train.trainer import COLLAPSED_TOKEN_SPREAD, METRICS_FILE, _StepBatches, _StepItems

@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from im_animation_core.data import SyntheticPairs, collate_pairs
+from im_animation_core.dit_targets import moving_weights
 from im_animation_core.frames import pool_to_latent_frames
 from im_animation_core.modules import IMAnimationModules
 from im_animation_core.pipeline import encode_expression
 from im_animation_core.train import ConfigError, Trainer, config_from_dict
 from im_animation_core.train.presets import tiny_config_dict, tiny_vae
-from im_animation_core.train.targets import moving_weights, noisy_latent, sample_noise
+from im_animation_core.train.targets import noisy_latent, sample_noise
 from im_animation_core.wan import WanDiTConfig, load_wan_dit, load_wan_state_dict, save_wan_state_dict
 from im_animation_core.wan.latent_format import latent_format_for
 

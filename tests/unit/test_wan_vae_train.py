@@ -9,9 +9,9 @@ import torch
 from im_animation_core.errors import InputError
 from im_animation_core.eval.metrics import psnr
 from im_animation_core.frames import clip_to_video, video_to_clip
+from im_animation_core.train.vae_train import VAETrainConfig, edge_loss, evaluate_vae, kl_loss, train_vae
 from im_animation_core.wan.latent_format import Wan21LatentFormat, Wan22LatentFormat, latent_format_for
 from im_animation_core.wan.vae import WanVAEConfig, load_wan_vae, vae_file_metadata
-from im_animation_core.wan.vae_train import VAETrainConfig, edge_loss, evaluate_vae, kl_loss, train_vae
 from tools.comfy_path import add_comfyui_to_path
 
 
