@@ -1,10 +1,12 @@
-"""Write workflows/*.json (UI format) from the graph descriptions below, laying out widget values in the
-order the real server's /object_info defines. Run it after changing a node's inputs: `make workflows`."""
+"""Write workflows/*.json (UI format) and the subgraph blueprint subgraphs/*.json from the graph descriptions below,
+laying out widget values in the order the real server's /object_info defines. Run it after changing a node's
+inputs: `make workflows`."""
 
 from __future__ import annotations
 
 import json
 import sys
+import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -200,6 +202,94 @@ def im_animation_nodes(dit: str, vae: str, tokenizer: str, modules: str, sampler
     return nodes
 
 
+# The 5B graph as a subgraph blueprint (subgraphs/<name>.json: ComfyUI v0.33 serves a pack's subgraphs/ folder at
+# GET /global_subgraphs, and its frontend lists each file as a node under "Subgraph Blueprints"). The loaders,
+# prompts and sampling go inside; the identity image, the driving video and the prompt come in, the video goes out.
+BLUEPRINT_NAME = "IM-Animation (Wan2.2 5B)"
+BLUEPRINT_DESCRIPTION = (
+    "Animates an identity image with the motion and expressions of a driving video (IM-Animation on Wan2.2 "
+    "TI2V-5B): a 704x1280, 81-frame video. Open the subgraph to pick the model files, size, length and sampler; "
+    "its note lists where each file goes.")
+SUBGRAPH_INPUT, SUBGRAPH_OUTPUT = -10, -20  # the frontend's ids of a subgraph's input and output nodes
+BLUEPRINT_INPUTS = [  # (name, type, the graph node it stands for, or (node, widget) it feeds)
+    ("identity_image", "IMAGE", 5, None), ("driving_video", "VIDEO", 6, None), ("prompt", "STRING", None, (17, "text"))]
+BLUEPRINT_OUTPUT = ("video", "VIDEO", 14)  # what the graph's Save Video node received
+
+
+def blueprint_id(*parts) -> str:
+    """A stable UUID (the frontend keys subgraphs and their sockets by UUID): the same file on every run."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "comfyui-im-animation/" + "/".join(map(str, parts))))
+
+
+def blueprint(ui: dict, name: str, description: str) -> dict:
+    """A subgraph blueprint of the UI-format graph ``ui`` (graph()), in the frontend's format (as ComfyUI's own
+    blueprints/): its input and output nodes (BLUEPRINT_INPUTS, BLUEPRINT_OUTPUT) taken out and their links
+    moved to the subgraph's input and output, the prompt's text widget fed from a subgraph input; one node of
+    the subgraph's type at the top level, showing the prompt as its widget."""
+    sub_id = blueprint_id(name)
+    stand_ins = {src: i for i, (_, _, src, _) in enumerate(BLUEPRINT_INPUTS) if src is not None}
+    out_name, out_type, sink = BLUEPRINT_OUTPUT
+    nodes = [json.loads(json.dumps(n)) for n in ui["nodes"] if n["id"] not in (*stand_ins, sink)]
+    by_id = {n["id"]: n for n in nodes}
+    links, link_ids = [], {i: [] for i in range(len(BLUEPRINT_INPUTS) + 1)}
+    for lid, src, slot, dst, dst_slot, type_ in ui["links"]:
+        if src in stand_ins:
+            src, slot = SUBGRAPH_INPUT, stand_ins[src]
+            link_ids[slot].append(lid)
+        if dst == sink:
+            dst, dst_slot = SUBGRAPH_OUTPUT, 0
+            link_ids[len(BLUEPRINT_INPUTS)].append(lid)
+        links.append({"id": lid, "origin_id": src, "origin_slot": slot, "target_id": dst, "target_slot": dst_slot,
+                      "type": type_})
+    next_link = max(lk["id"] for lk in links) + 1
+    for i, (_, type_, _, widget) in enumerate(BLUEPRINT_INPUTS):
+        if widget is None:
+            continue
+        node_id, widget_name = widget
+        node = by_id[node_id]
+        node["inputs"].append({"name": widget_name, "type": type_, "widget": {"name": widget_name},
+                               "link": next_link})
+        links.append({"id": next_link, "origin_id": SUBGRAPH_INPUT, "origin_slot": i, "target_id": node_id,
+                      "target_slot": len(node["inputs"]) - 1, "type": type_})
+        link_ids[i].append(next_link)
+        next_link += 1
+    for n in nodes:
+        for out in n.get("outputs", []):
+            out["links"] = [lid for lid in out["links"] if lid in {lk["id"] for lk in links}]
+    left = min(n["pos"][0] for n in nodes) - 260
+    right = max(n["pos"][0] + n["size"][0] for n in nodes) + 80
+    sockets = [{"id": blueprint_id(name, "input", in_name), "name": in_name, "type": type_, "linkIds": link_ids[i],
+                "localized_name": in_name, "pos": [left + 140, 20 + 20 * i]}
+               for i, (in_name, type_, _, _) in enumerate(BLUEPRINT_INPUTS)]
+    definition = {
+        "id": sub_id, "version": 1, "revision": 0, "config": {}, "name": name,
+        "state": {"lastGroupId": 0, "lastNodeId": max(by_id), "lastLinkId": next_link - 1, "lastRerouteId": 0},
+        "inputNode": {"id": SUBGRAPH_INPUT, "bounding": [left, 0, 160, 40 + 20 * len(BLUEPRINT_INPUTS)]},
+        "outputNode": {"id": SUBGRAPH_OUTPUT, "bounding": [right, 0, 120, 60]},
+        "inputs": sockets,
+        "outputs": [{"id": blueprint_id(name, "output", out_name), "name": out_name, "type": out_type,
+                     "linkIds": link_ids[len(BLUEPRINT_INPUTS)], "localized_name": out_name, "pos": [right + 20, 20]}],
+        "widgets": [], "nodes": nodes, "groups": [], "links": links, "extra": {},
+        "category": "IM-Animation", "description": description,
+    }
+    prompt_widget = next(by_id[w[0]]["widgets_values"][0] for *_, w in BLUEPRINT_INPUTS if w is not None)
+    outer = {
+        "id": max(by_id) + 1, "type": sub_id, "pos": [0, 0], "size": [400, 200], "flags": {}, "order": 0, "mode": 0,
+        "inputs": [{"name": in_name, "localized_name": in_name, "type": type_, "link": None,
+                    **({"widget": {"name": in_name}} if widget else {})}
+                   for in_name, type_, _, widget in BLUEPRINT_INPUTS],
+        "outputs": [{"name": out_name, "localized_name": out_name, "type": out_type, "links": []}],
+        "properties": {"proxyWidgets": [["-1", in_name] for in_name, _, _, widget in BLUEPRINT_INPUTS if widget]},
+        "widgets_values": [prompt_widget], "title": name,
+    }
+    return {"revision": 0, "last_node_id": outer["id"], "last_link_id": 0, "nodes": [outer], "links": [],
+            "groups": [], "definitions": {"subgraphs": [definition]}, "config": {},
+            "extra": {"BlueprintDescription": description,
+                      "BlueprintSearchAliases": ["im-animation", "character animation", "motion transfer",
+                                                 "image to video", "wan2.2"]},
+            "version": 0.4}
+
+
 def main() -> None:
     from tools.fixture_models import write_fixture_models
 
@@ -239,6 +329,11 @@ def main() -> None:
     for name, wf in workflows.items():
         (REPO / "workflows" / name).write_text(json.dumps(wf, indent=1) + "\n")
         print("wrote", REPO / "workflows" / name)
+    path = REPO / "subgraphs" / f"{BLUEPRINT_NAME}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(blueprint(workflows["im_animation_wan22_5b.json"], BLUEPRINT_NAME,
+                                         BLUEPRINT_DESCRIPTION), indent=1) + "\n")
+    print("wrote", path)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..synthetic import Identity, Motion, render_rest, render_sample, sample_identity, sample_motion
+from ..synthetic.character import MOTION_KINDS
 from ..synthetic.sampling import SPLITS, with_min_contrast
 
 PAIR_KEYS = (
@@ -55,6 +56,9 @@ class SyntheticPairs(Dataset):
         False, drawn per item from its own generator (the other items are unchanged). The paper's Stage 2 trains
         on augmented self-reenactment clips beside the cross-identity pairs: there the target is the driver's
         own pose, which teaches the retargeter to read the motion tokens before it has to re-proportion them.
+    kind_weights: {motion kind: weight} to draw item i's motion kind from, with a generator of its own (the
+        other motion parameters are drawn as without it); None: the generator's own uniform draw, so every
+        existing dataset is unchanged. A training continuation can give a family that fails more weight.
     min_contrast: every drawn identity's shirt, trousers, skin and hair are recoloured (hue kept) to differ in
         luma from the background by at least this much (0: the generator's own colours; see
         synthetic.sampling.with_min_contrast). The 128-pixel demo domain uses it so that limbs survive the VAE.
@@ -71,7 +75,7 @@ class SyntheticPairs(Dataset):
 
     def __init__(self, split: str = "train", num_samples: int = 1000, frames: int = 16, size=64, seed: int = 0,
                  same_identity: bool = False, thickness_scale: float = 1.0, min_contrast: float = 0.0,
-                 self_pair_fraction: float = 0.0):
+                 self_pair_fraction: float = 0.0, kind_weights: dict[str, float] | None = None):
         if not 0 <= self_pair_fraction <= 1:
             raise ValueError(f"self_pair_fraction must be in [0, 1], got {self_pair_fraction!r}")
         if not thickness_scale > 0:
@@ -80,6 +84,11 @@ class SyntheticPairs(Dataset):
             raise ValueError(f"min_contrast must be in [0, 0.5] (a luma difference), got {min_contrast!r}")
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if kind_weights is not None:
+            bad = {k: w for k, w in kind_weights.items() if k not in MOTION_KINDS or not float(w) >= 0}
+            if bad or not sum(map(float, kind_weights.values())) > 0:
+                raise ValueError(f"kind_weights must map motion kinds of {MOTION_KINDS} to weights >= 0, not all 0; "
+                                 f"got {kind_weights!r}")
         if num_samples < 0 or frames < 1:
             raise ValueError(f"need num_samples >= 0 and frames >= 1, got {num_samples}, {frames}")
         self.split, self.num_samples, self.frames = split, int(num_samples), int(frames)
@@ -88,6 +97,7 @@ class SyntheticPairs(Dataset):
         self.thickness_scale = float(thickness_scale)
         self.min_contrast = float(min_contrast)
         self.self_pair_fraction = float(self_pair_fraction)
+        self.kind_weights = None if kind_weights is None else {k: float(w) for k, w in kind_weights.items()}
 
     def __len__(self) -> int:
         return self.num_samples
@@ -99,8 +109,17 @@ class SyntheticPairs(Dataset):
         g = item_generator("pairs", self.seed, self.split, int(self.same_identity), index)
         a = self._styled(sample_identity(g, self.split))
         b = a if self.same_identity else self._styled(sample_identity(g, self.split))
-        motion = sample_motion(g, self.split)
+        motion = sample_motion(g, self.split, self.motion_kind(index))
         return a, (a if self.is_self_pair(index) else b), motion
+
+    def motion_kind(self, index: int) -> str | None:
+        """Item index's motion kind drawn from kind_weights, or None (sample_motion draws it) without them."""
+        if self.kind_weights is None:
+            return None
+        kinds = list(self.kind_weights)
+        weights = torch.tensor([self.kind_weights[k] for k in kinds], dtype=torch.float64)
+        draw = torch.multinomial(weights, 1, generator=item_generator("kind", self.seed, self.split, index))
+        return kinds[int(draw)]
 
     def is_self_pair(self, index: int) -> bool:
         """Whether item index is a self-reenactment pair (same_identity, or drawn by self_pair_fraction)."""

@@ -5,7 +5,7 @@ tooltips) shown on hover; the frontend's own ``app.graphToPrompt()`` accepted by
 an output video; a screenshot of the laid-out graph kept (out/browser/, docs/images/graph_<name>.png) and a
 template-browser thumbnail written beside the workflow (workflows/<name>.jpg); the frontend's API-format export
 committed in workflows/api/<name>.json (what make demo submits) checked to be current; the 5B workflow's loaders
-offering their model downloads."""
+offering their model downloads; the subgraph blueprint (subgraphs/) listed, placed, expanded and run."""
 
 from __future__ import annotations
 
@@ -393,3 +393,85 @@ def test_5b_workflow_offers_its_model_downloads(page, frontend_server, out_dir):
         loaded, missing = open_with_files(present=True)
     assert missing == [], missing
     assert [n["id"] for n in loaded["nodes"] if n["has_errors"]] == []
+
+
+BLUEPRINT = "IM-Animation (Wan2.2 5B)"  # subgraphs/<name>.json, made by scripts/build_workflows.py
+
+# The frontend's blueprint list (its subgraph store, filled at start-up from GET /global_subgraphs) and its node
+# definitions: what the node library and the search box show under "Subgraph Blueprints".
+BLUEPRINTS_JS = """() => {
+  const pinia = document.querySelector('#vue-app').__vue_app__.config.globalProperties.$pinia;
+  return pinia._s.get('subgraph').subgraphBlueprints.map(d => ({name: d.name, display_name: d.display_name,
+    category: d.category, description: d.description, python_module: d.python_module,
+    inputs: Object.fromEntries(Object.entries(d.input?.required ?? {}).map(([k, v]) => [k, v[0]])),
+    outputs: d.output}));
+}"""
+
+# The blueprint put on an empty canvas as the frontend's addNodeOnGraph does (its subgraph store's copy of the file,
+# deserialised by the canvas), then a Load Image, a Load Video and a Save Video wired to its sockets, and the
+# prompt typed into its widget. Returns what the subgraph node shows and holds.
+PLACE_BLUEPRINT_JS = """([name, image, video, text]) => {
+  const pinia = document.querySelector('#vue-app').__vue_app__.config.globalProperties.$pinia;
+  app.graph.clear();
+  const bp = pinia._s.get('subgraph').getBlueprint(name);
+  const made = app.canvas._deserializeItems({nodes: bp.nodes, subgraphs: bp.definitions?.subgraphs},
+                                            {position: [600, 100]});
+  const node = made.nodes.values().next().value;
+  const add = (type, pos, widgets) => {
+    const n = LiteGraph.createNode(type);
+    n.pos = pos;
+    app.graph.add(n);
+    for (const [k, v] of Object.entries(widgets)) n.widgets.find(w => w.name === k).value = v;
+    return n;
+  };
+  add('LoadImage', [0, 0], {image}).connect(0, node, 0);
+  add('LoadVideo', [0, 400], {file: video}).connect(0, node, 1);
+  node.connect(0, add('SaveVideo', [1200, 100], {filename_prefix: 'video/blueprint'}), 0);
+  node.widgets.find(w => w.name === 'prompt').value = text;
+  app.canvas.setDirty(true, true);
+  return {isSubgraph: !!node.subgraph, title: node.title,
+    inputs: node.inputs.map(i => [i.name, i.type]), outputs: node.outputs.map(o => [o.name, o.type]),
+    widgets: node.widgets.map(w => w.name), inner: node.subgraph ? node.subgraph.nodes.map(n => n.type) : []};
+}"""
+
+
+def test_the_blueprint_is_listed_expands_and_runs(page, frontend_server, out_dir):
+    """The frontend lists subgraphs/'s blueprint under Subgraph Blueprints (named by its file, with its
+    description and sockets); placed on the canvas it is one subgraph node holding the 5B graph; wired to an
+    image, a video and a Save Video, the frontend's own prompt expands it into the 5B graph's nodes, with the
+    prompt typed into the node in the positive text encoder, and the server runs it (on the fixture models) to
+    a video."""
+    bp = json.loads((REPO / "subgraphs" / f"{BLUEPRINT}.json").read_text())
+    (sub,) = bp["definitions"]["subgraphs"]
+    page.wait_for_function(f"() => ({BLUEPRINTS_JS})().some(d => d.display_name === {json.dumps(BLUEPRINT)})",
+                           timeout=30_000)
+    (listed,) = [d for d in page.evaluate(BLUEPRINTS_JS) if d["display_name"] == BLUEPRINT]
+    # A pack's blueprint is keyed by the id the server lists it under (GET /global_subgraphs), named by its file.
+    (key,) = [k for k, e in frontend_server.get("/global_subgraphs").items() if e["name"] == BLUEPRINT]
+    assert listed["name"] == f"SubgraphBlueprint.{key}", listed
+    assert listed["category"] == "Subgraph Blueprints/IM-Animation", listed
+    assert listed["description"] == bp["extra"]["BlueprintDescription"]
+    assert listed["inputs"] == {"identity_image": "IMAGE", "driving_video": "VIDEO", "prompt": "STRING"}
+    assert listed["outputs"] == ["VIDEO"]
+
+    text = "a person waving, steady camera"
+    placed = page.evaluate(PLACE_BLUEPRINT_JS, [listed["name"], "ima_demo_identity.png", "ima_demo_driving.mp4", text])
+    assert placed["isSubgraph"] and placed["title"] == BLUEPRINT, placed
+    assert placed["inputs"] == [["identity_image", "IMAGE"], ["driving_video", "VIDEO"], ["prompt", "STRING"]]
+    assert placed["outputs"] == [["video", "VIDEO"]] and "prompt" in placed["widgets"], placed
+    assert sorted(placed["inner"]) == sorted(n["type"] for n in sub["nodes"])
+    (out_dir / "blueprint.png").write_bytes(fitted_screenshot(page, [48, 24, 72, 24]))
+
+    prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
+    inner = sorted(v["class_type"] for k, v in prompt.items() if ":" in k)  # a subgraph's nodes are "<node>:<id>"
+    assert inner == sorted(n["type"] for n in sub["nodes"] if n["type"] != "MarkdownNote"), inner
+    encoders = [v["inputs"]["text"] for v in prompt.values() if v["class_type"] == "CLIPTextEncode"]
+    assert text in encoders, encoders
+    by_type = {v["class_type"]: v for v in prompt.values()}
+    for kind in ("IMA_RetargetToIdentity", "GetVideoComponents", "SaveVideo"):
+        assert kind in by_type, kind
+    load_image = next(k for k, v in prompt.items() if v["class_type"] == "LoadImage")
+    assert by_type["IMA_RetargetToIdentity"]["inputs"]["identity_image"] == [load_image, 0]
+    entry = frontend_server.run(adapt_5b_prompt_to_fixtures(prompt))
+    assert_ok(entry)
+    assert read_video_info(saved_video(frontend_server, entry)) == RUNS["im_animation_wan22_5b"][1]

@@ -79,10 +79,11 @@ def test_one_patch_shared_by_clones_and_reapplying_is_a_no_op(wan):
 def test_expression_and_motion_come_from_the_conditioning(wan):
     mods = modules(0)
     patched = pack("nodes.wan_patch").apply_im_animation("test", wan, mods)
-    pos, neg, latent, trim = conditioning(mods)
+    pos, neg, latent, trim, next_offset = conditioning(mods)
     assert trim == 1 and latent["samples"].shape == (1, 16, 3, 4, 4)
+    assert next_offset == 5  # the whole 5-frame clip in one chunk: a next chunk would start after it
     with_expr = sample(patched, pos, neg, latent)
-    pos2, neg2, _, _ = conditioning(mods, with_expression=False)
+    pos2, neg2, *_ = conditioning(mods, with_expression=False)
     without = sample(patched, pos2, neg2, latent)
     assert torch.isfinite(with_expr).all() and not torch.equal(with_expr, without)
     # the same conditioning on the same patched model: the same latents (nothing left over on the patch)
@@ -92,13 +93,13 @@ def test_expression_and_motion_come_from_the_conditioning(wan):
 def test_conditioning_without_im_animation_or_from_other_modules_is_refused(wan):
     mods = modules(0)
     patched = pack("nodes.wan_patch").apply_im_animation("test", wan, mods)
-    _, _, latent, _ = conditioning(mods)
+    _, _, latent, *_ = conditioning(mods)
     plain = pack("nodes.conditioning").empty_conditioning()
     with pytest.raises(ValueError, match="not made by IM-Animation Conditioning"):
         sample(patched, plain, plain, latent)
-    other_pos, other_neg, _, _ = conditioning(modules(1))
+    other_pos, other_neg, *_ = conditioning(modules(1))
     with pytest.raises(ValueError, match="other IM-Animation modules"):
         sample(patched, other_pos, other_neg, latent)
     # the same file loaded twice is the same modules
-    twin_pos, twin_neg, _, _ = conditioning(modules(0))
+    twin_pos, twin_neg, *_ = conditioning(modules(0))
     assert torch.isfinite(sample(patched, twin_pos, twin_neg, latent)).all()

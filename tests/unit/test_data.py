@@ -225,3 +225,24 @@ def test_thickness_scale_thickens_limbs_only():
     assert covered(thick_item["identity"]) > covered(item["identity"])
     with pytest.raises(ValueError, match="thickness_scale"):
         SyntheticPairs("train", 1, thickness_scale=0)
+
+
+def test_kind_weights_draw_the_families_asked_for_and_leave_other_datasets_unchanged():
+    from collections import Counter
+
+    plain = SyntheticPairs("train", 64, 2, 32, seed=5)
+    weighted = SyntheticPairs("train", 64, 2, 32, seed=5, kind_weights={"wave": 3.0, "walk": 1.0})
+    kinds = Counter(weighted.parameters(i)[2].kind for i in range(64))
+    assert set(kinds) == {"wave", "walk"} and kinds["wave"] > 2 * kinds["walk"]
+    again = SyntheticPairs("train", 64, 2, 32, seed=5, kind_weights={"wave": 3.0, "walk": 1.0})
+    assert weighted.parameters(7)[2].kind == again.parameters(7)[2].kind
+    # without weights the draw is the generator's own, as before the option existed
+    assert {plain.parameters(i)[2].kind for i in range(64)} == {"walk", "wave", "dance", "turn"}
+    a, b = plain.parameters(3)[2], weighted.parameters(3)[2]
+    assert a.period == b.period and a.phase == b.phase  # the other parameters keep their draw
+
+
+def test_kind_weights_must_name_kinds_with_some_weight():
+    for bad in ({"jump": 1.0}, {"wave": 0.0}, {"wave": -1.0}):
+        with pytest.raises(ValueError, match="kind_weights"):
+            SyntheticPairs("train", 4, 2, 32, kind_weights=bad)
