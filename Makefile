@@ -1,7 +1,7 @@
 # make test: the whole suite, against both supported hosts. make demo: run workflows/im_animation_demo.json headless in
 # the real ComfyUI. Both set themselves up on a fresh machine: one virtual environment per host, each with the pinned
 # torch pair (tools/constraints.txt holds it), that host's requirements.txt and this pack's needs.
-# make eval: held-out metrics (scripts/eval.py); pass its options with ARGS, e.g.
+# make eval: held-out metrics (python -m lab.eval); pass its options with ARGS, e.g.
 #   make eval ARGS="--pairs 8 --write docs/results.md"   or   make eval ARGS="--pairs 2 --seed 7 --json out/eval.json"
 #
 # Hosts: COMFYUI_HOST is the default (the ComfyUI this pack is installed in, else ../shared/ComfyUI-0.33, v0.33);
@@ -64,7 +64,7 @@ test-floor: $(FLOOR_VENV)/.ima-setup-done
 endif
 
 demo: $(STAMP)
-	$(PY) scripts/demo.py
+	$(PY) -m tools.demo
 
 # make serve: the real ComfyUI (COMFYUI_PATH) with this pack, the demo models and inputs, browser UI and HTTP API
 # on http://127.0.0.1:$(PORT) until Ctrl-C (README, "make serve"); pass tools/serve.py's options with ARGS.
@@ -76,23 +76,23 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 bench: $(STAMP)
-	$(PY) -m bench.bench_tokenizer
-	$(PY) -m bench.bench_injection
+	$(PY) -m lab.bench.bench_tokenizer
+	$(PY) -m lab.bench.bench_injection
 
 eval: $(STAMP)
-	$(PY) scripts/eval.py $(ARGS)
+	$(PY) -m lab.eval $(ARGS)
 
 # The workflows from scripts/build_workflows.py, then their API-format exports (workflows/api/) through the real
 # frontend of the default host, in the browser tests.
 workflows: $(HOST_VENV)/.ima-setup-done chromium
-	COMFYUI_PATH=$(COMFYUI_HOST) $(HOST_VENV)/bin/python scripts/build_workflows.py
+	COMFYUI_PATH=$(COMFYUI_HOST) $(HOST_VENV)/bin/python -m scripts.build_workflows
 	COMFYUI_PATH=$(COMFYUI_HOST) IMA_UPDATE_API=1 $(HOST_VENV)/bin/python -m pytest -q tests/browser -k in_the_frontend
 
 images: $(STAMP)
 	IMA_UPDATE_IMAGES=1 $(PY) -m pytest -q tests/browser
 
 ablations: $(STAMP)
-	$(PY) scripts/ablations.py $(ARGS)
+	$(PY) -m lab.ablations $(ARGS)
 
 train-demo: $(STAMP)
-	$(PY) scripts/train_demo.py $(ARGS)
+	$(PY) -m lab.train_demo $(ARGS)

@@ -5,17 +5,14 @@ inputs: `make workflows`."""
 from __future__ import annotations
 
 import json
-import sys
 import uuid
 from pathlib import Path
 
+from tools import demo_support as ds
+from tools.server import ComfyServer
+from tools.workflow import DYNAMIC_COMBO, input_specs, is_widget, option_specs
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import demo_support as ds  # noqa: E402  (scripts/ is on the path)
-
-from tools.server import ComfyServer  # noqa: E402
-from tools.workflow import DYNAMIC_COMBO, input_specs, is_widget, option_specs  # noqa: E402
 
 UPLOAD_WIDGET = {"LoadImage": "image", "LoadVideo": "image"}  # the frontend's upload button keeps a value
 

@@ -2,7 +2,7 @@
 # GPU check: this pack through ComfyUI on one CUDA GPU (the demo workflow with default flags, --lowvram and
 # --novram against a CPU run), the Wan2.2 TI2V-5B pipeline at its exact shapes with random weights (bf16 and
 # fp8_e4m3fn through the stock UNETLoader, patched vs native s/step, peak memory), the released-size motion
-# tokenizer, and one FSDP Stage-3 step if time remains. Nothing is downloaded. Details: bench/gpu_check.py.
+# tokenizer, and one FSDP Stage-3 step if time remains. Nothing is downloaded. Details: lab/bench/gpu_check.py.
 #
 #   bash scripts/gpu_check.sh OUT.json            # one CUDA GPU, at most 8 minutes
 #   bash scripts/gpu_check.sh --smoke OUT.json    # every part at tiny sizes on the CPU, under 5 minutes
@@ -24,8 +24,8 @@ if [ ${#SMOKE[@]} -eq 0 ]; then
   fi
   "$PY" -c "import torch; print('gpu_check:', torch.__version__, torch.cuda.get_device_name(0))"
 fi
-# bench.gpu_check keeps to its own 470 s (290 s with --smoke) and time-boxes each part; this is the backstop
-timeout --signal=INT --kill-after=20 500 "$PY" -m bench.gpu_check "${SMOKE[@]}" --out "$OUT"
+# lab.bench.gpu_check keeps to its own 470 s (290 s with --smoke) and time-boxes each part; this is the backstop
+timeout --signal=INT --kill-after=20 500 "$PY" -m lab.bench.gpu_check "${SMOKE[@]}" --out "$OUT"
 "$PY" - "$OUT" <<'PY'
 import json, sys
 parts = json.load(open(sys.argv[1]))["parts"]

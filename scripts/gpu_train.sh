@@ -6,9 +6,9 @@
 #
 # CONFIG: a Stage-3 config file, or a recipe's phase as RECIPE:PHASE (configs/demo128.json:stage3_gpu1).
 #
-# 1. Stages the committed weights the configs read (python scripts/train_demo.py --restore): models/demo128/*
+# 1. Stages the committed weights the configs read (python -m lab.train_demo --restore): lab/runs/demo128/*
 #    into runs/demo128/, and the demo set's DiT, modules, tokenizer and VAE at the paths
-#    models/demo128/packaged.json records, when their SHA-256 matches.
+#    lab/runs/demo128/packaged.json records, when their SHA-256 matches.
 # 2. Probes the config's step time on this GPU (PROBE_STEPS steps into runs/gpu_probe), then runs the config
 #    with steps = BUDGET_S / (seconds per step) rounded down to 50, the learning-rate decay over the last 40%.
 #    The steps actually run go into the run's config.json; commit them into CONFIG (the recipe's phase) so that
@@ -16,7 +16,7 @@
 #    A run stopped at its time limit exports its last checkpoint instead (save_every apart).
 # 3. Copies the run's exports, metrics, config and a summary (gpu_train.json) into DEST when given.
 #
-# PROFILE=1 first prints where a step's time goes (python -m bench.profile_stage3: the loader alone, the step on
+# PROFILE=1 first prints where a step's time goes (python -m lab.bench.profile_stage3: the loader alone, the step on
 # a batch in memory, the profiler's operator table, the device's busy share).
 # STEPS=N skips the probe and runs N steps (the run is still stopped after BUDGET_S * 5/4 + 30 s).
 # PYTHON picks the interpreter (default python3); the GPU's use is sampled every 15 s into DEST/gpu_use.csv.
@@ -42,10 +42,10 @@ json.dump(r(sys.argv[1], sys.argv[2])[1], open(sys.argv[3], 'w'), indent=2)" "${
 fi
 
 # The committed runs and the demo set's weights, back where the configs read them.
-"$PY" scripts/train_demo.py --restore || exit 3
+"$PY" -m lab.train_demo --restore || exit 3
 
-if [ -n "${PROFILE:-}" ]; then  # where the step's time goes, printed before training (bench/profile_stage3.py)
-  "$PY" -m bench.profile_stage3 --config "$CFG" || echo "gpu_train: the profile failed; training anyway"
+if [ -n "${PROFILE:-}" ]; then  # where the step's time goes, printed before training (lab/bench/profile_stage3.py)
+  "$PY" -m lab.bench.profile_stage3 --config "$CFG" || echo "gpu_train: the profile failed; training anyway"
 fi
 
 RUN=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['output_dir'])" "$CFG")

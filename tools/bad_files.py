@@ -46,11 +46,6 @@ def with_nan(src: Path, dst: Path, tensor: str | None = None, metadata: dict | N
 
 
 def tokens_file(path: Path, frames: int = 5, **changes) -> None:
-    import sys
-
-    from .comfy_path import REPO
-
-    sys.path.insert(0, str(REPO))
     from im_animation_core.motion import MotionTokens, save_motion_tokens
 
     fields = dict(tokens=torch.randn(frames, 32, 12), indices=torch.zeros(frames, 32, dtype=torch.long),
@@ -188,14 +183,11 @@ def write_mismatched_parts(base: Path) -> dict[str, str]:
     bad_record_modules    the fixture modules with a record that is not one
     The committed files are only read."""
     import shutil
-    import sys
 
-    from .comfy_path import REPO
+    from im_animation_core.motion import TokenizerRecord
+
     from .demo_set import SOURCES
     from .fixture_models import tiny_motion_tokenizer
-
-    sys.path.insert(0, str(REPO))
-    from im_animation_core.motion import TokenizerRecord
 
     im = base / "models" / "im_animation"
     names = {"other_tokenizer": "other_set_motion_tokenizer.safetensors",

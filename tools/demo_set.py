@@ -1,5 +1,5 @@
 """Where the committed demo model set lives, in a module with no heavy imports (the GPU training script reads it
-through scripts/train_demo.py on images that lack the demo's media tools).
+through lab/train_demo.py on images that lack the demo's media tools).
 
 DEMO_NAMES: {key: file name the demo workflow asks for}, keys dit, vae, tokenizer, modules.
 SOURCES: {key: models/<ComfyUI models subfolder>/<name>}, where make demo, make eval and train_demo.py --save /

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .comfy_path import REPO, add_comfyui_to_path
+from .comfy_path import add_comfyui_to_path
 
 DIT_NAME = "ima_tiny_wan.safetensors"
 VAE_NAME = "ima_tiny_wan21_vae.safetensors"
@@ -67,8 +67,6 @@ def tiny_modules(seed: int = 0, zero_adapters: bool = False, latent_channels: in
                  depth: int = DIT["num_layers"]):
     """IM-Animation modules sized for the tiny DiT. With zero_adapters=False the zero-initialised adapter
     outputs get random values too, so that motion and expression visibly change the fixture's output."""
-    import sys
-    sys.path.insert(0, str(REPO))
     from im_animation_core.expression import ExpressionConfig
     from im_animation_core.modules import DiTSpec, IMAnimationModules
     from im_animation_core.retarget import RetargetConfig
@@ -88,8 +86,6 @@ def tiny_modules(seed: int = 0, zero_adapters: bool = False, latent_channels: in
 
 
 def tiny_motion_tokenizer(seed: int = 0):
-    import sys
-    sys.path.insert(0, str(REPO))
     from im_animation_core.tokenizer import MotionTokenizer, MotionTokenizerConfig
 
     torch.manual_seed(seed)
@@ -97,8 +93,6 @@ def tiny_motion_tokenizer(seed: int = 0):
 
 
 def tiny_heatmap_head(seed: int = 0):
-    import sys
-    sys.path.insert(0, str(REPO))
     from im_animation_core.heatmap_head import HeatmapHead, HeatmapHeadConfig, JointDecoderConfig, MotionDecoderConfig
 
     torch.manual_seed(seed)
@@ -118,7 +112,7 @@ def write_fixture_models(models_dir, seed: int = 0, zero_adapters: bool = False,
     tokenizer = models_dir / "im_animation" / names["tokenizer"]
     tiny_motion_tokenizer(seed).save(str(tokenizer))
     modules = tiny_modules(seed, zero_adapters)
-    from im_animation_core.motion import TokenizerRecord  # (REPO is on sys.path now: tiny_modules put it there)
+    from im_animation_core.motion import TokenizerRecord
 
     modules.tokenizer_record = TokenizerRecord.of_file(tokenizer)
     modules.save(str(models_dir / "im_animation" / names["modules"]))

@@ -9,8 +9,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .comfy_path import REPO
-
 IDENTITY_NAME = "ima_demo_identity.png"
 DRIVING_NAME = "ima_demo_driving.mp4"
 
@@ -42,9 +40,6 @@ def read_video_info(path) -> tuple[int, int, int]:
 
 def demo_clips(frames: int = 17, size: tuple[int, int] = (128, 128)):
     """(identity image [1,H,W,3], driving frames [T,H,W,3]): a tall thin character and a short wide one."""
-    import sys
-
-    sys.path.insert(0, str(REPO))
     from im_animation_core.synthetic import Identity, Motion, render_clip
 
     w, h = size

@@ -16,15 +16,13 @@ import sys
 import time
 from pathlib import Path
 
+from . import demo_support as ds
 from .comfy_path import REPO
+from .demo import RANDOM_NOTE, install_models
 from .demo_set import DEMO_NAMES
 from .fixture_models import write_fixture_models
 from .media import DRIVING_NAME, IDENTITY_NAME
 from .server import ComfyServer
-
-sys.path.insert(0, str(REPO / "scripts"))
-import demo_support as ds  # noqa: E402
-from demo import RANDOM_NOTE, install_models  # noqa: E402
 
 API_DEMO = "workflows/api/im_animation_demo.json"
 

@@ -1,7 +1,7 @@
 """The error budget of ``make eval``: where the motion of the demo's result is lost, term by term.
 
 Every term is read off rows that make eval measures on the same held-out pairs (the JSON of
-scripts/eval_json.py; motion correlation means). The gap is the ground truth through the VAE (the best any DiT
+lab/eval_json.py; motion correlation means). The gap is the ground truth through the VAE (the best any DiT
 decoding through it could do) minus the result. Two decompositions of that gap are exact:
 
 - along the pipeline: cross-body retargeting (self_reenact - result, each pair driven by its own ground truth,

@@ -11,7 +11,7 @@ onto the same identity (so only the motion differs). A DiT that ignores the moti
   gap between own and other motion is the DiT's doing.
 
 This is how the demo set was found to use the retargeted map for the identity's layout but hardly for the
-motion (docs/training.md); ``scripts/dit_probe.py`` runs it on a Stage-3 run or checkpoint.
+motion (docs/training.md); ``lab/dit_probe.py`` runs it on a Stage-3 run or checkpoint.
 """
 
 from __future__ import annotations

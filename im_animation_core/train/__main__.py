@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stage", choices=("vae", "cache", "plan") + STAGES)
     parser.add_argument("--config", help="JSON config (fields in im_animation_core/train/config.py)")
     parser.add_argument("--recipe", help="a recipe file (configs/*.json with phases), instead of --config")
-    parser.add_argument("--phase", help="with --recipe: the phase to run (python scripts/train_demo.py --list)")
+    parser.add_argument("--phase", help="with --recipe: the phase to run (python -m lab.train_demo --list)")
     parser.add_argument("--resume", default=None, help="a run's output directory or one of its checkpoints")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set seed=1 --set optim.lr=1e-3 (repeatable)")

@@ -1,19 +1,16 @@
 """One real ComfyUI server for the integration tests, with the fixture models and demo inputs; and servers of
 their own for the tests of the committed demo model set."""
 
-import sys
 
 import pytest
 
+from tools import demo_support as ds
 from tools.comfy_path import REPO
+from tools.demo import SOURCES, install_models
 from tools.demo_set import DEMO_NAMES
 from tools.fixture_models import write_fixture_models
 from tools.media import DRIVING_NAME, IDENTITY_NAME, write_demo_inputs
 from tools.server import ComfyServer
-
-sys.path.insert(0, str(REPO / "scripts"))
-import demo_support as ds  # noqa: E402
-from demo import SOURCES, install_models  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -2,33 +2,28 @@
 it, and the demo workflow turns a held-out pair into a video that is measurably the trained model's work
 (not noise from random or broken weights)."""
 
-import sys
 
 import pytest
 import torch
 
-from tools.comfy_path import REPO
-from tools.server import assert_ok
-
-sys.path.insert(0, str(REPO / "scripts"))
-import demo_support as ds  # noqa: E402
-from demo import SOURCES, demo_prompt  # noqa: E402
-
-from im_animation_core.eval.metrics import psnr  # noqa: E402
-from im_animation_core.eval.video_rows import (  # noqa: E402
+from im_animation_core.eval.metrics import psnr
+from im_animation_core.eval.video_rows import (
     DRIVING_CLIP_ROW,
     IDENTITY_STILL_ROW,
     RESULT_ROW,
     VAE_CEILING_ROW,
     image_metrics,
 )
-from im_animation_core.video import read_video  # noqa: E402
+from im_animation_core.video import read_video
+from tools import demo_support as ds
+from tools.demo import SOURCES, demo_prompt
+from tools.server import assert_ok
 
 
 @pytest.fixture(scope="module")
 def demo_runs(demo_models_server):
     """The demo pair through the demo workflow as committed, then with motion guidance (eval.py --guidance)."""
-    from eval_video import still_negative
+    from lab.eval_video import still_negative
 
     item = ds.demo_pair()
     server = demo_models_server("demo_models", item)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bench.gpu_comfy import unload_everything
+from lab.bench.gpu_comfy import unload_everything
 from tools.server import assert_ok
 
 LOADED = re.compile(r"Requested to load (\w+)")

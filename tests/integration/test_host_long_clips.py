@@ -7,21 +7,17 @@
   seed+2), and the seams' PSNR steps are like their neighbours'."""
 
 import json
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from im_animation_core.eval.metrics import psnr
+from im_animation_core.video import read_video
+from tools import demo_support as ds
 from tools.comfy_path import REPO
+from tools.demo import run_prompt
 from tools.workflow import one_node_sampler, ui_to_api
-
-sys.path.insert(0, str(REPO / "scripts"))
-import demo_support as ds  # noqa: E402
-from demo import run_prompt  # noqa: E402
-
-from im_animation_core.eval.metrics import psnr  # noqa: E402
-from im_animation_core.video import read_video  # noqa: E402
 
 FRAMES, WINDOW, OVERLAP = 49, 17, 4  # windows over latent frames 0-4, 4-8, 8-12
 WINDOWS = [(0, 17), (17, 33), (33, 49)]  # the frames each window adds

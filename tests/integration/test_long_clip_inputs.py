@@ -4,16 +4,12 @@ than the modules' training clips, an overlap at or past the window, a previous c
 modules, an offset past the clip's end) each get a clear error naming the input or a logged adjustment, and
 the server stays healthy."""
 
-import sys
-from pathlib import Path
 
 import pytest
+from integration.test_bad_inputs import composable_prompt
 
 from tools.fixture_models import tiny_modules
 from tools.server import assert_ok, execution_error
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_bad_inputs import composable_prompt  # noqa: E402
 
 # The context-window cases use v0.33's node inputs (v0.8's WAN Context Windows has fewer): default host only.
 v033 = pytest.mark.default_host_only

@@ -2,21 +2,17 @@
 makes, and its last window stays about as close to the ground truth as its first (docs/long_clips.md)."""
 
 import json
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from im_animation_core.eval.metrics import psnr
+from im_animation_core.video import read_video
+from tools import demo_support as ds
 from tools.comfy_path import REPO
+from tools.demo import run_prompt
 from tools.workflow import one_node_sampler, ui_to_api
-
-sys.path.insert(0, str(REPO / "scripts"))
-import demo_support as ds  # noqa: E402
-from demo import run_prompt  # noqa: E402
-
-from im_animation_core.eval.metrics import psnr  # noqa: E402
-from im_animation_core.video import read_video  # noqa: E402
 
 FRAMES, WINDOW, OVERLAP = 49, 17, 4  # windows over latent frames 0-4, 4-8, 8-12
 # The demo DiT was trained on 17-frame clips and never to continue one, so a window after the first loses some

@@ -4,21 +4,16 @@ conditioning node (WanAnimateToVideo's pose_video). Save Pose Keypoints writes t
 skeleton frames as the clip) in the layout the training's video-folder reader reads back to the same joints."""
 
 import json
-import sys
 
 import pytest
 import torch
 
-from tools.comfy_path import REPO
+from im_animation_core.data import VideoFolder
+from im_animation_core.keypoints import keypoints_from_pose_frames
+from tools import demo_support as ds
 from tools.demo_set import DEMO_NAMES
 from tools.media import DRIVING_NAME, IDENTITY_NAME
 from tools.server import assert_ok, execution_error
-
-sys.path.insert(0, str(REPO / "scripts"))
-import demo_support as ds  # noqa: E402
-
-from im_animation_core.data import VideoFolder  # noqa: E402
-from im_animation_core.keypoints import keypoints_from_pose_frames  # noqa: E402
 
 SIZE, FRAMES = ds.DEMO_SIZE, ds.DEMO_FRAMES
 

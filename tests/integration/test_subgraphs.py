@@ -6,15 +6,12 @@ sockets are the identity image, the driving video and the prompt in, a video out
 server knows; its stock loaders carry their download links."""
 
 import json
-import sys
 
 import pytest
 
+from scripts import build_workflows as bw
 from tools.comfy_path import REPO
 from tools.server import PACK_DIR_NAME
-
-sys.path.insert(0, str(REPO / "scripts"))
-import build_workflows as bw  # noqa: E402
 
 SUBGRAPHS = REPO / "subgraphs"
 NAMES = sorted(p.stem for p in SUBGRAPHS.glob("*.json"))

@@ -1,10 +1,10 @@
-"""The injection benchmark's paired ratio and its interval for the median (bench/paired.py)."""
+"""The injection benchmark's paired ratio and its interval for the median (lab/bench/paired.py)."""
 import math
 import random
 
 import pytest
 
-from bench.paired import median_interval, per_repeat_ratios, verdict
+from lab.bench.paired import median_interval, per_repeat_ratios, verdict
 
 
 def test_pairing_cancels_a_drift_that_moves_both_sides():

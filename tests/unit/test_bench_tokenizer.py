@@ -1,4 +1,4 @@
-"""bench.bench_tokenizer on a tiny model: the kernel rows, the GEMM rate and its share, the CPU model."""
+"""lab.bench.bench_tokenizer on a tiny model: the kernel rows, the GEMM rate and its share, the CPU model."""
 
 import os
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import im_animation_core.tokenizer.linear_kernels as kernels
-from bench import bench_tokenizer
 from im_animation_core import MotionTokenizerConfig
+from lab.bench import bench_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -40,7 +40,7 @@ STAGE_PHASES = [p["name"] for p in load_recipe(DEMO)["phases"] if p["stage"].sta
 
 
 def ablation_runner():
-    spec = importlib.util.spec_from_file_location("ablations", REPO / "scripts" / "ablations.py")
+    spec = importlib.util.spec_from_file_location("ablations", REPO / "lab" / "ablations.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -110,15 +110,14 @@ def test_the_ablation_runs_get_the_demo_stage2_budget_unless_told_otherwise(monk
 
 
 def train_demo():
-    spec = importlib.util.spec_from_file_location("train_demo", REPO / "scripts" / "train_demo.py")
+    spec = importlib.util.spec_from_file_location("train_demo", REPO / "lab" / "train_demo.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def package_demo(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "scripts"))  # it imports demo and train_demo from there
-    spec = importlib.util.spec_from_file_location("package_demo", REPO / "scripts" / "package_demo.py")
+    spec = importlib.util.spec_from_file_location("package_demo", REPO / "lab" / "package_demo.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -206,7 +205,7 @@ def test_the_128_pixel_chain_reads_what_each_step_wrote_and_runs_every_config(mo
 def test_the_chain_saves_finished_steps_for_git_and_restores_them(tmp_path, monkeypatch):
     td = train_demo()
     monkeypatch.setattr(td, "REPO", tmp_path)
-    monkeypatch.setattr(td, "COMMITTED", tmp_path / "models" / "demo128")
+    monkeypatch.setattr(td, "COMMITTED", tmp_path / "lab" / "runs" / "demo128")
     stage1 = tmp_path / "runs" / "demo128" / "stage1"
     stage1.mkdir(parents=True)
     for f in ("motion_tokenizer.safetensors", "config.yaml", "heatmap_head.safetensors", "config.json"):
@@ -214,26 +213,26 @@ def test_the_chain_saves_finished_steps_for_git_and_restores_them(tmp_path, monk
     (tmp_path / "runs" / "demo128" / "stage2").mkdir()
     (tmp_path / "runs" / "demo128" / "stage2" / "config.json").write_text("unfinished")
     td.save_outputs()
-    assert not (tmp_path / "models" / "demo128" / "stage1").exists()  # not finished: no outputs.json yet
+    assert not (tmp_path / "lab" / "runs" / "demo128" / "stage1").exists()  # not finished: no outputs.json yet
     (stage1 / "outputs.json").write_text("{}")
     td.save_outputs()
-    saved = sorted(p.name for p in (tmp_path / "models" / "demo128" / "stage1").iterdir())
+    saved = sorted(p.name for p in (tmp_path / "lab" / "runs" / "demo128" / "stage1").iterdir())
     assert saved == sorted(["motion_tokenizer.safetensors", "config.yaml", "heatmap_head.safetensors", "config.json",
                             "outputs.json"])
-    assert not (tmp_path / "models" / "demo128" / "stage2").exists()
+    assert not (tmp_path / "lab" / "runs" / "demo128" / "stage2").exists()
     shutil.rmtree(tmp_path / "runs")
     td.restore_outputs()
     assert (stage1 / "config.yaml").read_text() == "config.yaml"
     assert td.done("stage1", td.outputs_path("runs/demo128/stage1"))
 
     # Once the demo set holds the same bytes (the tokenizer Stage 1 wrote is the demo set's), the step's copy is
-    # dropped from models/demo128/ and restored from the demo set's file.
+    # dropped from lab/runs/demo128/ and restored from the demo set's file.
     demo_tokenizer = tmp_path / td.DEMO_SET["tokenizer"]
     demo_tokenizer.parent.mkdir(parents=True)
     demo_tokenizer.write_text("motion_tokenizer.safetensors")
     td.save_outputs()
-    assert not (tmp_path / "models/demo128/stage1/motion_tokenizer.safetensors").exists()
-    assert (tmp_path / "models/demo128/stage1/heatmap_head.safetensors").is_file()
+    assert not (tmp_path / "lab/runs/demo128/stage1/motion_tokenizer.safetensors").exists()
+    assert (tmp_path / "lab/runs/demo128/stage1/heatmap_head.safetensors").is_file()
     shutil.rmtree(tmp_path / "runs")
     td.restore_outputs()
     assert (stage1 / "motion_tokenizer.safetensors").read_text() == "motion_tokenizer.safetensors"
@@ -259,10 +258,10 @@ def _vae_file(path: Path, config: dict, **changes) -> None:
 
 def test_the_dim16_vae_is_committed_once_as_the_demo_sets_vae(tmp_path, monkeypatch):
     """Once package_demo made the dim-16 VAE the demo's VAE (models/vae/), --save leaves it out of
-    models/demo128/vae16/ and --restore takes it from models/vae/, but only a VAE trained by phase vae16."""
+    lab/runs/demo128/vae16/ and --restore takes it from models/vae/, but only a VAE trained by phase vae16."""
     td = train_demo()
     monkeypatch.setattr(td, "REPO", tmp_path)
-    monkeypatch.setattr(td, "COMMITTED", tmp_path / "models" / "demo128")
+    monkeypatch.setattr(td, "COMMITTED", tmp_path / "lab" / "runs" / "demo128")
     config = d128("vae16")
     (run_vae, packaged), = ((k, v) for k, v in td.PACKAGED.items() if "/vae16/" in k)
     assert run_vae in td.KEEP["vae16"] and packaged == f"models/vae/{DEMO_NAMES['vae']}"  # make demo's VAE
@@ -271,7 +270,7 @@ def test_the_dim16_vae_is_committed_once_as_the_demo_sets_vae(tmp_path, monkeypa
     (tmp_path / packaged).parent.mkdir(parents=True)
     shutil.copyfile(tmp_path / run_vae, tmp_path / packaged)  # what package_demo does
     td.save_outputs()
-    assert sorted(p.name for p in (tmp_path / "models/demo128/vae16").iterdir()) == ["metrics.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "lab/runs/demo128/vae16").iterdir()) == ["metrics.jsonl"]
 
     shutil.rmtree(tmp_path / "runs")
     td.restore_outputs()
@@ -284,7 +283,7 @@ def test_the_dim16_vae_is_committed_once_as_the_demo_sets_vae(tmp_path, monkeypa
     _vae_file(tmp_path / packaged, config, dim=8)
     td.restore_outputs()
     assert not (tmp_path / run_vae).exists() and (tmp_path / "runs/demo128/vae16/metrics.jsonl").is_file()
-    # A copy in models/demo128/ is still restored as before.
+    # A copy in lab/runs/demo128/ is still restored as before.
     _vae_file(td.committed_path(run_vae), config)
     td.restore_outputs()
     assert (tmp_path / run_vae).read_bytes() == td.committed_path(run_vae).read_bytes()
@@ -295,7 +294,7 @@ def test_the_latest_dit_phase_is_committed_once_as_the_demo_set(tmp_path, monkey
     them, and --restore puts them back into runs/ only while the demo set still holds those bytes."""
     td = train_demo()
     monkeypatch.setattr(td, "REPO", tmp_path)
-    monkeypatch.setattr(td, "COMMITTED", tmp_path / "models" / "demo128")
+    monkeypatch.setattr(td, "COMMITTED", tmp_path / "lab" / "runs" / "demo128")
     run = tmp_path / "runs" / "demo128" / td.LATEST_STAGE3
     run.mkdir(parents=True)
     for f in td.KEEP[td.LATEST_STAGE3]:
@@ -309,7 +308,7 @@ def test_the_latest_dit_phase_is_committed_once_as_the_demo_set(tmp_path, monkey
         (tmp_path / td.PACKAGED[f]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(tmp_path / f, tmp_path / td.PACKAGED[f])
     td.save_outputs()
-    assert sorted(p.name for p in (tmp_path / "models/demo128" / td.LATEST_STAGE3).iterdir()) == sorted(
+    assert sorted(p.name for p in (tmp_path / "lab/runs/demo128" / td.LATEST_STAGE3).iterdir()) == sorted(
         ["config.yaml", "config.json", "outputs.json", "metrics.jsonl"])
     assert set(json.loads((tmp_path / td.PACKAGED_RECORD).read_text())) == set(weights)
 
@@ -365,11 +364,10 @@ def test_package_demo_limits_models_as_a_whole(tmp_path, monkeypatch):
 
 
 def test_make_demo_and_make_eval_use_the_domain_the_demo_set_trains_on(monkeypatch):
-    """scripts/demo_support.py's DEMO_* are the 128-pixel set's training data and flow shift; the held-out clips
+    """tools/demo_support.py's DEMO_* are the 128-pixel set's training data and flow shift; the held-out clips
     of make demo and make eval are drawn with them, and eval.py's retargeting pairs by default too."""
-    monkeypatch.syspath_prepend(str(REPO / "scripts"))
-    import demo_support as ds
-    import eval_video as ev
+    from lab import eval_video as ev
+    from tools import demo_support as ds
 
     s3 = load_config("stage3", "stage3_dit")
     assert (ds.DEMO_SIZE, ds.DEMO_FRAMES, ds.DEMO_SHIFT) == (s3.data.size, s3.data.frames, s3.shift)
@@ -377,7 +375,7 @@ def test_make_demo_and_make_eval_use_the_domain_the_demo_set_trains_on(monkeypat
     for data in (ds.demo_pairs("heldout", 1, ds.DEMO_SEED), ev.video_pairs(2)):
         assert (data.size, data.frames) == ((ds.DEMO_SIZE, ds.DEMO_SIZE), ds.DEMO_FRAMES)
         assert (data.thickness_scale, data.min_contrast) == (ds.DEMO_THICKNESS_SCALE, ds.DEMO_MIN_CONTRAST)
-    spec = importlib.util.spec_from_file_location("eval_script", REPO / "scripts" / "eval.py")
+    spec = importlib.util.spec_from_file_location("eval_script", REPO / "lab" / "eval.py")
     ev_script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ev_script)
     monkeypatch.setattr("sys.argv", ["eval.py"])
@@ -416,9 +414,8 @@ def test_a_cache_no_phase_left_will_read_is_not_rebuilt(tmp_path, monkeypatch):
 
 
 def test_motion_guidance_adds_a_still_driver_branch_as_the_negative(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "scripts"))
-    import demo
-    import eval_video as ev
+    from lab import eval_video as ev
+    from tools import demo
 
     plain = demo.demo_prompt()
     p = ev.still_negative(plain, 2.5)

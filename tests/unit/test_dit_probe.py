@@ -1,4 +1,4 @@
-"""The DiT motion probe (scripts/dit_probe.py): a DiT whose motion input is cut scores exactly the same with its
+"""The DiT motion probe (lab/dit_probe.py): a DiT whose motion input is cut scores exactly the same with its
 own and with another driver's motion; one that reads the motion does not; the x0 correlations come from the
 decoder it is given."""
 

@@ -1,17 +1,13 @@
-"""scripts/eval.py --json: the file other scripts read. Its keys are fixed whatever was computed, its means
+"""lab/eval.py --json: the file other scripts read. Its keys are fixed whatever was computed, its means
 and stds are those of the per-pair values, and it is valid JSON even when a metric is NaN."""
 
 import json
 import math
-import sys
 
 import pytest
 import torch
 
-from tools.comfy_path import REPO
-
-sys.path.insert(0, str(REPO / "scripts"))
-import eval_json as ej  # noqa: E402
+from lab import eval_json as ej
 
 # Spelled out rather than read from eval_json, so that renaming a key there fails here.
 VIDEO_ROWS = {"result", "identity_still", "driver_swap", "vae_ceiling", "still_driver", "still_clip_vae"}

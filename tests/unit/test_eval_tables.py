@@ -1,14 +1,10 @@
-"""The ablation rows of scripts/eval.py say what each variant was trained for, read from its runs, so that rows
+"""The ablation rows of lab/eval.py say what each variant was trained for, read from its runs, so that rows
 of different budgets never pass for a like-for-like comparison."""
 
 import json
-import sys
 
 from im_animation_core.train.outputs import write_run_outputs
-from tools.comfy_path import REPO
-
-sys.path.insert(0, str(REPO / "scripts"))
-import eval_support as es  # noqa: E402
+from lab import eval_support as es
 
 
 def _run(variant, seed, step, batch, done=True):

@@ -1,14 +1,10 @@
 """The workflow inputs of make eval's video rows: the control row gives pair i the next pair's driving clip
 (and nothing else of it), the still-driver row the pair's own identity image as every driving frame."""
 
-import sys
 
 import torch
 
-from tools.comfy_path import REPO
-
-sys.path.insert(0, str(REPO / "scripts"))
-import eval_video as ev  # noqa: E402
+from lab import eval_video as ev
 
 
 def _items(n: int, frames: int = 5) -> list[dict]:

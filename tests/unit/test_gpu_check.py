@@ -1,4 +1,4 @@
-"""scripts/gpu_check.sh and bench.gpu_check: the shell script parses and keeps to its time boxes, the full-size
+"""scripts/gpu_check.sh and lab.bench.gpu_check: the shell script parses and keeps to its time boxes, the full-size
 plan is the paper's (5B DiT, 81 frames of 480x832, a valid FSDP Stage-3 config), and --smoke runs every part on
 the CPU (the ComfyUI server, ComfyUI in-process, a one-process gloo group for the trainer's FSDP path) with
 figures that are real measurements and agree with the models it builds."""
@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from bench import gpu_check
-from bench.bench_tokenizer import flops_per_frame
 from im_animation_core.tokenizer import MotionTokenizerConfig
 from im_animation_core.train import config_from_dict
 from im_animation_core.wan.config import WanDiTConfig
 from im_animation_core.wan.model import parameter_count
+from lab.bench import gpu_check
+from lab.bench.bench_tokenizer import flops_per_frame
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_script_parses_and_calls_the_module():
     assert subprocess.run(["bash", "-n", str(REPO / "scripts" / "gpu_check.sh")]).returncode == 0
     text = (REPO / "scripts" / "gpu_check.sh").read_text()
-    assert "-m bench.gpu_check" in text and "timeout" in text and "--smoke" in text
+    assert "-m lab.bench.gpu_check" in text and "timeout" in text and "--smoke" in text
     assert gpu_check.TOTAL_S[False] <= 8 * 60 and gpu_check.TOTAL_S[True] < 5 * 60
     assert all(box <= gpu_check.TOTAL_S[False] for box, _ in gpu_check.BOXES[False].values())
 

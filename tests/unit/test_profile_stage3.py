@@ -1,12 +1,12 @@
-"""bench.profile_stage3 at tiny size on the CPU: the loader, the in-memory step and the profiler table are
+"""lab.bench.profile_stage3 at tiny size on the CPU: the loader, the in-memory step and the profiler table are
 measured from the trainer's own code, and the report says which of the two bounds training."""
 
 import json
 
 import pytest
 
-from bench import profile_stage3
 from im_animation_core.train.presets import tiny_config_dict, write_tiny_vae
+from lab.bench import profile_stage3
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -17,7 +17,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 RECIPES = sorted(CONFIGS.glob("*.json"))
 PHASES = [(path, p["name"]) for path in RECIPES for p in load_recipe(path)["phases"]]
 # Files a recipe reads that no phase of it writes: the demo set and released weights under models/, and the
-# ablation runner's Stage-2 runs (scripts/ablations.py), which the 64-pixel chain's DiT warm-up reads.
+# ablation runner's Stage-2 runs (lab/ablations.py), which the 64-pixel chain's DiT warm-up reads.
 OUTSIDE = ("models/", "runs/ablations/")
 
 

@@ -79,13 +79,11 @@ def test_one_node_sampler_keeps_the_demos_model_sampling_before_the_sampler():
     IM-Animation and the KSampler; made one-node, the shift node takes Apply's input model and feeds the sampler,
     and no input names a removed node."""
     import json
-    import sys
 
+    from tools import demo_support as ds
     from tools.comfy_path import REPO
     from tools.workflow import one_node_sampler
 
-    sys.path.insert(0, str(REPO / "scripts"))
-    import demo_support as ds
 
     ui = json.loads((REPO / "workflows" / "im_animation_demo.json").read_text())
     export = json.loads((REPO / "workflows" / "api" / "im_animation_demo.json").read_text())

@@ -1,4 +1,4 @@
-"""The JSON file of scripts/eval.py --json: the held-out clips it drew and its figures, for scripts to read.
+"""The JSON file of lab/eval.py --json: the held-out clips it drew and its figures, for scripts to read.
 
     {"clips": {"size", "frames", "pairs", "seed", ...},
      "video": {"rows": {ROW: {"psnr"|"ssim"|"motion_corr": {"mean", "std", "per_pair"}} or null},

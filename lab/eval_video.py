@@ -1,4 +1,4 @@
-"""The video rows of scripts/eval.py: the demo workflow run through the real ComfyUI server on held-out pairs.
+"""The video rows of lab/eval.py: the demo workflow run through the real ComfyUI server on held-out pairs.
 
 Each pair (an identity and a driving clip, with the ground truth: the driver's motion on the identity's body)
 goes through workflows/im_animation_demo.json three times, one server for all:
@@ -21,7 +21,7 @@ References, without the workflow: the identity image held still and the driving 
 truth), the ground truth through the VAE (vae_ceiling, the best any DiT decoding through it could do) and the
 still clip through the VAE (still_clip_vae, the same ceiling for still_driver).
 
-Reuses scripts/demo.py (model install, the workflow's prompt, finding its output), scripts/demo_support.py
+Reuses tools/demo.py (model install, the workflow's prompt, finding its output), tools/demo_support.py
 (the demo clip's sizes, writing the inputs) and im_animation_core.eval.video_rows (the scores)."""
 
 from __future__ import annotations
@@ -33,9 +33,6 @@ import sys
 import time
 from pathlib import Path
 
-import demo
-import demo_support as ds
-import eval_json as ej
 import torch
 
 from im_animation_core.data import SyntheticPairs
@@ -50,6 +47,10 @@ from im_animation_core.eval.video_rows import (
     image_metrics,
 )
 from im_animation_core.video import read_video
+from lab import DEMO_RECORDS
+from lab import eval_json as ej
+from tools import demo
+from tools import demo_support as ds
 from tools.media import DRIVING_NAME, IDENTITY_NAME
 from tools.server import ComfyServer
 
@@ -176,9 +177,9 @@ def still_negative(prompt: dict, cfg: float, frames: int = ds.DEMO_FRAMES) -> di
 
 
 def training_pairs(count: int) -> tuple[SyntheticPairs, str]:
-    """Pairs 0..count-1 of the data the demo set's last training phase read (its run record in models/demo128:
+    """Pairs 0..count-1 of the data the demo set's last training phase read (its run record in lab/runs/demo128:
     split, seed, frames, size and options), and a phrase naming them."""
-    records = REPO / "models" / "demo128"
+    records = DEMO_RECORDS
     packaged = json.loads((records / "packaged.json").read_text())
     phase = next(Path(f).parent.name for f in packaged if Path(f).name == "wan_dit.safetensors")
     data = json.loads((records / phase / "config.json").read_text())["data"]

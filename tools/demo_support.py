@@ -1,4 +1,4 @@
-"""Helpers of scripts/demo.py: the held-out demo pair, writing its input files, the strip files, the joint
+"""Helpers of tools/demo.py: the held-out demo pair, writing its input files, the strip files, the joint
 metrics of the trained retargeter and the metrics as Markdown (the image metrics against the exact ground truth
 are im_animation_core.eval.video_rows)."""
 
@@ -81,7 +81,7 @@ def write_strip(out: Path, item: dict, result: torch.Tensor, random_weights: boo
 
 
 def load_trained(tokenizer: Path, modules: Path, vae: Path):
-    """(encoder, modules, VAE) in eval mode, as scripts/eval.py builds them."""
+    """(encoder, modules, VAE) in eval mode, as lab/eval.py builds them."""
     from im_animation_core.tokenizer import MotionTokenizer
     from im_animation_core.train.encoders import TokenizerEncoder
     from im_animation_core.train.modules_file import load_modules
@@ -93,7 +93,7 @@ def load_trained(tokenizer: Path, modules: Path, vae: Path):
 
 def joint_metrics(item: dict, encoder, modules, vae) -> dict[str, dict[str, float]]:
     """PCK@0.05, mean joint error (px) and identity leakage per latent frame of the clip: the retargeter's
-    joints, and the references of scripts/eval.py (copying the driver's joints, the identity's rest pose)."""
+    joints, and the references of lab/eval.py (copying the driver's joints, the identity's rest pose)."""
     from im_animation_core.data import collate_pairs
     from im_animation_core.eval.retarget_eval import (
         FOUND_CONFIDENCE,

@@ -5,9 +5,9 @@ that VAE was trained for, drawn from the held-out split (identities and motions 
 Prints PSNR / SSIM / motion correlation (mean ± std over pairs) and whether the gate
 (im_animation_core.eval.vae_gate.GATE) is met; --json PATH also writes them.
 
-    python scripts/vae_gate.py --recipe configs/demo128.json --phase vae16 [--vae FILE] [--pairs 16]
+    python -m lab.vae_gate --recipe configs/demo128.json --phase vae16 [--vae FILE] [--pairs 16]
                                [--seed 2027] [--frames 17] [--json PATH]
-    python scripts/vae_gate.py --config VAE_CONFIG.json ...
+    python -m lab.vae_gate --config VAE_CONFIG.json ...
 """
 
 from __future__ import annotations
@@ -17,14 +17,13 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from im_animation_core.data import SyntheticPairs
+from im_animation_core.eval.vae_gate import GATE, vae_gate_scores
+from im_animation_core.train.recipe import recipe_phase_config
+from im_animation_core.train.vae_stage import VAEStageConfig
+from im_animation_core.wan.vae import load_wan_vae
 
-from im_animation_core.data import SyntheticPairs  # noqa: E402
-from im_animation_core.eval.vae_gate import GATE, vae_gate_scores  # noqa: E402
-from im_animation_core.train.recipe import recipe_phase_config  # noqa: E402
-from im_animation_core.train.vae_stage import VAEStageConfig  # noqa: E402
-from im_animation_core.wan.vae import load_wan_vae  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The ComfyUI parts of the GPU check (bench/gpu_check.py runs each in a child process of its own).
+"""The ComfyUI parts of the GPU check (lab/bench/gpu_check.py runs each in a child process of its own).
 
 ``comfy_demo``: the demo workflow (workflows/api/im_animation_demo.json) through the real ComfyUI server with this
 pack, on the committed demo model set when models/ holds it, else on the random-weight fixture set under the same
@@ -34,16 +34,13 @@ import math
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[2]
 
 # CPU vs GPU numerics of the demo's saved latent (relative L2). Provisional: set from the first GPU run's
 # figures (docs/benchmarks.md); the JSON records the measured value either way.
@@ -153,11 +150,10 @@ def compare(a, b) -> dict[str, float]:
 
 
 def run_demo_server(name: str, cpu: bool, flags: list[str], base: Path, item: dict) -> dict[str, Any]:
-    import demo_support as ds
-    from demo import install_models, run_prompt
-
     from im_animation_core.eval.video_rows import image_metrics
     from im_animation_core.video import read_video
+    from tools import demo_support as ds
+    from tools.demo import install_models, run_prompt
     from tools.demo_set import DEMO_NAMES
     from tools.fixture_models import write_fixture_models
     from tools.media import DRIVING_NAME, IDENTITY_NAME
@@ -221,9 +217,7 @@ def run_demo_server(name: str, cpu: bool, flags: list[str], base: Path, item: di
 
 
 def comfy_demo(smoke: bool, deadline: float) -> dict[str, Any]:
-    sys.path.insert(0, str(REPO / "scripts"))
-    import demo_support as ds
-
+    from tools import demo_support as ds
     from tools.comfy_path import find_comfyui
 
     item = ds.demo_pair()
@@ -414,7 +408,7 @@ def comfy_5b(smoke: bool, deadline: float) -> dict[str, Any]:
                 image = torch.rand(1, h, w, 3, generator=gen)
                 rm = retarget.RetargetToIdentity.execute(modules, tokens, image, vae, w, h, frames).result[0]
                 patched = apply.ApplyIMAnimation.execute(model, modules).result[0]
-                positive, negative, latent, _ = cond.IMAnimationConditioning.execute(rm, expression).result
+                positive, negative, latent = cond.IMAnimationConditioning.execute(rm, expression).result[:3]
                 native_latent = stock_first_frame_latent(model, rm.identity_latent, latent["samples"].shape[2] - 1)
                 sides = {"patched": (patched, positive, negative, latent), "native": (model, empty, empty,
                                                                                       native_latent)}

@@ -1,6 +1,6 @@
 """Copy the trained demo model set from runs/ into models/ under the names the demo workflow loads.
 
-    python scripts/package_demo.py [--stage3 RUN (default: the last DiT phase of make train-demo's chain)]
+    python -m lab.package_demo [--stage3 RUN (default: the last DiT phase of make train-demo's chain)]
                                    [--vae FILE (default: the dim-16 VAE run)]
 
 Prints each file's size and SHA-256 (recorded in docs/training.md) and fails when models/ as a whole (every file
@@ -14,16 +14,14 @@ import shutil
 import sys
 from pathlib import Path
 
+from im_animation_core.train.cache import file_sha256
+from im_animation_core.train.outputs import run_file
+from lab.train_demo import LATEST_STAGE3
+from tools.demo_set import SOURCES
+
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
 LIMIT_MB = 60  # on models/ as a whole
-sys.path.insert(0, str(REPO))
-
-from train_demo import LATEST_STAGE3  # noqa: E402  (the chain's last DiT phase; scripts/ is on the path)
-
-from im_animation_core.train.cache import file_sha256  # noqa: E402
-from im_animation_core.train.outputs import run_file  # noqa: E402
-from tools.demo_set import SOURCES  # noqa: E402  (where make demo looks for the set)
 
 
 def models_size(folder: Path) -> int:

@@ -3,12 +3,12 @@
 Both run in one process on ComfyUI's own code: the unpatched side is KSampler (nodes.common_ksampler) on
 the latent the sampler builds; the patched side is the Wan2.2 IM-Animation Sampler (motion channels +
 expression blocks). Runs alternate and the median per-step time of each is reported, and the median of the
-ratios paired within each repeat with its 95% distribution-free interval, against --target (bench/paired.py).
+ratios paired within each repeat with its 95% distribution-free interval, against --target (lab/bench/paired.py).
 
-    python -m bench.bench_injection [--dim 256 --layers 6 --frames 5 --size 16 --steps 4 --repeats 5]
-    python -m bench.bench_injection --flops [...]   # per-step FLOPs and aten op counts instead of times
-    python -m bench.bench_injection --profile [...] # cProfile of one --steps call of each side instead
-    python -m bench.bench_injection --instructions [...]  # instructions per step under valgrind (needs valgrind)
+    python -m lab.bench.bench_injection [--dim 256 --layers 6 --frames 5 --size 16 --steps 4 --repeats 5]
+    python -m lab.bench.bench_injection --flops [...]   # per-step FLOPs and aten op counts instead of times
+    python -m lab.bench.bench_injection --profile [...] # cProfile of one --steps call of each side instead
+    python -m lab.bench.bench_injection --instructions [...]  # instructions per step under valgrind (needs valgrind)
 
 --instructions counts what each side executes per step (valgrind's cachegrind, one thread, four child
 processes: each side at --steps and 2x --steps, differenced), a figure that does not move with how busy the
@@ -31,10 +31,9 @@ from pathlib import Path
 
 import torch
 
-from bench.paired import median_interval, per_repeat_ratios, verdict
+from lab.bench.paired import median_interval, per_repeat_ratios, verdict
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:
@@ -244,7 +243,7 @@ def count_instructions(args) -> None:
     for side in ("unpatched", "patched"):
         for n in (args.steps, 2 * args.steps):
             cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-                   sys.executable, "-m", "bench.bench_injection", "--side", side, "--steps", str(n), *config]
+                   sys.executable, "-m", "lab.bench.bench_injection", "--side", side, "--steps", str(n), *config]
             run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
             found = re.search(r"I\s+refs:\s+([\d,]+)", run.stderr)
             if run.returncode != 0 or not found:

@@ -7,14 +7,14 @@ downloaded (random weights, made on the machine's disk).
 Parts, most valuable first; each runs in a child process with its own time box (a part that fails, crashes or
 runs out of time is recorded with its error, and the next one runs; a part left less time than it needs is
 recorded as not run):
-1. ``comfy_demo`` (bench/gpu_comfy.py): the demo workflow through the real ComfyUI server on the GPU with
+1. ``comfy_demo`` (lab/bench/gpu_comfy.py): the demo workflow through the real ComfyUI server on the GPU with
    default flags, ``--lowvram`` and ``--novram``, against a ``--cpu`` run of the same seed; unload-and-rerun
    equality, peak GPU memory, seconds.
-2. ``comfy_5b`` (bench/gpu_comfy.py): the 5B pipeline at its exact shapes (bf16 and fp8_e4m3fn weights through
+2. ``comfy_5b`` (lab/bench/gpu_comfy.py): the 5B pipeline at its exact shapes (bf16 and fp8_e4m3fn weights through
    the stock UNETLoader, 81 frames at 480x832 and 704x1280), patched vs native s/step through KSampler's
    function, peak memory, the pack's modules on the right device.
 3. ``tokenizer``: the released-size motion tokenizer (ViT-L, 303 M) encoding one 81-frame clip in bf16:
-   frames/s, and TFLOP/s by its 183 GFLOP per frame (bench.bench_tokenizer.flops_per_frame).
+   frames/s, and TFLOP/s by its 183 GFLOP per frame (lab.bench.bench_tokenizer.flops_per_frame).
 4. ``fsdp_step``: the Stage-3 trainer (train.trainer.Trainer, strategy "fsdp" over a process group of this
    one GPU, bf16 compute, fp32 master weights, per-block activation checkpointing) on the full model: the 5B
    DiT + the modules at their default sizes + the tokenizer (frozen: its tokens are given, as from a clip
@@ -49,8 +49,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from bench.bench_tokenizer import flops_per_frame
-from bench.bench_tokenizer import frames as tokenizer_frames
 from im_animation_core.expression import ExpressionBlock, ExpressionConfig
 from im_animation_core.frames import latent_frame_count
 from im_animation_core.injection import REFERENCE_FRAMES
@@ -60,6 +58,8 @@ from im_animation_core.tokenizer import MotionTokenizer, MotionTokenizerConfig
 from im_animation_core.tokenizer.testing import random_state_dict
 from im_animation_core.wan.config import WanDiTConfig
 from im_animation_core.wan.model import WanDiT, parameter_count
+from lab.bench.bench_tokenizer import flops_per_frame
+from lab.bench.bench_tokenizer import frames as tokenizer_frames
 
 # Wan2.2's VAE: 4x temporal, 16x16 spatial; the 5B DiT's patch (1, 2, 2)
 SPATIAL_COMPRESSION = 16
@@ -334,11 +334,11 @@ def run_child(part: str, smoke: bool, box_s: float, work: Path) -> dict[str, Any
 
     out = work / f"{part}.json"
     log = work / f"{part}.log"
-    cmd = [sys.executable, "-m", "bench.gpu_check", "--child", part, "--part-out", str(out),
+    cmd = [sys.executable, "-m", "lab.bench.gpu_check", "--child", part, "--part-out", str(out),
            "--deadline", str(time.time() + 0.8 * box_s), *(["--smoke"] if smoke else [])]
     t0 = time.perf_counter()
     with open(log, "w") as log_file:
-        proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], stdout=log_file,
+        proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[2], stdout=log_file,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:
             code = proc.wait(timeout=box_s)
@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def run_child_part(part: str, smoke: bool, deadline: float, out: Path) -> dict[str, Any]:
     if part in ("comfy_demo", "comfy_5b"):
-        from bench.gpu_comfy import main_child
+        from lab.bench.gpu_comfy import main_child
 
         main_child(part, smoke, deadline, out)
         return {}

@@ -7,8 +7,8 @@ same clips, so this study encodes the driving clips (frozen demo tokenizer) and 
 once, then trains only the RetargetTransformer on them with the Stage-2 loss (heatmap MSE per latent frame,
 visibility-weighted), and scores it on held-out pairs with the same PCK / error / leakage scorer as `make eval`.
 
-    python scripts/retarget_study.py cache                  # runs/retarget_study/{train,heldout}.pt, ~7 min
-    python scripts/retarget_study.py train NAME [--head pixel_shuffle] [--init local] [--sigma 2] [--steps N]
+    python -m lab.retarget_study cache                  # runs/retarget_study/{train,heldout}.pt, ~7 min
+    python -m lab.retarget_study train NAME [--head pixel_shuffle] [--init local] [--sigma 2] [--steps N]
 
 Recipes compared (docs/training.md has the figures): the heatmap head ("upsample": the demo's; or
 "pixel_shuffle"), the init ("default", or "local": the first block's attention made local in time and in
@@ -25,22 +25,21 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from im_animation_core.eval.retarget_eval import (  # noqa: E402
+from im_animation_core.eval.retarget_eval import (
     FOUND_CONFIDENCE,
     heatmap_joints,
     joint_scores,
     pool_joints,
 )
-from im_animation_core.frames import latent_frame_times  # noqa: E402
-from im_animation_core.heatmap_head import heatmap_mse  # noqa: E402
-from im_animation_core.retarget import RetargetConfig, RetargetTransformer  # noqa: E402
-from im_animation_core.train.recipe import recipe_phase_config  # noqa: E402
-from im_animation_core.train.retarget_init import retarget_local_attention_init_  # noqa: E402
-from im_animation_core.train.schedule import lr_factor  # noqa: E402
-from im_animation_core.train.targets import latent_frame_heatmaps  # noqa: E402
+from im_animation_core.frames import latent_frame_times
+from im_animation_core.heatmap_head import heatmap_mse
+from im_animation_core.retarget import RetargetConfig, RetargetTransformer
+from im_animation_core.train.recipe import recipe_phase_config
+from im_animation_core.train.retarget_init import retarget_local_attention_init_
+from im_animation_core.train.schedule import lr_factor
+from im_animation_core.train.targets import latent_frame_heatmaps
+
+REPO = Path(__file__).resolve().parents[1]
 
 OUT = REPO / "runs" / "retarget_study"
 FRAMES, SIZE, THICKNESS = 17, 64, 1.75

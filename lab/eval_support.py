@@ -1,5 +1,5 @@
-"""Helpers of scripts/eval.py: the per-seed spread of the ablations and the Markdown report that --write
-saves. The video rows are in scripts/eval_video.py, the --json file in scripts/eval_json.py."""
+"""Helpers of lab/eval.py: the per-seed spread of the ablations and the Markdown report that --write
+saves. The video rows are in lab/eval_video.py, the --json file in lab/eval_json.py."""
 
 from __future__ import annotations
 
@@ -99,13 +99,17 @@ def comfyui_host() -> str:
     except RuntimeError as e:
         return f"not found ({e})"
     version = re.search(r'__version__ = "([^"]+)"', (root / "comfyui_version.py").read_text())
-    return f"v{version.group(1) if version else '?'} ({root})"
+    # named relative to the repository, so that a committed report holds no machine's folders
+    shown = os.path.relpath(root, REPO) if root.is_absolute() else str(root)
+    return f"v{version.group(1) if version else '?'} ({shown})"
 
 
 def write_report(path: Path, report: Report, held_out: list[str], opening: list[str] = ()) -> None:
     """report's lines as a Markdown file, under a header: command, date, commit, machine and held-out sets, then
     the ``opening`` lines (a summary computed after the report's lines were printed)."""
-    command = shlex.join(["python", os.path.relpath(sys.argv[0], Path.cwd()), *sys.argv[1:]])
+    main = getattr(sys.modules["__main__"], "__spec__", None)  # run as a module (python -m lab.eval): name it so
+    script = ["-m", main.name] if main and main.name else [os.path.relpath(sys.argv[0], Path.cwd())]
+    command = shlex.join(["python", *script, *sys.argv[1:]])
     header = ["# IM-Animation evaluation results", "",
               f"Written by `{command}` (`make eval ARGS=\"...\"` runs the same).", "",
               f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",

@@ -1,9 +1,9 @@
 """The joint Stage-3 step of the 128-px demo chain with what the CPU offers, side by side in one process.
 
-    python -m bench.bench_joint_step [--recipe configs/demo128.json --phase stage3_joint10 | --config CFG.json]
+    python -m lab.bench.bench_joint_step [--recipe configs/demo128.json --phase stage3_joint10 | --config CFG.json]
                                      [--set KEY=VALUE ...] [--variants fp32,bf16,...] [--rounds 12]
                                      [--warmup 3] [--json OUT]
-    python -m bench.bench_joint_step --curve 500 [--curve-variant bf16+fused] [--clips 64] [--json OUT]
+    python -m lab.bench.bench_joint_step --curve 500 [--curve-variant bf16+fused] [--clips 64] [--json OUT]
 
 The config: by default the demo chain's latest joint phase (its recipe's phase stage3_joint10), or --config.
 
@@ -14,7 +14,7 @@ fields a clip cache serves, ``Stage.cached_fields`` of the config's first clips,
 After --warmup steps each (compiling happens there), --rounds rounds time one step of every variant in turn,
 the order rotated each round, so that the load of a shared machine falls on all variants alike. The table:
 median seconds per step, clip-updates per hour (batch_size x 3600 / s), and the per-round ratio to the first
-variant (today's step) with a 95% distribution-free interval of its median (bench.paired).
+variant (today's step) with a 95% distribution-free interval of its median (lab.bench.paired).
 
 Curve (--curve N): N training steps of the first variant and of --curve-variant through ``Trainer.train``
 from the same weights, seed and data order, on an in-memory pool of --clips clips (the fields a clip cache
@@ -42,14 +42,14 @@ from typing import Any
 
 import torch
 
-from bench.paired import median_interval
 from im_animation_core.train.__main__ import _apply_sets
 from im_animation_core.train.build import build_dataset, collate_fn
 from im_animation_core.train.config import config_from_dict
 from im_animation_core.train.recipe import recipe_phase_config
 from im_animation_core.train.trainer import Trainer, cpu_bf16_problem
+from lab.bench.paired import median_interval
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_RECIPE, DEFAULT_PHASE = "configs/demo128.json", "stage3_joint10"
 # The demo set: the DiT, modules and tokenizer of the latest joint phase and the dim-16 VAE (tools/demo_set.py).
 DEMO_SET = {"tokenizer.path": "models/im_animation/ima_demo_motion_tokenizer.safetensors",

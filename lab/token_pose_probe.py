@@ -5,26 +5,24 @@ the frame side, mean error in pixels, all 62 joints that are visible).
 The retargeter reads the same tokens, so this is a rough ceiling for what it can place without the identity
 image's help (docs/training.md, "The 128-pixel demo domain").
 
-    python scripts/token_pose_probe.py [--run runs/demo128/stage1] [--count 16] [--size 128] [--frames 9]
+    python -m lab.token_pose_probe [--run runs/demo128/stage1] [--count 16] [--size 128] [--frames 9]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from im_animation_core.data import SyntheticPairs
+from im_animation_core.eval.token_probe import token_pose_probe
+from im_animation_core.heatmap_head import HeatmapHead
+from im_animation_core.tokenizer import MotionTokenizer
+from im_animation_core.train.encoders import TokenizerEncoder
 
-from im_animation_core.data import SyntheticPairs  # noqa: E402
-from im_animation_core.eval.token_probe import token_pose_probe  # noqa: E402
-from im_animation_core.heatmap_head import HeatmapHead  # noqa: E402
-from im_animation_core.tokenizer import MotionTokenizer  # noqa: E402
-from im_animation_core.train.encoders import TokenizerEncoder  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 HELDOUT_SEED = 2026  # make eval's retargeting pairs
 

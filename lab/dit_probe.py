@@ -1,6 +1,6 @@
 """Does a Stage-3 run's DiT draw the driver's motion? (im_animation_core/eval/dit_probe.py)
 
-    python scripts/dit_probe.py RUN [--count 8] [--vae models/vae/ima_demo_wan21_vae.safetensors]
+    python -m lab.dit_probe RUN [--count 8] [--vae models/vae/ima_demo_wan21_vae.safetensors]
 
 RUN: a Stage-3 output folder (its config.json, wan_dit.safetensors and im_animation_modules.safetensors) or
 one of its checkpoints (config.json + model.safetensors), e.g. runs/demo/stage3 or
@@ -20,23 +20,21 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_model
+
+from im_animation_core.data import SyntheticPairs, collate_pairs
+from im_animation_core.eval.dit_probe import probe_dit_motion
+from im_animation_core.frames import video_to_clip
+from im_animation_core.train.build import build_vae
+from im_animation_core.train.config import config_from_dict
+from im_animation_core.train.stages import DIT_FILE, MODULES_FILE, Stage3
+from im_animation_core.train.trainer import WEIGHTS_FILE
+from im_animation_core.wan.vae import load_wan_vae
+from lab import eval_video as ev
+from tools import demo
+from tools import demo_support as ds
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import demo  # noqa: E402
-import demo_support as ds  # noqa: E402
-import eval_video as ev  # noqa: E402
-from safetensors.torch import load_model  # noqa: E402
-
-from im_animation_core.data import SyntheticPairs, collate_pairs  # noqa: E402
-from im_animation_core.eval.dit_probe import probe_dit_motion  # noqa: E402
-from im_animation_core.frames import video_to_clip  # noqa: E402
-from im_animation_core.train.build import build_vae  # noqa: E402
-from im_animation_core.train.config import config_from_dict  # noqa: E402
-from im_animation_core.train.stages import DIT_FILE, MODULES_FILE, Stage3  # noqa: E402
-from im_animation_core.train.trainer import WEIGHTS_FILE  # noqa: E402
-from im_animation_core.wan.vae import load_wan_vae  # noqa: E402
 
 
 def load_stage3(run: Path, scratch: str) -> Stage3:

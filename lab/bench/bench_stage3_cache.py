@@ -8,7 +8,7 @@ time of the DiT's forward + backward alone on a step's inputs (batch x draws cli
 Rows: live clips (the trainer as it was), the clip cache, and the cache with a frozen retargeter
 (retarget_trainable false: its motion maps cached too), each at every --draws value.
 
-    python -m bench.bench_stage3_cache [--size 128] [--frames 17] [--batch 4] [--draws 1,8] [--steps 12]
+    python -m lab.bench.bench_stage3_cache [--size 128] [--frames 17] [--batch 4] [--draws 1,8] [--steps 12]
                                        [--dim 128] [--layers 6] [--threads 2]
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOKENIZER = REPO / "models" / "im_animation" / "ima_demo_motion_tokenizer.safetensors"
 VAE = REPO / "models" / "vae" / "ima_demo_wan21_vae.safetensors"
 MODULES = {"retarget": {"width": 128, "depth": 4, "heads": 2, "out_channels": 8, "heatmap_channels": 256,

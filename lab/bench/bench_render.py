@@ -1,6 +1,6 @@
 """Frames per second of the synthetic renderer on one thread, at 64x64 and 128x128 (the demo domains).
 
-    python -m bench.bench_render
+    python -m lab.bench.bench_render
 """
 
 from __future__ import annotations

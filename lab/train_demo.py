@@ -3,19 +3,19 @@
 The chain is the recipe configs/demo128.json (im_animation_core/train/recipe.py): its phases in order, each
 naming what it changes from an earlier one. Every step is one command of at most 90 minutes on the 2-core CPU
 machine (docs/training.md gives each one's time); a step whose output exists is skipped, so rerunning the script
-continues the chain. The VAE gate (scripts/vae_gate.py) runs before any DiT training and stops the chain when
+continues the chain. The VAE gate (lab/vae_gate.py) runs before any DiT training and stops the chain when
 the VAE loses the motion (--force goes on anyway). The recipe's trials are listed, and run only when --only
 names them.
 
-    python scripts/train_demo.py [--list] [--only NAME[,NAME]] [--device cpu|cuda] [--force]
-    python scripts/train_demo.py --save      # copy the finished steps' outputs into models/demo128/ (for git)
-    python scripts/train_demo.py --restore   # copy them back into runs/demo128/: those steps count as done
+    python -m lab.train_demo [--list] [--only NAME[,NAME]] [--device cpu|cuda] [--force]
+    python -m lab.train_demo --save      # copy the finished steps' outputs into lab/runs/demo128/ (for git)
+    python -m lab.train_demo --restore   # copy them back into runs/demo128/: those steps count as done
 
 A chain longer than one machine's life continues from the committed outputs: --save after a step improves
-the figures, commit models/demo128/, and on a fresh clone --restore before continuing. Weights that
-scripts/package_demo.py has made the demo set's (the dim-16 VAE in models/vae/; the latest DiT phase's DiT,
-modules and tokenizer) are committed once: --save leaves them out of models/demo128/ and records their SHA-256
-in models/demo128/packaged.json, and --restore takes them from the demo set when they match. So is any other
+the figures, commit lab/runs/demo128/, and on a fresh clone --restore before continuing. Weights that
+lab/package_demo.py has made the demo set's (the dim-16 VAE in models/vae/; the latest DiT phase's DiT,
+modules and tokenizer) are committed once: --save leaves them out of lab/runs/demo128/ and records their SHA-256
+in lab/runs/demo128/packaged.json, and --restore takes them from the demo set when they match. So is any other
 step output with the bytes of a demo-set file (the frozen tokenizer that Stage 1 wrote and Stage 2 passes on).
 """
 
@@ -29,13 +29,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from im_animation_core.train.cache import file_sha256
+from im_animation_core.train.outputs import outputs_path
+from im_animation_core.train.recipe import load_recipe, phase_config, phases
+from lab import DEMO_RECORDS
+from tools.demo_set import SOURCES
 
-from im_animation_core.train.cache import file_sha256  # noqa: E402
-from im_animation_core.train.outputs import outputs_path  # noqa: E402
-from im_animation_core.train.recipe import load_recipe, phase_config, phases  # noqa: E402
-from tools.demo_set import SOURCES  # noqa: E402  (the demo set's files, where make demo looks for them)
+REPO = Path(__file__).resolve().parents[1]
 
 RECIPE = "configs/demo128.json"
 TRAIN = [sys.executable, "-m", "im_animation_core.train"]
@@ -66,7 +66,7 @@ LATEST_STAGE2 = STAGE2_CHAIN[-1]  # the retargeter the DiT-first phase reads
 # The phases whose config says device "cuda" train on live clips (no cache) on a GPU: scripts/gpu_train.sh; the
 # CPU phases after them read cached clips again.
 STAGE3_CHAIN = _chain("stage3")
-LATEST_STAGE3 = STAGE3_CHAIN[-1]  # the demo set's DiT, modules and tokenizer (scripts/package_demo.py)
+LATEST_STAGE3 = STAGE3_CHAIN[-1]  # the demo set's DiT, modules and tokenizer (lab/package_demo.py)
 VAE_CHAIN = _chain("vae")
 TRIALS = tuple(n for n, p in PHASES.items() if p.get("trial"))
 CHAINS = (STAGE2_CHAIN, STAGE3_CHAIN)
@@ -103,7 +103,7 @@ def _step(name: str) -> tuple[str, list[str], str]:
     if phase["stage"] == "cache":
         return name, cache_command(CACHE_STEPS[name]), f"{CACHE_STEPS[name]}/index.json"
     if phase["stage"] == "gate":
-        return name, [sys.executable, "scripts/vae_gate.py", "--recipe", RECIPE, "--phase", phase["of"], "--pairs",
+        return name, [sys.executable, "-m", "lab.vae_gate", "--recipe", RECIPE, "--phase", phase["of"], "--pairs",
                       str(phase["pairs"]), "--json", phase["output"]], phase["output"]
     if phase["stage"] == "vae":
         return name, phase_command("vae", name), phase_data(name)["output"]
@@ -142,7 +142,7 @@ def done(name: str, marker: str | Path) -> bool:
     return True
 
 
-COMMITTED = REPO / "models" / "demo128"
+COMMITTED = DEMO_RECORDS
 # {the demo set's file (demo.SOURCES key): the DiT phase's output it is copied from}
 STAGE3_FILES = {"dit": "wan_dit.safetensors", "modules": "im_animation_modules.safetensors",
                 "tokenizer": "motion_tokenizer.safetensors"}
@@ -171,13 +171,13 @@ KEEP = {
 }
 
 
-# Step outputs that the demo model set may hold already, as scripts/package_demo.py copies them into models/:
+# Step outputs that the demo model set may hold already, as lab/package_demo.py copies them into models/:
 # {the step's output: the demo set's file (demo.SOURCES, where make demo looks)}, for the chain's last DiT phase.
 # Committed once, in the demo set; --save records the SHA-256 of each such output in PACKAGED_RECORD, and
 # --restore copies a demo-set file back only when it matches.
 DEMO_SET_KEY = {f: key for key, f in STAGE3_FILES.items()}  # a DiT phase's output file -> its demo.SOURCES key
 DEMO_SET = {key: SOURCES[key].relative_to(REPO).as_posix() for key in ("vae", *STAGE3_FILES)}
-PACKAGED_RECORD = "models/demo128/packaged.json"
+PACKAGED_RECORD = (DEMO_RECORDS / "packaged.json").relative_to(REPO).as_posix()
 
 
 def demo_set_file(run_path: str) -> Path | None:
@@ -193,7 +193,7 @@ PACKAGED = {run: demo_set_file(run).relative_to(REPO).as_posix()
 
 
 def committed_path(run_path: str) -> Path:
-    """runs/demo128/<rest> -> models/demo128/<rest>."""
+    """runs/demo128/<rest> -> lab/runs/demo128/<rest>."""
     return COMMITTED / Path(run_path).relative_to("runs/demo128")
 
 
@@ -303,8 +303,8 @@ def main() -> int:
     ap.add_argument("--only", help="run only these steps or trials (comma-separated names)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--force", action="store_true", help="train the DiT even when the VAE gate is not met")
-    ap.add_argument("--save", action="store_true", help="copy the finished steps' outputs into models/demo128/")
-    ap.add_argument("--restore", action="store_true", help="copy models/demo128/ back into runs/demo128/ (the "
+    ap.add_argument("--save", action="store_true", help="copy the finished steps' outputs into lab/runs/demo128/")
+    ap.add_argument("--restore", action="store_true", help="copy lab/runs/demo128/ back into runs/demo128/ (the "
                     "dim-16 VAE from models/vae/ when only the demo set holds it)")
     args = ap.parse_args()
     if args.save or args.restore:

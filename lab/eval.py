@@ -15,7 +15,7 @@ ComfyUI pipeline: one server (base .eval/) with the trained demo models of make 
 workflows/im_animation_demo.json on held-out pairs 0..N-1 (N >= 2) of seed eval_video.EVAL_VIDEO_SEED, each
 pair three times (its own driving clip; another pair's, as a control; its identity image as a still driver),
 and PSNR / SSIM and motion correlation of the outputs are printed as mean ± std, with references (the identity
-image held still, the driving clip, the ground truth and the still clip through the VAE); scripts/eval_video.py
+image held still, the driving clip, the ground truth and the still clip through the VAE); lab/eval_video.py
 says what each row is scored against. Skipped, saying so, without the trained models.
 
 The error budget (on unless --no-budget): per held-out pair three more workflow runs (driven by its own ground
@@ -29,9 +29,9 @@ motion is lost" (im_animation_core.eval.budget).
 in training, whatever the seed.
 
 --write PATH also saves everything printed as Markdown under a header (command, date, machine, held-out sets).
---json PATH also writes the clips drawn and the video and retargeting rows as JSON (scripts/eval_json.py).
+--json PATH also writes the clips drawn and the video and retargeting rows as JSON (lab/eval_json.py).
 
-    python scripts/eval.py [--stage2 runs/demo/stage2] [--vae FILE] [--count 48] [--runs runs/ablations]
+    python -m lab.eval [--stage2 runs/demo/stage2] [--vae FILE] [--count 48] [--runs runs/ablations]
                            [--pairs 8] [--seed S] [--write docs/results.md] [--json PATH]
 """
 
@@ -44,27 +44,26 @@ from pathlib import Path
 
 import torch
 
+from im_animation_core.data import SyntheticPairs, collate_pairs
+from im_animation_core.eval.budget import ARM_JOINTS, budget_table
+from im_animation_core.eval.retarget_eval import OtherDriver, evaluate_retargeting, reference_scores
+from im_animation_core.train.outputs import read_run_outputs, run_file, run_finished
+from im_animation_core.wan.vae import load_wan_vae
+from lab import DEMO_RECORDS
+from lab import eval_json as ej
+from lab import eval_support as es
+from lab import eval_video as ev
+from tools import demo
+from tools import demo_support as ds
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import demo  # noqa: E402
-import demo_support as ds  # noqa: E402
-import eval_json as ej  # noqa: E402
-import eval_support as es  # noqa: E402
-import eval_video as ev  # noqa: E402
-
-from im_animation_core.data import SyntheticPairs, collate_pairs  # noqa: E402
-from im_animation_core.eval.budget import ARM_JOINTS, budget_table  # noqa: E402
-from im_animation_core.eval.retarget_eval import OtherDriver, evaluate_retargeting, reference_scores  # noqa: E402
-from im_animation_core.train.outputs import read_run_outputs, run_file, run_finished  # noqa: E402
-from im_animation_core.wan.vae import load_wan_vae  # noqa: E402
 
 HELDOUT_SEED = 2026
 # Both driver_swap rows (video and retargeting) pair drivers the same way; the JSON says how.
 DRIVER_SWAP = "pair i is given the driving clip of pair (i+1) mod pairs"
 COMMITTED = demo.SOURCES  # the demo model set in models/ (keys dit, vae, tokenizer, modules)
 # The Stage-1 heatmap head of the demo set's tokenizer (its run record): the token probe's decoder.
-TOKEN_PROBE_HEAD = REPO / "models" / "demo128" / "stage1" / "heatmap_head.safetensors"
+TOKEN_PROBE_HEAD = DEMO_RECORDS / "stage1" / "heatmap_head.safetensors"
 
 
 def load_run(stage2: Path):
@@ -93,8 +92,13 @@ def shown(path: Path) -> str:
 
 
 def row(name: str, m: dict) -> str:
-    return (f"| {name} | {m['pck']:.3f} | {m['mean_error_px']:.2f} | {m['leakage']:.3f} | {m['d_identity']:.3f} | "
-            f"{m['d_driver']:.3f} |")
+    """A retargeting table row; a metric that does not apply to the row (NaN: leakage of the arm joints) is
+    written "n/a"."""
+    def cell(key: str, digits: int) -> str:
+        return "n/a" if math.isnan(m[key]) else f"{m[key]:.{digits}f}"
+
+    return (f"| {name} | {cell('pck', 3)} | {cell('mean_error_px', 2)} | {cell('leakage', 3)} | "
+            f"{cell('d_identity', 3)} | {cell('d_driver', 3)} |")
 
 
 def evaluate_ablations(runs: Path, vae, data, count: int) -> dict[str, dict[str, dict]]:

@@ -19,11 +19,11 @@ Not here: Table 2 exp. D (no heatmap supervision). Without the heatmap loss Stag
 trainer refuses it); the ablation is a Stage-3 run with heatmap_supervision false per seed, which this CPU
 cannot afford three times (see docs/results.md).
 
-Outputs: runs/ablations/<variant>/seed<k>/ (what scripts/eval.py --runs reads).
+Outputs: runs/ablations/<variant>/seed<k>/ (what lab/eval.py --runs reads).
 
-    python scripts/ablations.py [--steps N] [--batch-size B] [--variants full,conv_encoder,...] [--seeds 0,1,2]
+    python -m lab.ablations [--steps N] [--batch-size B] [--variants full,conv_encoder,...] [--seeds 0,1,2]
 
-The first demo's Stage 2 had its own, shorter budget: python scripts/ablations.py --variants first_recipe
+The first demo's Stage 2 had its own, shorter budget: python -m lab.ablations --variants first_recipe
 --seeds 0 --steps 200 --batch-size 4
 """
 
@@ -35,10 +35,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from im_animation_core.train.outputs import run_finished
 
-from im_animation_core.train.outputs import run_finished  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 VARIANTS: dict[str, list[str]] = {
     "full": [],

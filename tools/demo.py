@@ -18,17 +18,15 @@ import sys
 import time
 from pathlib import Path
 
+from im_animation_core.eval.video_rows import image_metrics
+from im_animation_core.video import read_video
+from tools import demo_support as ds
+from tools.demo_set import DEMO_NAMES, SOURCES, TRAINED
+from tools.fixture_models import write_fixture_models
+from tools.media import DRIVING_NAME, IDENTITY_NAME
+from tools.server import ComfyServer, assert_ok
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import demo_support as ds  # noqa: E402
-
-from im_animation_core.eval.video_rows import image_metrics  # noqa: E402
-from im_animation_core.video import read_video  # noqa: E402
-from tools.demo_set import DEMO_NAMES, SOURCES, TRAINED  # noqa: E402
-from tools.fixture_models import write_fixture_models  # noqa: E402
-from tools.media import DRIVING_NAME, IDENTITY_NAME  # noqa: E402
-from tools.server import ComfyServer, assert_ok  # noqa: E402
 
 RANDOM_NOTE = ("NOTE: no trained demo models in models/ yet: generating RANDOM-WEIGHT fixture models.\n"
                "      The pipeline runs end to end, but the output video is NOISE, not an animation,\n"

@@ -1,6 +1,6 @@
 """Where a Stage-3 step's time goes on the machine it runs on (a GPU above all): the clips, or the step itself.
 
-    python -m bench.profile_stage3 --config configs/demo128/stage3_gpu1.json [--set KEY=VALUE ...]
+    python -m lab.bench.profile_stage3 --config configs/demo128/stage3_gpu1.json [--set KEY=VALUE ...]
                                    [--loader-batches 20] [--steps 10] [--profile-steps 3] [--json OUT]
 
 Three figures, each from the trainer's own code (``Trainer._loader``, ``Trainer.train_step``):

@@ -1,6 +1,6 @@
 """Motion tokenizer benchmark: fast inference path vs the plain float32 reference of the released semantics.
 
-Run from the repository root:  python -m bench.bench_tokenizer [--sizes large small] [--batches 1 16]
+Run from the repository root:  python -m lab.bench.bench_tokenizer [--sizes large small] [--batches 1 16]
     [--iters 4] [--device cpu|cuda] [--threads N]
 
 For every (size, batch) it encodes the same frames with (a) ``reference_encode`` (nn.MultiheadAttention
