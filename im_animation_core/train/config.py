@@ -406,14 +406,21 @@ def config_from_dict(stage: str, data: dict) -> CommonConfig:
     return config
 
 
-def load_config(stage: str, path: str | Path) -> CommonConfig:
+def read_json_file(path: str | Path, what: str) -> Any:
+    """The JSON in the ``what`` file ("config", "recipe") at path; unreadable or invalid JSON is a ConfigError
+    naming the file."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
-        raise ConfigError(f"cannot read config file '{path}': {e}") from e
+        raise ConfigError(f"cannot read {what} file '{path}': {e}") from e
     except json.JSONDecodeError as e:
-        raise ConfigError(f"config file '{path}' is not valid JSON: {e}") from e
+        raise ConfigError(f"{what} file '{path}' is not valid JSON: {e}") from e
+
+
+def load_config(stage: str, path: str | Path) -> CommonConfig:
+    path = Path(path)
+    data = read_json_file(path, "config")
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must hold a JSON object")
     return config_from_dict(stage, data)

@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
+from .config import ConfigError, read_json_file
 
 TRAINING_STAGES = ("vae", "stage1", "stage2", "stage3")
 PHASE_KINDS = TRAINING_STAGES + ("cache", "gate")
@@ -37,12 +37,7 @@ def is_recipe(data: Any) -> bool:
 def load_recipe(path: str | Path) -> dict:
     """The recipe at ``path``, checked: unique names, known stages, ``from`` / ``of`` naming earlier phases."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"cannot read recipe file '{path}': {e}") from e
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"recipe file '{path}' is not valid JSON: {e}") from e
+    data = read_json_file(path, "recipe")
     if not is_recipe(data) or not isinstance(data["phases"], list):
         raise ConfigError(f"recipe file '{path}' must hold an object with a 'phases' list (see "
                           f"im_animation_core/train/recipe.py)")

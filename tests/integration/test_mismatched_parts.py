@@ -4,10 +4,10 @@ sizes, another file), both naming the two tokenizers; modules files without a re
 note; IM-Animation Conditioning sampled on a model that Apply IM-Animation did not patch says so in words."""
 
 import pytest
+from integration.test_bad_inputs import full_prompt
 
 from tools.bad_files import write_mismatched_parts
-from tools.fixture_models import DIT_NAME, MODULES_NAME, TOKENIZER_NAME, VAE_NAME
-from tools.media import DRIVING_NAME, IDENTITY_NAME
+from tools.fixture_models import MODULES_NAME, TOKENIZER_NAME
 from tools.server import assert_ok, execution_error
 
 TRAINED_WITH = "were trained with motion tokenizer"
@@ -26,27 +26,8 @@ def retarget_prompt(tokenizer=TOKENIZER_NAME, modules=MODULES_NAME, length=9, sa
     sampler: "one_node" (the pack's sampler), "patched" (Apply IM-Animation + IM-Animation Conditioning +
     KSampler), "plain" (IM-Animation Conditioning + KSampler on the model as loaded) or "plain_custom"
     (the same through SamplerCustomAdvanced)."""
-    prompt = {
-        "1": {"class_type": "LoadImage", "inputs": {"image": IDENTITY_NAME}},
-        "2": {"class_type": "IMA_LoadDrivingVideoPath", "inputs": {"video": DRIVING_NAME, "path": "",
-                                                                    "start_frame": 0, "stride": 1, "max_frames": 0,
-                                                                    "width": 64, "height": 64}},
-        "3": {"class_type": "IMA_LoadMotionTokenizer", "inputs": {"tokenizer_name": tokenizer, "dtype": "auto"}},
-        "4": {"class_type": "IMA_EncodeDrivingVideo", "inputs": {"motion_tokenizer": ["3", 0], "frames": ["2", 0],
-                                                                 "fps": ["2", 1], "stride": 1, "max_frames": 0}},
-        "5": {"class_type": "IMA_LoadModules", "inputs": {"modules_name": modules}},
-        "6": {"class_type": "VAELoader", "inputs": {"vae_name": VAE_NAME}},
-        "7": {"class_type": "IMA_RetargetToIdentity", "inputs": {
-            "im_animation_modules": ["5", 0], "motion_tokens": ["4", 0], "identity_image": ["1", 0], "vae": ["6", 0],
-            "width": 64, "height": 64, "length": length}},
-        "8": {"class_type": "UNETLoader", "inputs": {"unet_name": DIT_NAME, "weight_dtype": "default"}},
-        "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["6", 0]}},
-        "11": {"class_type": "PreviewImage", "inputs": {"images": ["10", 0]}},
-    }
+    prompt = full_prompt(**{"3.tokenizer_name": tokenizer, "5.modules_name": modules, "7.length": length})
     if sampler == "one_node":
-        prompt["9"] = {"class_type": "IMA_Wan22Sampler", "inputs": {
-            "model": ["8", 0], "retargeted_motion": ["7", 0], "seed": 0, "steps": 2, "cfg": 1.0,
-            "sampler_name": "euler", "scheduler": "simple", "window_frames": 81, "overlap_frames": 16}}
         return prompt
     model = ["20", 0] if sampler == "patched" else ["8", 0]
     prompt.update({
