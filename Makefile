@@ -16,6 +16,10 @@ override COMFYUI_PATH := $(abspath $(COMFYUI_PATH))
 export COMFYUI_PATH
 VENV ?= $(if $(filter $(abspath $(COMFYUI_FLOOR)),$(COMFYUI_PATH)),$(FLOOR_VENV),$(HOST_VENV))
 PY := $(VENV)/bin/python
+# Commands that import ComfyUI in-process need its folder ahead of this repository on the module search path (the
+# repository's nodes/ would shadow ComfyUI's nodes.py): tools/comfy_path.py. The test suite's conftest does this itself.
+COMFY_SEARCH = PYTHONSAFEPATH=1 PYTHONPATH=$(1):$(CURDIR)
+COMFY_PY := $(call COMFY_SEARCH,$(COMFYUI_PATH)) $(PY)
 STAMP := $(VENV)/.ima-setup-done
 SETUP_DEPS := requirements.txt requirements-dev.txt tools/constraints.txt tools/setup_venv.sh
 
@@ -64,35 +68,35 @@ test-floor: $(FLOOR_VENV)/.ima-setup-done
 endif
 
 demo: $(STAMP)
-	$(PY) -m tools.demo
+	$(COMFY_PY) -m tools.demo
 
 # make serve: the real ComfyUI (COMFYUI_PATH) with this pack, the demo models and inputs, browser UI and HTTP API
 # on http://127.0.0.1:$(PORT) until Ctrl-C (README, "make serve"); pass tools/serve.py's options with ARGS.
 PORT ?= 8188
 serve: $(STAMP)
-	$(PY) -m tools.serve --port $(PORT) $(ARGS)
+	$(COMFY_PY) -m tools.serve --port $(PORT) $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
 bench: $(STAMP)
-	$(PY) -m lab.bench.bench_tokenizer
-	$(PY) -m lab.bench.bench_injection
+	$(COMFY_PY) -m lab.bench.bench_tokenizer
+	$(COMFY_PY) -m lab.bench.bench_injection
 
 eval: $(STAMP)
-	$(PY) -m lab.eval $(ARGS)
+	$(COMFY_PY) -m lab.eval $(ARGS)
 
 # The workflows from scripts/build_workflows.py, then their API-format exports (workflows/api/) through the real
 # frontend of the default host, in the browser tests.
 workflows: $(HOST_VENV)/.ima-setup-done chromium
-	COMFYUI_PATH=$(COMFYUI_HOST) $(HOST_VENV)/bin/python -m scripts.build_workflows
+	COMFYUI_PATH=$(COMFYUI_HOST) $(call COMFY_SEARCH,$(COMFYUI_HOST)) $(HOST_VENV)/bin/python -m scripts.build_workflows
 	COMFYUI_PATH=$(COMFYUI_HOST) IMA_UPDATE_API=1 $(HOST_VENV)/bin/python -m pytest -q tests/browser -k in_the_frontend
 
 images: $(STAMP)
 	IMA_UPDATE_IMAGES=1 $(PY) -m pytest -q tests/browser
 
 ablations: $(STAMP)
-	$(PY) -m lab.ablations $(ARGS)
+	$(COMFY_PY) -m lab.ablations $(ARGS)
 
 train-demo: $(STAMP)
-	$(PY) -m lab.train_demo $(ARGS)
+	$(COMFY_PY) -m lab.train_demo $(ARGS)

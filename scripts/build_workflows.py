@@ -1,4 +1,4 @@
-"""Write workflows/*.json (UI format) and the subgraph blueprint subgraphs/*.json from the graph descriptions below,
+"""Write workflows/*.json (UI format) and the subgraph blueprints subgraphs/*.json from the graph descriptions below,
 laying out widget values in the order the real server's /object_info defines. Run it after changing a node's
 inputs: `make workflows`."""
 
@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 from tools import demo_support as ds
+from tools.media import DRIVING_NAME, LONG_DRIVING_NAME
 from tools.server import ComfyServer
 from tools.workflow import DYNAMIC_COMBO, input_specs, is_widget, option_specs
 
@@ -38,6 +39,16 @@ GRAPH_NOTE = (
     "latent, so any sampler works (KSampler here; SamplerCustomAdvanced, other packs' samplers). Trim Video Latent "
     "drops the identity's latent frame before decoding. For clips longer than the modules' training clips, use "
     "Wan2.2 IM-Animation Sampler instead of the conditioning and the sampler: it samples overlapping windows.")
+
+
+DEMO_SAMPLER = dict(width=0, height=0, length=0, seed=0, steps=8, cfg=1.0, sampler_name="euler", scheduler="simple")
+LONG_NOTE = (
+    "## A long clip, the host's way\n\n"
+    f"The driving video here is 49 frames; the demo modules were trained on {ds.DEMO_FRAMES}. WAN Context Windows "
+    "(a stock node of ComfyUI v0.33 and later; absent from v0.8) makes the KSampler sample overlapping windows of "
+    f"{ds.DEMO_FRAMES} frames (overlap 4): each window gets its own slice of the retargeted motion and "
+    "expression and starts from the identity. Set context_length to the modules' training length. On v0.8 use "
+    "the Wan2.2 IM-Animation Sampler's window_frames instead (README, Long clips).")
 
 
 def model_note(files: list[tuple[str, str]], extra: str) -> str:
@@ -140,10 +151,13 @@ def graph(nodes: list[dict], object_info: dict) -> dict:
 
 
 def im_animation_nodes(dit: str, vae: str, tokenizer: str, modules: str, sampler: dict, note: str,
-                       with_text: bool, shift: float | None = None) -> list[dict]:
+                       with_text: bool, shift: float | None = None, driving: str = DRIVING_NAME,
+                       context_windows: tuple[int, int] | None = None) -> list[dict]:
     """The graph's nodes (see graph()). with_text: the text encoder and both prompts, and ModelSamplingSD3 at
     shift 8 before Apply IM-Animation. shift: a ModelSamplingSD3 at this flow shift between Apply IM-Animation
-    and the KSampler (the shift the DiT was trained at)."""
+    and the KSampler (the shift the DiT was trained at). driving: the driving video's file. context_windows:
+    (context_length, context_overlap) in frames of the host's WAN Context Windows node (static windows,
+    pyramid fusion, FreeNoise), put just before the KSampler (v0.33 and later)."""
     nodes = [
         {"id": 20, "type": "MarkdownNote", "col": -1, "size": (560, 460), "text": note},
         {"id": 1, "type": "UNETLoader", "col": 0, "widgets": {"unet_name": dit}},
@@ -153,7 +167,7 @@ def im_animation_nodes(dit: str, vae: str, tokenizer: str, modules: str, sampler
         {"id": 5, "type": "LoadImage", "col": 0, "size": (400, 360), "title": "Identity image",
          "widgets": {"image": "ima_demo_identity.png"}},
         {"id": 6, "type": "LoadVideo", "col": 0, "size": (400, 360), "title": "Driving video",
-         "widgets": {"file": "ima_demo_driving.mp4"}},
+         "widgets": {"file": driving}},
         {"id": 7, "type": "GetVideoComponents", "col": 1, "links": {"video": (6, 0)}},
         {"id": 8, "type": "IMA_EncodeDrivingVideo", "col": 1,
          "links": {"motion_tokenizer": (3, 0), "frames": (7, 0), "fps": (7, 2)}},
@@ -196,21 +210,42 @@ def im_animation_nodes(dit: str, vae: str, tokenizer: str, modules: str, sampler
         nodes.insert(ksampler, {"id": 23, "type": "ModelSamplingSD3", "col": 4, "widgets": {"shift": shift},
                                 "links": {"model": (11, 0)}})  # listed first: it sits above the KSampler
         nodes[ksampler + 1]["links"]["model"] = (23, 0)
+    if context_windows is not None:
+        ksampler = next(i for i, n in enumerate(nodes) if n["id"] == 21)
+        length, overlap = context_windows
+        nodes.insert(ksampler, {"id": 24, "type": "WanContextWindowsManual", "col": 4,
+                                "title": "WAN Context Windows (v0.33+)",
+                                "widgets": {"context_length": length, "context_overlap": overlap,
+                                            "context_schedule": "standard_static"},
+                                "links": {"model": nodes[ksampler]["links"]["model"]}})
+        nodes[ksampler + 1]["links"]["model"] = (24, 0)
     return nodes
 
 
-# The 5B graph as a subgraph blueprint (subgraphs/<name>.json: ComfyUI v0.33 serves a pack's subgraphs/ folder at
-# GET /global_subgraphs, and its frontend lists each file as a node under "Subgraph Blueprints"). The loaders,
-# prompts and sampling go inside; the identity image, the driving video and the prompt come in, the video goes out.
-BLUEPRINT_NAME = "IM-Animation (Wan2.2 5B)"
-BLUEPRINT_DESCRIPTION = (
-    "Animates an identity image with the motion and expressions of a driving video (IM-Animation on Wan2.2 "
-    "TI2V-5B): a 704x1280, 81-frame video. Open the subgraph to pick the model files, size, length and sampler; "
-    "its note lists where each file goes.")
+# The demo and the 5B graphs as subgraph blueprints (subgraphs/<name>.json: ComfyUI v0.33 serves a pack's subgraphs/
+# folder at GET /global_subgraphs, and its frontend lists each file as a node under "Subgraph Blueprints"). The
+# loaders, prompts and sampling go inside; the identity image, the driving video (and the 5B's prompt) come in, the
+# video goes out.
 SUBGRAPH_INPUT, SUBGRAPH_OUTPUT = -10, -20  # the frontend's ids of a subgraph's input and output nodes
-BLUEPRINT_INPUTS = [  # (name, type, the graph node it stands for, or (node, widget) it feeds)
-    ("identity_image", "IMAGE", 5, None), ("driving_video", "VIDEO", 6, None), ("prompt", "STRING", None, (17, "text"))]
+# Each socket: (name, type, the graph node it stands for, or (node, widget) it feeds).
+IMAGE_AND_VIDEO = [("identity_image", "IMAGE", 5, None), ("driving_video", "VIDEO", 6, None)]
 BLUEPRINT_OUTPUT = ("video", "VIDEO", 14)  # what the graph's Save Video node received
+BLUEPRINT_NAME = "IM-Animation (Wan2.2 5B)"
+DEMO_BLUEPRINT_NAME = "IM-Animation (demo, CPU)"
+BLUEPRINTS = {  # name: (the workflow it is made of, its description, its input sockets)
+    BLUEPRINT_NAME: (
+        "im_animation_wan22_5b.json",
+        "Animates an identity image with the motion and expressions of a driving video (IM-Animation on Wan2.2 "
+        "TI2V-5B): a 704x1280, 81-frame video. Open the subgraph to pick the model files, size, length and sampler; "
+        "its note lists where each file goes.",
+        [*IMAGE_AND_VIDEO, ("prompt", "STRING", None, (17, "text"))]),
+    DEMO_BLUEPRINT_NAME: (
+        "im_animation_demo.json",
+        "Animates an identity image with the motion of a driving video on this pack's small demo model set "
+        "(make demo installs it): a 128x128 video as long as the driving clip, in seconds on a CPU, no text "
+        "encoder. Open the subgraph to pick the model files and sampler; its note lists where each file goes.",
+        IMAGE_AND_VIDEO),
+}
 
 
 def blueprint_id(*parts) -> str:
@@ -218,28 +253,29 @@ def blueprint_id(*parts) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "comfyui-im-animation/" + "/".join(map(str, parts))))
 
 
-def blueprint(ui: dict, name: str, description: str) -> dict:
-    """A subgraph blueprint of the UI-format graph ``ui`` (graph()), in the frontend's format (as ComfyUI's own
-    blueprints/): its input and output nodes (BLUEPRINT_INPUTS, BLUEPRINT_OUTPUT) taken out and their links
-    moved to the subgraph's input and output, the prompt's text widget fed from a subgraph input; one node of
-    the subgraph's type at the top level, showing the prompt as its widget."""
+def blueprint(ui: dict, name: str) -> dict:
+    """The blueprint ``name`` (BLUEPRINTS) of the UI-format graph ``ui`` (graph()), in the frontend's format (as
+    ComfyUI's own blueprints/): the graph nodes its input sockets stand for and the output node (BLUEPRINT_OUTPUT)
+    taken out and their links moved to the subgraph's input and output, a widget a socket feeds (the prompt's text)
+    fed from a subgraph input; one node of the subgraph's type at the top level, showing those widgets."""
+    _, description, inputs = BLUEPRINTS[name]
     sub_id = blueprint_id(name)
-    stand_ins = {src: i for i, (_, _, src, _) in enumerate(BLUEPRINT_INPUTS) if src is not None}
+    stand_ins = {src: i for i, (_, _, src, _) in enumerate(inputs) if src is not None}
     out_name, out_type, sink = BLUEPRINT_OUTPUT
     nodes = [json.loads(json.dumps(n)) for n in ui["nodes"] if n["id"] not in (*stand_ins, sink)]
     by_id = {n["id"]: n for n in nodes}
-    links, link_ids = [], {i: [] for i in range(len(BLUEPRINT_INPUTS) + 1)}
+    links, link_ids = [], {i: [] for i in range(len(inputs) + 1)}
     for lid, src, slot, dst, dst_slot, type_ in ui["links"]:
         if src in stand_ins:
             src, slot = SUBGRAPH_INPUT, stand_ins[src]
             link_ids[slot].append(lid)
         if dst == sink:
             dst, dst_slot = SUBGRAPH_OUTPUT, 0
-            link_ids[len(BLUEPRINT_INPUTS)].append(lid)
+            link_ids[len(inputs)].append(lid)
         links.append({"id": lid, "origin_id": src, "origin_slot": slot, "target_id": dst, "target_slot": dst_slot,
                       "type": type_})
     next_link = max(lk["id"] for lk in links) + 1
-    for i, (_, type_, _, widget) in enumerate(BLUEPRINT_INPUTS):
+    for i, (_, type_, _, widget) in enumerate(inputs):
         if widget is None:
             continue
         node_id, widget_name = widget
@@ -257,27 +293,27 @@ def blueprint(ui: dict, name: str, description: str) -> dict:
     right = max(n["pos"][0] + n["size"][0] for n in nodes) + 80
     sockets = [{"id": blueprint_id(name, "input", in_name), "name": in_name, "type": type_, "linkIds": link_ids[i],
                 "localized_name": in_name, "pos": [left + 140, 20 + 20 * i]}
-               for i, (in_name, type_, _, _) in enumerate(BLUEPRINT_INPUTS)]
+               for i, (in_name, type_, _, _) in enumerate(inputs)]
     definition = {
         "id": sub_id, "version": 1, "revision": 0, "config": {}, "name": name,
         "state": {"lastGroupId": 0, "lastNodeId": max(by_id), "lastLinkId": next_link - 1, "lastRerouteId": 0},
-        "inputNode": {"id": SUBGRAPH_INPUT, "bounding": [left, 0, 160, 40 + 20 * len(BLUEPRINT_INPUTS)]},
+        "inputNode": {"id": SUBGRAPH_INPUT, "bounding": [left, 0, 160, 40 + 20 * len(inputs)]},
         "outputNode": {"id": SUBGRAPH_OUTPUT, "bounding": [right, 0, 120, 60]},
         "inputs": sockets,
         "outputs": [{"id": blueprint_id(name, "output", out_name), "name": out_name, "type": out_type,
-                     "linkIds": link_ids[len(BLUEPRINT_INPUTS)], "localized_name": out_name, "pos": [right + 20, 20]}],
+                     "linkIds": link_ids[len(inputs)], "localized_name": out_name, "pos": [right + 20, 20]}],
         "widgets": [], "nodes": nodes, "groups": [], "links": links, "extra": {},
         "category": "IM-Animation", "description": description,
     }
-    prompt_widget = next(by_id[w[0]]["widgets_values"][0] for *_, w in BLUEPRINT_INPUTS if w is not None)
+    shown = [by_id[w[0]]["widgets_values"][0] for *_, w in inputs if w is not None]
     outer = {
         "id": max(by_id) + 1, "type": sub_id, "pos": [0, 0], "size": [400, 200], "flags": {}, "order": 0, "mode": 0,
         "inputs": [{"name": in_name, "localized_name": in_name, "type": type_, "link": None,
                     **({"widget": {"name": in_name}} if widget else {})}
-                   for in_name, type_, _, widget in BLUEPRINT_INPUTS],
+                   for in_name, type_, _, widget in inputs],
         "outputs": [{"name": out_name, "localized_name": out_name, "type": out_type, "links": []}],
-        "properties": {"proxyWidgets": [["-1", in_name] for in_name, _, _, widget in BLUEPRINT_INPUTS if widget]},
-        "widgets_values": [prompt_widget], "title": name,
+        "properties": {"proxyWidgets": [["-1", in_name] for in_name, _, _, widget in inputs if widget]},
+        "widgets_values": shown, "title": name,
     }
     return {"revision": 0, "last_node_id": outer["id"], "last_link_id": 0, "nodes": [outer], "links": [],
             "groups": [], "definitions": {"subgraphs": [definition]}, "config": {},
@@ -311,26 +347,28 @@ def main() -> None:
         f"{ds.DEMO_FRAMES}-frame clips of {ds.DEMO_SIZE}x{ds.DEMO_SIZE}. It runs on a CPU and needs no text encoder. "
         f"ModelSamplingSD3 sets the sampling's flow shift to {ds.DEMO_SHIFT:g}, the shift the demo DiT was trained "
         "at (ComfyUI's default for Wan models is 8).")
+    demo_files = ("ima_demo_wan.safetensors", "ima_demo_wan21_vae.safetensors",
+                  "ima_demo_motion_tokenizer.safetensors", "ima_demo_modules.safetensors")
     workflows = {
         "im_animation_wan22_5b.json": graph(im_animation_nodes(
             "wan2.2_ti2v_5B_fp16.safetensors", "wan2.2_vae.safetensors", "motion_encoder_latest.safetensors",
             "im_animation_wan22_5b_modules.safetensors",
             dict(width=704, height=1280, length=81, seed=0, steps=20, cfg=5.0, sampler_name="uni_pc",
                  scheduler="simple"), wan_note, with_text=True), info),
-        "im_animation_demo.json": graph(im_animation_nodes(
-            "ima_demo_wan.safetensors", "ima_demo_wan21_vae.safetensors", "ima_demo_motion_tokenizer.safetensors",
-            "ima_demo_modules.safetensors",
-            dict(width=0, height=0, length=0, seed=0, steps=8, cfg=1.0, sampler_name="euler",
-                 scheduler="simple"), demo_note, with_text=False, shift=ds.DEMO_SHIFT), info),
+        "im_animation_demo.json": graph(im_animation_nodes(*demo_files, dict(DEMO_SAMPLER), demo_note,
+                                                           with_text=False, shift=ds.DEMO_SHIFT), info),
+        "im_animation_demo_long.json": graph(im_animation_nodes(
+            *demo_files, dict(DEMO_SAMPLER), demo_note + "\n\n" + LONG_NOTE, with_text=False, shift=ds.DEMO_SHIFT,
+            driving=LONG_DRIVING_NAME, context_windows=(ds.DEMO_FRAMES, 4)), info),
     }
     for name, wf in workflows.items():
         (REPO / "workflows" / name).write_text(json.dumps(wf, indent=1) + "\n")
         print("wrote", REPO / "workflows" / name)
-    path = REPO / "subgraphs" / f"{BLUEPRINT_NAME}.json"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(blueprint(workflows["im_animation_wan22_5b.json"], BLUEPRINT_NAME,
-                                         BLUEPRINT_DESCRIPTION), indent=1) + "\n")
-    print("wrote", path)
+    for name, (source, _, _) in BLUEPRINTS.items():
+        path = REPO / "subgraphs" / f"{name}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(blueprint(workflows[source], name), indent=1) + "\n")
+        print("wrote", path)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ if [ ${#SMOKE[@]} -eq 0 ]; then
   fi
   "$PY" -c "import torch; print('gpu_check:', torch.__version__, torch.cuda.get_device_name(0))"
 fi
+# ComfyUI's folder ahead of this repository on the module search path (tools/comfy_path.py: comfyui_env)
+COMFY_ROOT="$("$PY" -c 'from tools.comfy_path import find_comfyui; print(find_comfyui())')"
+export PYTHONSAFEPATH=1 PYTHONPATH="$COMFY_ROOT:$PWD"
 # lab.bench.gpu_check keeps to its own 470 s (290 s with --smoke) and time-boxes each part; this is the backstop
 timeout --signal=INT --kill-after=20 500 "$PY" -m lab.bench.gpu_check "${SMOKE[@]}" --out "$OUT"
 "$PY" - "$OUT" <<'PY'

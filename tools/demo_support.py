@@ -46,6 +46,11 @@ def demo_pair() -> dict[str, torch.Tensor]:
     return item
 
 
+def long_demo_pair(frames: int = 49) -> dict[str, torch.Tensor]:
+    """The demo's held-out pair drawn ``frames`` frames long (the long-clip workflow's input and ground truth)."""
+    return demo_pairs("heldout", DEMO_INDEX + 1, DEMO_SEED, frames=frames)[DEMO_INDEX]
+
+
 def write_pair_inputs(input_dir: Path, item: dict, identity_name: str, driving_name: str) -> None:
     """The identity PNG and the driving mp4 (24 fps) under the names the demo workflow loads."""
     from tools.media import write_video

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .comfy_path import add_comfyui_to_path
+from .comfy_path import import_comfyui
 
 DIT_NAME = "ima_tiny_wan.safetensors"
 VAE_NAME = "ima_tiny_wan21_vae.safetensors"
@@ -42,7 +42,7 @@ def _init_(module: torch.nn.Module, generator: torch.Generator) -> None:
 
 
 def tiny_wan_dit_state_dict(seed: int = 0, **overrides) -> dict:
-    add_comfyui_to_path()
+    import_comfyui()
     import comfy.ldm.wan.model
     import comfy.ops
 
@@ -54,7 +54,7 @@ def tiny_wan_dit_state_dict(seed: int = 0, **overrides) -> dict:
 
 
 def tiny_wan21_vae_state_dict(seed: int = 0, dim: int = 8) -> dict:
-    add_comfyui_to_path()
+    import_comfyui()
     import comfy.ldm.wan.vae
 
     vae = comfy.ldm.wan.vae.WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],

@@ -4,14 +4,14 @@ compare the pack's nodes with stock ComfyUI code paths tensor by tensor."""
 import importlib.util
 import sys
 
-from .comfy_path import REPO, add_comfyui_to_path
+from .comfy_path import REPO, import_comfyui
 
 PACKAGE = "comfyui_im_animation_under_test"
 
 
 def load_pack():
     """Return the pack imported as a package (its nodes use relative imports, like under custom_nodes)."""
-    add_comfyui_to_path()
+    import_comfyui()
     if PACKAGE in sys.modules:
         return sys.modules[PACKAGE]
     spec = importlib.util.spec_from_file_location(PACKAGE, REPO / "__init__.py", submodule_search_locations=[str(REPO)])

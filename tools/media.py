@@ -11,6 +11,8 @@ from PIL import Image
 
 IDENTITY_NAME = "ima_demo_identity.png"
 DRIVING_NAME = "ima_demo_driving.mp4"
+LONG_DRIVING_NAME = "ima_demo_driving_49.mp4"  # the long-clip workflow's driving video
+LONG_FRAMES = 49
 
 
 def write_video(path, frames: torch.Tensor, fps: float = 24.0) -> None:
@@ -53,10 +55,12 @@ def demo_clips(frames: int = 17, size: tuple[int, int] = (128, 128)):
 
 
 def write_demo_inputs(input_dir, frames: int = 17, size: tuple[int, int] = (128, 128)) -> tuple[str, str]:
-    """Write the identity PNG and the driving mp4 into ComfyUI's input folder; returns their names."""
+    """Write the identity PNG, the driving mp4 and the long-clip workflow's LONG_FRAMES-frame driving mp4 into
+    ComfyUI's input folder; returns the first two's names."""
     input_dir = Path(input_dir)
     input_dir.mkdir(parents=True, exist_ok=True)
     identity, driving = demo_clips(frames, size)
     Image.fromarray((identity[0].numpy() * 255).round().astype(np.uint8)).save(input_dir / IDENTITY_NAME)
     write_video(input_dir / DRIVING_NAME, driving)
+    write_video(input_dir / LONG_DRIVING_NAME, demo_clips(LONG_FRAMES, size)[1])
     return IDENTITY_NAME, DRIVING_NAME

@@ -21,7 +21,7 @@ from .comfy_path import REPO
 from .demo import RANDOM_NOTE, install_models
 from .demo_set import DEMO_NAMES
 from .fixture_models import write_fixture_models
-from .media import DRIVING_NAME, IDENTITY_NAME
+from .media import DRIVING_NAME, IDENTITY_NAME, LONG_DRIVING_NAME, LONG_FRAMES, write_video
 from .server import ComfyServer
 
 API_DEMO = "workflows/api/im_animation_demo.json"
@@ -35,6 +35,7 @@ def prepare(base: Path) -> tuple[ComfyServer, bool]:
     if not trained and not (server.models / "diffusion_models" / DEMO_NAMES["dit"]).exists():
         write_fixture_models(server.models, names=DEMO_NAMES)
     ds.write_pair_inputs(server.base / "input", ds.demo_pair(), IDENTITY_NAME, DRIVING_NAME)
+    write_video(server.base / "input" / LONG_DRIVING_NAME, ds.long_demo_pair(LONG_FRAMES)["driving"], fps=24.0)
     return server, trained
 
 

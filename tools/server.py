@@ -14,7 +14,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from .comfy_path import REPO, find_comfyui
+from .comfy_path import REPO, find_comfyui, without_comfyui_env
 
 PACK_DIR_NAME = "comfyui-im-animation"
 
@@ -58,7 +58,7 @@ class ComfyServer:
         cmd = [sys.executable, str(self.comfyui / "main.py"), *self.device_args, "--listen", "127.0.0.1", "--port",
                str(self.port), "--base-directory", str(self.base), "--database-url", "sqlite:///:memory:",
                "--disable-auto-launch", "--preview-method", "none", *self.extra_args]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(without_comfyui_env(os.environ), PYTHONUNBUFFERED="1")
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=str(self.base))
         deadline = time.time() + timeout

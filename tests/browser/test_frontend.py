@@ -15,9 +15,9 @@ import os
 import shutil
 
 import pytest
+from browser.conftest import FIVE_B_FILES
 from PIL import Image
 
-from tests.browser.conftest import FIVE_B_FILES
 from tools.comfy_path import REPO
 from tools.media import read_video_info
 from tools.server import PACK_DIR_NAME, assert_ok
@@ -34,7 +34,19 @@ UPDATE_API = os.environ.get("IMA_UPDATE_API") == "1"  # `make workflows` rewrite
 THUMBNAIL_SIZE = 512  # the template browser shows extension templates as <name>.jpg, square cards
 
 
+def with_steps(prompt: dict, steps: int) -> dict:
+    """The prompt with each KSampler at ``steps`` steps: the 49-frame run's four context windows on the fixture
+    models cost a minute at the workflow's 8 (its quality is tested on the trained models in
+    tests/integration/test_host_long_clips.py)."""
+    prompt = json.loads(json.dumps(prompt))
+    for node in prompt.values():
+        if node["class_type"] == "KSampler":
+            node["inputs"]["steps"] = steps
+    return prompt
+
+
 RUNS = {  # workflow -> (prompt adaptation, expected (frames, width, height) of the saved video)
+    "im_animation_demo_long": (lambda p: with_steps(p, 2), (49, 128, 128)),
     "im_animation_demo": (lambda p: p, (17, 128, 128)),
     "im_animation_wan22_5b": (adapt_5b_prompt_to_fixtures, (9, 64, 96)),
 }
@@ -395,7 +407,9 @@ def test_5b_workflow_offers_its_model_downloads(page, frontend_server, out_dir):
     assert [n["id"] for n in loaded["nodes"] if n["has_errors"]] == []
 
 
-BLUEPRINT = "IM-Animation (Wan2.2 5B)"  # subgraphs/<name>.json, made by scripts/build_workflows.py
+# subgraphs/<name>.json, made by scripts/build_workflows.py: name -> (the workflow it is made of, what it is given)
+BLUEPRINTS = {"IM-Animation (Wan2.2 5B)": ("im_animation_wan22_5b", "a person waving, steady camera"),
+              "IM-Animation (demo, CPU)": ("im_animation_demo", None)}
 
 # The frontend's blueprint list (its subgraph store, filled at start-up from GET /global_subgraphs) and its node
 # definitions: what the node library and the search box show under "Subgraph Blueprints".
@@ -409,7 +423,7 @@ BLUEPRINTS_JS = """() => {
 
 # The blueprint put on an empty canvas as the frontend's addNodeOnGraph does (its subgraph store's copy of the file,
 # deserialised by the canvas), then a Load Image, a Load Video and a Save Video wired to its sockets, and the
-# prompt typed into its widget. Returns what the subgraph node shows and holds.
+# prompt (if it takes one) typed into its widget. Returns what the subgraph node shows and holds.
 PLACE_BLUEPRINT_JS = """([name, image, video, text]) => {
   const pinia = document.querySelector('#vue-app').__vue_app__.config.globalProperties.$pinia;
   app.graph.clear();
@@ -427,51 +441,55 @@ PLACE_BLUEPRINT_JS = """([name, image, video, text]) => {
   add('LoadImage', [0, 0], {image}).connect(0, node, 0);
   add('LoadVideo', [0, 400], {file: video}).connect(0, node, 1);
   node.connect(0, add('SaveVideo', [1200, 100], {filename_prefix: 'video/blueprint'}), 0);
-  node.widgets.find(w => w.name === 'prompt').value = text;
+  if (text !== null) node.widgets.find(w => w.name === 'prompt').value = text;
   app.canvas.setDirty(true, true);
   return {isSubgraph: !!node.subgraph, title: node.title,
     inputs: node.inputs.map(i => [i.name, i.type]), outputs: node.outputs.map(o => [o.name, o.type]),
-    widgets: node.widgets.map(w => w.name), inner: node.subgraph ? node.subgraph.nodes.map(n => n.type) : []};
+    widgets: (node.widgets ?? []).map(w => w.name), inner: node.subgraph ? node.subgraph.nodes.map(n => n.type) : []};
 }"""
 
 
-def test_the_blueprint_is_listed_expands_and_runs(page, frontend_server, out_dir):
-    """The frontend lists subgraphs/'s blueprint under Subgraph Blueprints (named by its file, with its
-    description and sockets); placed on the canvas it is one subgraph node holding the 5B graph; wired to an
-    image, a video and a Save Video, the frontend's own prompt expands it into the 5B graph's nodes, with the
-    prompt typed into the node in the positive text encoder, and the server runs it (on the fixture models) to
-    a video."""
-    bp = json.loads((REPO / "subgraphs" / f"{BLUEPRINT}.json").read_text())
+@pytest.mark.parametrize("blueprint", sorted(BLUEPRINTS))
+def test_the_blueprint_is_listed_expands_and_runs(page, frontend_server, out_dir, blueprint):
+    """The frontend lists each of subgraphs/'s blueprints under Subgraph Blueprints (named by its file, with its
+    description and sockets); placed on the canvas it is one subgraph node holding its workflow's graph; wired to
+    an image, a video and a Save Video, the frontend's own prompt expands it into that graph's nodes, with the
+    prompt typed into the node (the 5B's) in the positive text encoder, and the server runs it (on the fixture
+    models) to a video."""
+    workflow, text = BLUEPRINTS[blueprint]
+    bp = json.loads((REPO / "subgraphs" / f"{blueprint}.json").read_text())
     (sub,) = bp["definitions"]["subgraphs"]
-    page.wait_for_function(f"() => ({BLUEPRINTS_JS})().some(d => d.display_name === {json.dumps(BLUEPRINT)})",
+    page.wait_for_function(f"() => ({BLUEPRINTS_JS})().some(d => d.display_name === {json.dumps(blueprint)})",
                            timeout=30_000)
-    (listed,) = [d for d in page.evaluate(BLUEPRINTS_JS) if d["display_name"] == BLUEPRINT]
+    (listed,) = [d for d in page.evaluate(BLUEPRINTS_JS) if d["display_name"] == blueprint]
     # A pack's blueprint is keyed by the id the server lists it under (GET /global_subgraphs), named by its file.
-    (key,) = [k for k, e in frontend_server.get("/global_subgraphs").items() if e["name"] == BLUEPRINT]
+    (key,) = [k for k, e in frontend_server.get("/global_subgraphs").items() if e["name"] == blueprint]
     assert listed["name"] == f"SubgraphBlueprint.{key}", listed
     assert listed["category"] == "Subgraph Blueprints/IM-Animation", listed
     assert listed["description"] == bp["extra"]["BlueprintDescription"]
-    assert listed["inputs"] == {"identity_image": "IMAGE", "driving_video": "VIDEO", "prompt": "STRING"}
+    sockets = [["identity_image", "IMAGE"], ["driving_video", "VIDEO"], *([["prompt", "STRING"]] if text else [])]
+    assert listed["inputs"] == dict(sockets)
     assert listed["outputs"] == ["VIDEO"]
 
-    text = "a person waving, steady camera"
     placed = page.evaluate(PLACE_BLUEPRINT_JS, [listed["name"], "ima_demo_identity.png", "ima_demo_driving.mp4", text])
-    assert placed["isSubgraph"] and placed["title"] == BLUEPRINT, placed
-    assert placed["inputs"] == [["identity_image", "IMAGE"], ["driving_video", "VIDEO"], ["prompt", "STRING"]]
-    assert placed["outputs"] == [["video", "VIDEO"]] and "prompt" in placed["widgets"], placed
+    assert placed["isSubgraph"] and placed["title"] == blueprint, placed
+    assert placed["inputs"] == sockets and placed["outputs"] == [["video", "VIDEO"]], placed
+    assert ("prompt" in placed["widgets"]) == (text is not None), placed
     assert sorted(placed["inner"]) == sorted(n["type"] for n in sub["nodes"])
-    (out_dir / "blueprint.png").write_bytes(fitted_screenshot(page, [48, 24, 72, 24]))
+    (out_dir / f"blueprint_{workflow}.png").write_bytes(fitted_screenshot(page, [48, 24, 72, 24]))
 
     prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
     inner = sorted(v["class_type"] for k, v in prompt.items() if ":" in k)  # a subgraph's nodes are "<node>:<id>"
     assert inner == sorted(n["type"] for n in sub["nodes"] if n["type"] != "MarkdownNote"), inner
-    encoders = [v["inputs"]["text"] for v in prompt.values() if v["class_type"] == "CLIPTextEncode"]
-    assert text in encoders, encoders
+    if text is not None:
+        encoders = [v["inputs"]["text"] for v in prompt.values() if v["class_type"] == "CLIPTextEncode"]
+        assert text in encoders, encoders
     by_type = {v["class_type"]: v for v in prompt.values()}
     for kind in ("IMA_RetargetToIdentity", "GetVideoComponents", "SaveVideo"):
         assert kind in by_type, kind
     load_image = next(k for k, v in prompt.items() if v["class_type"] == "LoadImage")
     assert by_type["IMA_RetargetToIdentity"]["inputs"]["identity_image"] == [load_image, 0]
-    entry = frontend_server.run(adapt_5b_prompt_to_fixtures(prompt))
+    adapt, expected = RUNS[workflow]
+    entry = frontend_server.run(adapt(prompt))
     assert_ok(entry)
-    assert read_video_info(saved_video(frontend_server, entry)) == RUNS["im_animation_wan22_5b"][1]
+    assert read_video_info(saved_video(frontend_server, entry)) == expected

@@ -1,7 +1,7 @@
 """Long clips the host's way, on the committed demo models and a 49-frame held-out pair, in the real server:
-- the stock KSampler under WAN Context Windows (17 frames, overlap 4) gives each window within 1 dB (PSNR
-  against the ground truth) of the one-node windowed sampler, and no window drifts past docs/long_clips.md's
-  limits;
+- the committed workflow workflows/im_animation_demo_long.json (the stock KSampler under WAN Context Windows, 17
+  frames, overlap 4) gives each window within 1 dB (PSNR against the ground truth) of the one-node windowed
+  sampler, and no window drifts past docs/long_clips.md's limits;
 - three chunks chained with IM-Animation Conditioning's previous_chunk / video_frame_offset and stock KSamplers,
   joined with Latent Concat, give the one-node sampler's latents bit for bit (same windows, seeds seed, seed+1,
   seed+2), and the seams' PSNR steps are like their neighbours'."""
@@ -17,9 +17,10 @@ from im_animation_core.video import read_video
 from tools import demo_support as ds
 from tools.comfy_path import REPO
 from tools.demo import run_prompt
+from tools.media import LONG_DRIVING_NAME, LONG_FRAMES, write_video
 from tools.workflow import one_node_sampler, ui_to_api
 
-FRAMES, WINDOW, OVERLAP = 49, 17, 4  # windows over latent frames 0-4, 4-8, 8-12
+FRAMES, WINDOW, OVERLAP = LONG_FRAMES, 17, 4  # windows over latent frames 0-4, 4-8, 8-12
 WINDOWS = [(0, 17), (17, 33), (33, 49)]  # the frames each window adds
 MAX_DROP_DB, MIN_LAST_DB = 5.0, 13.3  # docs/long_clips.md, tests/integration/test_long_clips.py
 SEAMS = (17, 33)
@@ -34,17 +35,17 @@ def ids(prompt: dict) -> dict:
     return {v["class_type"]: k for k, v in prompt.items()}
 
 
-def with_context_windows(prompt: dict) -> dict:
-    """The demo graph (Apply IM-Animation -> ModelSamplingSD3 -> KSampler) with WAN Context Windows before the
-    KSampler."""
-    prompt = json.loads(json.dumps(prompt))
+def long_workflow(server) -> dict:
+    """workflows/im_animation_demo_long.json in API form: the demo graph (Apply IM-Animation -> ModelSamplingSD3 ->
+    KSampler) with WAN Context Windows before the KSampler, driven by the 49-frame clip."""
+    prompt = ui_to_api(json.loads((REPO / "workflows/im_animation_demo_long.json").read_text()),
+                       server.get("/object_info"))
     k = ids(prompt)
-    ks = prompt[k["KSampler"]]["inputs"]
-    prompt["cw"] = {"class_type": "WanContextWindowsManual", "inputs": {
-        "model": ks["model"], "context_length": WINDOW, "context_overlap": OVERLAP,
-        "context_schedule": "standard_static", "context_stride": 1, "closed_loop": False, "fuse_method": "pyramid",
-        "freenoise": True, "retain_first_frame": False, "split_conds_to_windows": False}}
-    ks["model"] = ["cw", 0]
+    cw = prompt[k["WanContextWindowsManual"]]["inputs"]
+    assert (cw["context_length"], cw["context_overlap"], cw["context_schedule"]) == (WINDOW, OVERLAP,
+                                                                                      "standard_static"), cw
+    assert prompt[k["KSampler"]]["inputs"]["model"] == [k["WanContextWindowsManual"], 0]
+    assert prompt[k["LoadVideo"]]["inputs"]["file"] == LONG_DRIVING_NAME
     return prompt
 
 
@@ -84,8 +85,9 @@ def latent(server, prefix: str) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def runs(demo_models_server):
-    item = ds.demo_pairs("heldout", ds.DEMO_INDEX + 1, ds.DEMO_SEED, frames=FRAMES)[ds.DEMO_INDEX]
+    item = ds.long_demo_pair(FRAMES)
     server = demo_models_server("host_long_clips", item)
+    write_video(server.base / "input" / LONG_DRIVING_NAME, item["driving"], fps=24.0)
     out = {}
     with server:
         base = base_prompt(server)
@@ -95,7 +97,7 @@ def runs(demo_models_server):
                                                             "filename_prefix": "latents/one_node"}}
         out["one_node"] = read_video(run_prompt(server, one)).frames
         out["one_node_latent"] = latent(server, "one_node")
-        out["context_windows"] = read_video(run_prompt(server, with_context_windows(base))).frames
+        out["context_windows"] = read_video(run_prompt(server, long_workflow(server))).frames
         out["chunks"] = read_video(run_prompt(server, chunked(base))).frames
         out["chunk_latents"] = [latent(server, f"chunk{i}") for i in range(3)]
         out["log"] = server.log()

@@ -2,7 +2,6 @@
 queued through POST /prompt runs and saves its video; Ctrl-C (SIGINT) or SIGTERM stops it."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from tools.comfy_path import REPO
+from tools.comfy_path import REPO, comfyui_env
 from tools.server import free_port
 
 
@@ -25,7 +24,7 @@ def test_serve_runs_the_demo_through_the_api_and_stops(tmp_path):
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "tools.serve", "--port", str(port), "--base", str(tmp_path),
                              "--cpu"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                            env=dict(comfyui_env(), PYTHONUNBUFFERED="1"))
     try:
         deadline = time.time() + 180
         while True:

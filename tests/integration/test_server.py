@@ -101,7 +101,7 @@ def test_pack_imports_cleanly(server):
     assert "IMPORT FAILED" not in log and "Cannot import" not in log, log[-3000:]
 
 
-@pytest.mark.parametrize("name", ["im_animation_demo.json", "im_animation_wan22_5b.json"])
+@pytest.mark.parametrize("name", sorted(p.name for p in WORKFLOWS.glob("*.json")))
 def test_frontend_exports_are_the_workflows(name):
     """Each export has the workflow's nodes (less the frontend-only notes) with their links."""
     ui, export = load(name), load_export(name)

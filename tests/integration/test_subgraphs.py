@@ -1,9 +1,9 @@
-"""The pack's subgraph blueprint: ComfyUI serves each subgraphs/<name>.json of a custom node pack at
-GET /global_subgraphs (listed by id, named by file) and /global_subgraphs/<id> (with the file's text); the frontend
-lists it as a node under "Subgraph Blueprints" (tests/browser checks that, and runs it). Here: the server lists
-it with this pack's name and serves it whole; it is the 5B workflow as scripts/build_workflows.py makes it; its
-sockets are the identity image, the driving video and the prompt in, a video out; every node in it is one the
-server knows; its stock loaders carry their download links."""
+"""The pack's subgraph blueprints, the demo and the 5B pipelines: ComfyUI serves each subgraphs/<name>.json of a
+custom node pack at GET /global_subgraphs (listed by id, named by file) and /global_subgraphs/<id> (with the
+file's text); the frontend lists it as a node under "Subgraph Blueprints" (tests/browser checks that, and runs
+it). Here: the server lists each with this pack's name and serves it whole; each is its workflow as
+scripts/build_workflows.py makes it; its sockets are the identity image, the driving video (and the 5B's prompt)
+in, a video out; every node in it is one the server knows; the 5B's stock loaders carry their download links."""
 
 import json
 
@@ -26,30 +26,33 @@ def listed(server) -> dict:
     return ours
 
 
-def test_the_server_lists_and_serves_the_blueprint(server, listed):
-    assert NAMES == [bw.BLUEPRINT_NAME]
+def test_the_server_lists_and_serves_the_blueprints(server, listed):
+    assert NAMES == sorted([bw.BLUEPRINT_NAME, bw.DEMO_BLUEPRINT_NAME]) == sorted(bw.BLUEPRINTS)
     for name, (key, entry) in listed.items():
         assert entry["source"] == "custom_node" and "path" not in entry, entry  # no machine path goes out
         served = server.get(f"/global_subgraphs/{key}")
         assert served["name"] == name and served["data"] == (SUBGRAPHS / f"{name}.json").read_text()
 
 
-def test_the_blueprint_is_the_5b_workflow_as_the_build_script_makes_it():
-    ui = json.loads((REPO / "workflows" / "im_animation_wan22_5b.json").read_text())
-    made = bw.blueprint(ui, bw.BLUEPRINT_NAME, bw.BLUEPRINT_DESCRIPTION)
-    assert json.loads((SUBGRAPHS / f"{bw.BLUEPRINT_NAME}.json").read_text()) == made, (
+@pytest.mark.parametrize("name", NAMES)
+def test_each_blueprint_is_its_workflow_as_the_build_script_makes_it(name):
+    ui = json.loads((REPO / "workflows" / bw.BLUEPRINTS[name][0]).read_text())
+    made = bw.blueprint(ui, name)
+    assert json.loads((SUBGRAPHS / f"{name}.json").read_text()) == made, (
         "subgraphs/ is not what scripts/build_workflows.py makes from workflows/: run `make workflows`")
 
 
-def test_the_blueprints_sockets_nodes_and_model_links(server, listed):
+@pytest.mark.parametrize("name", NAMES)
+def test_the_blueprints_sockets_nodes_and_model_links(server, listed, name):
     info = server.get("/object_info")
-    key, _ = listed[bw.BLUEPRINT_NAME]
+    key, _ = listed[name]
     bp = json.loads(server.get(f"/global_subgraphs/{key}")["data"])
     (outer,) = bp["nodes"]
     (sub,) = bp["definitions"]["subgraphs"]
-    assert outer["type"] == sub["id"] and sub["name"] == bw.BLUEPRINT_NAME and sub["description"]
+    assert outer["type"] == sub["id"] and sub["name"] == name and sub["description"]
     sockets = [(i["name"], i["type"]) for i in sub["inputs"]]
-    assert sockets == [("identity_image", "IMAGE"), ("driving_video", "VIDEO"), ("prompt", "STRING")]
+    prompt = [("prompt", "STRING")] if name == bw.BLUEPRINT_NAME else []
+    assert sockets == [("identity_image", "IMAGE"), ("driving_video", "VIDEO"), *prompt]
     assert [(i["name"], i["type"]) for i in outer["inputs"]] == sockets
     assert [(o["name"], o["type"]) for o in sub["outputs"]] == [("video", "VIDEO")]
     assert [(o["name"], o["type"]) for o in outer["outputs"]] == [("video", "VIDEO")]
@@ -77,7 +80,11 @@ def test_the_blueprints_sockets_nodes_and_model_links(server, listed):
     (into_output,) = [lk for lk in sub["links"] if lk["target_id"] == bw.SUBGRAPH_OUTPUT]
     assert nodes[into_output["origin_id"]]["type"] == "CreateVideo"
 
-    # The stock loaders offer their files' downloads (the frontend's missing-model list reads properties.models).
+    # The 5B's stock loaders offer their files' downloads (the frontend's missing-model list reads
+    # properties.models); the demo's files come with the pack (make demo installs them).
+    if name != bw.BLUEPRINT_NAME:
+        assert not any(n["properties"].get("models") for n in nodes.values())
+        return
     for n in nodes.values():
         if n["type"] in bw.WAN22_5B_MODELS:
             (model,) = n["properties"]["models"]

@@ -67,3 +67,20 @@ def test_no_project_file_speaks_of_work_items_borrowed_machines_or_machine_paths
         if text is not None:
             found += offending_lines(text, path.relative_to(REPO).as_posix())
     assert not found, "reword these lines (or make the path repo-relative):\n" + "\n".join(found)
+
+
+SEARCH_PATH_EDIT = re.compile(r"\bsys\.path\b")
+# The one place that may order the module search path: the suite puts ComfyUI ahead of this repository.
+SEARCH_PATH_ALLOWED = ("tests/conftest.py",)
+
+
+def test_no_python_file_edits_the_module_search_path():
+    """The lab, the tools and the scripts are packages run with python -m; a process that imports ComfyUI gets
+    the host first from its environment (tools/comfy_path.py), never from an edit of the search path."""
+    found = []
+    for path in project_files():
+        rel = path.relative_to(REPO).as_posix()
+        if path.suffix == ".py" and rel not in SEARCH_PATH_ALLOWED and rel != "tests/unit/test_project_text.py":
+            text = text_of(path) or ""
+            found += [f"{rel}:{n}" for n, line in enumerate(text.splitlines(), 1) if SEARCH_PATH_EDIT.search(line)]
+    assert not found, "use the environment (tools/comfy_path.py: comfyui_env) instead:\n" + "\n".join(found)

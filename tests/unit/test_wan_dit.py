@@ -21,7 +21,7 @@ from im_animation_core.wan import (
     save_wan_state_dict,
     wan_dit_on_meta,
 )
-from tools.comfy_path import REPO, add_comfyui_to_path
+from tools.comfy_path import REPO, import_comfyui
 
 TINY16 = dict(dim=128, ffn_dim=256, num_layers=2, in_dim=16, out_dim=16)  # Wan2.1-family channels, 1 head
 TINY48 = dict(dim=256, ffn_dim=512, num_layers=3, in_dim=48, out_dim=48)  # Wan2.2 channels, 2 heads
@@ -30,7 +30,7 @@ REL_TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def comfy():
-    add_comfyui_to_path()
+    import_comfyui()
     import comfy.ldm.wan.model
     import comfy.model_base
     import comfy.model_detection

@@ -16,7 +16,7 @@ from im_animation_core.wan.vae import (
     strip_vae_prefix,
     vae_file_metadata,
 )
-from tools.comfy_path import add_comfyui_to_path
+from tools.comfy_path import import_comfyui
 
 DIM = 8
 REL_TOL = 1e-4
@@ -24,7 +24,7 @@ REL_TOL = 1e-4
 
 @pytest.fixture(scope="module")
 def comfy():
-    add_comfyui_to_path()
+    import_comfyui()
     import comfy.ldm.wan.vae
     import comfy.model_management  # noqa: F401  (after args.cpu is set)
     import comfy.sd

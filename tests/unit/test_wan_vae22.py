@@ -9,7 +9,7 @@ import torch
 from im_animation_core.errors import CheckpointError, InputError
 from im_animation_core.wan.vae22 import Wan22VAE, Wan22VAEConfig, load_wan22_vae, load_wan22_vae_chunked
 from im_animation_core.wan.vae22_layers import patchify, unpatchify
-from tools.comfy_path import add_comfyui_to_path
+from tools.comfy_path import import_comfyui
 
 DIM, DEC_DIM = 8, 16
 REL_TOL = 1e-4
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def comfy():
-    add_comfyui_to_path()
+    import_comfyui()
     import comfy.ldm.wan.vae2_2
     import comfy.model_management  # noqa: F401  (after args.cpu is set)
     import comfy.utils

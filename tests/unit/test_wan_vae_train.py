@@ -12,12 +12,12 @@ from im_animation_core.frames import clip_to_video, video_to_clip
 from im_animation_core.train.vae_train import VAETrainConfig, edge_loss, evaluate_vae, kl_loss, train_vae
 from im_animation_core.wan.latent_format import Wan21LatentFormat, Wan22LatentFormat, latent_format_for
 from im_animation_core.wan.vae import WanVAEConfig, load_wan_vae, vae_file_metadata
-from tools.comfy_path import add_comfyui_to_path
+from tools.comfy_path import import_comfyui
 
 
 @pytest.fixture(scope="module")
 def comfy():
-    add_comfyui_to_path()
+    import_comfyui()
     import comfy.latent_formats
     import comfy.model_management  # noqa: F401  (after args.cpu is set)
     import comfy.sd
