@@ -14,7 +14,8 @@ fields a clip cache serves, ``Stage.cached_fields`` of the config's first clips,
 After --warmup steps each (compiling happens there), --rounds rounds time one step of every variant in turn,
 the order rotated each round, so that the load of a shared machine falls on all variants alike. The table:
 median seconds per step, clip-updates per hour (batch_size x 3600 / s), and the per-round ratio to the first
-variant (today's step) with a 95% distribution-free interval of its median (lab.bench.paired).
+variant (today's step) per clip-update (a variant may set another batch_size: each trains on its own batch),
+with a 95% distribution-free interval of its median (lab.bench.paired).
 
 Curve (--curve N): N training steps of the first variant and of --curve-variant through ``Trainer.train``
 from the same weights, seed and data order, on an in-memory pool of --clips clips (the fields a clip cache
@@ -66,6 +67,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "compile": {"compile": True},
     "compile+fused": {"compile": True, "optim.implementation": "fused"},
     "bf16+compile+fused": {"mixed_precision": "bf16", "compile": True, "optim.implementation": "fused"},
+    # Twice the clips per update: fewer, larger updates (ratios are per clip-update, see time_variants).
+    "bf16+compile+fused+b8": {"mixed_precision": "bf16", "compile": True, "optim.implementation": "fused",
+                              "batch_size": 8},
 }
 DEFAULT_VARIANTS = "fp32,fused,bf16,bf16+fused,compile+fused,bf16+compile+fused"
 
@@ -119,12 +123,14 @@ def in_memory_clips(trainer: Trainer, count: int, chunk: int = 8) -> list[dict[s
 
 
 def time_variants(data: dict[str, Any], names: list[str], rounds: int, warmup: int) -> dict[str, Any]:
+    """Per variant: median s/step, clip-updates per hour, and the speed-up over names[0] per clip-update (the
+    per-round ratio of s/clip, so a variant with another batch_size is compared per clip it trains on)."""
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {n: Trainer("stage3", variant_config(data, n, f"{tmp}/{n}")) for n in names}
         first = trainers[names[0]]
-        clips = in_memory_clips(first, first.config.batch_size)
-        batch = collate_fn()(clips)
-        batch["index"] = torch.arange(len(clips))
+        sizes = {n: t.config.batch_size for n, t in trainers.items()}
+        clips = in_memory_clips(first, max(sizes.values()))
+        batches = {n: {**collate_fn()(clips[:b]), "index": torch.arange(b)} for n, b in sizes.items()}
         params = {n: [p for g in t.optimizer.param_groups for p in g["params"]] for n, t in trainers.items()}
         for t in trainers.values():
             t.model.train()
@@ -134,7 +140,7 @@ def time_variants(data: dict[str, Any], names: list[str], rounds: int, warmup: i
         def one(n: str) -> tuple[float, float]:
             step[n] += 1
             wall, cpu = time.perf_counter(), time.process_time()
-            trainers[n].train_step(batch, step[n], params[n])
+            trainers[n].train_step(batches[n], step[n], params[n])
             return time.perf_counter() - wall, time.process_time() - cpu
 
         for n in names:  # compiling happens in the first of these
@@ -152,17 +158,18 @@ def time_variants(data: dict[str, Any], names: list[str], rounds: int, warmup: i
         fell_back = {n: {"bf16": VARIANTS[n].get("mixed_precision") == "bf16" and t.autocast_dtype is None,
                          "compile": bool(VARIANTS[n].get("compile")) and not t.compiled}
                      for n, t in trainers.items()}
-        batch_size = first.config.batch_size
     rows = {}
     for n in names:
         s = statistics.median(walls[n])
-        ratios = [a / b for a, b in zip(walls[names[0]], walls[n], strict=True)]  # speed-up over the reference
+        scale = sizes[n] / sizes[names[0]]
+        ratios = [scale * a / b for a, b in zip(walls[names[0]], walls[n], strict=True)]  # per clip-update
         mid, low, high = median_interval(ratios)
-        rows[n] = {"fields": VARIANTS[n], "s_per_step": s, "cpu_s_per_step": statistics.median(cpus[n]),
-                   "clip_updates_per_hour": batch_size * 3600 / s, "speedup": mid, "speedup_low": low,
+        rows[n] = {"fields": VARIANTS[n], "batch_size": sizes[n], "s_per_step": s,
+                   "cpu_s_per_step": statistics.median(cpus[n]),
+                   "clip_updates_per_hour": sizes[n] * 3600 / s, "speedup": mid, "speedup_low": low,
                    "speedup_high": high, "first_step_s": warm[n][0] if warm[n] else None,
                    "fell_back": [k for k, v in fell_back[n].items() if v]}
-    return {"batch_size": batch_size, "rounds": rounds, "warmup": warmup, "rows": rows}
+    return {"batch_size": sizes[names[0]], "rounds": rounds, "warmup": warmup, "rows": rows}
 
 
 def print_table(result: dict[str, Any]) -> None:
