@@ -68,3 +68,17 @@ def test_x0_correlations_use_the_given_decoder(stage3):
     assert rows[0]["corr_own"] == pytest.approx(1.0) and rows[0]["corr_other"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="at least 2 pairs"):
         probe_dit_motion(trainer.model, {k: v[:1] for k, v in batch.items() if torch.is_tensor(v)}, None)
+
+
+def test_family_pairs_are_make_evals_pairs_of_that_family_whatever_the_runs_mix():
+    from lab.dit_probe import probe_pairs
+
+    options = {"thickness_scale": 2.0, "min_contrast": 0.3}
+    data, first = probe_pairs(128, options, 4, None)
+    assert first == [0, 1, 2, 3]
+    _, waves = probe_pairs(128, {**options, "kind_weights": {"wave": 3.0, "walk": 1.0, "dance": 1.0, "turn": 1.0}},
+                           3, "wave")
+    assert len(waves) == 3 and waves == sorted(waves)
+    assert all(data.parameters(i)[2].kind == "wave" for i in waves if i < 4)
+    every, _ = probe_pairs(128, options, 4, "wave")
+    assert [every.parameters(i)[2].kind for i in waves] == ["wave"] * 3
