@@ -86,3 +86,12 @@ def test_the_budget_rows_are_scored_against_the_ground_truth():
     rows, _ = ev.pair_scores(item, outputs, _LosslessVAE())
     assert rows["self_reenact"]["psnr"] >= 99 and rows["sampler_4x"]["motion_corr"] > 0.999
     assert rows["sampler_2x"]["motion_corr"] == 0.0  # a still clip has no motion
+
+
+def test_every_run_of_a_pair_is_in_the_run_order_and_the_same_inputs_run_back_to_back():
+    from lab import eval_video as ev
+
+    assert sorted(ev.RUN_ORDER) == sorted((*ev.WORKFLOW_RUNS, *ev.BUDGET_RUNS))
+    same = [k for k in ev.RUN_ORDER if k in ("result", *ev.STEP_FACTORS)]
+    first = ev.RUN_ORDER.index(same[0])
+    assert list(ev.RUN_ORDER[first:first + len(same)]) == same
