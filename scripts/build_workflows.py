@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 from tools import demo_support as ds
-from tools.media import DRIVING_NAME, LONG_DRIVING_NAME
+from tools.media import DRIVING_NAME, LONG_DRIVING_NAME, LONG_FRAMES
 from tools.server import ComfyServer
 from tools.workflow import DYNAMIC_COMBO, input_specs, is_widget, option_specs
 
@@ -44,11 +44,11 @@ GRAPH_NOTE = (
 DEMO_SAMPLER = dict(width=0, height=0, length=0, seed=0, steps=8, cfg=1.0, sampler_name="euler", scheduler="simple")
 LONG_NOTE = (
     "## A long clip, the host's way\n\n"
-    f"The driving video here is 49 frames; the demo modules were trained on {ds.DEMO_FRAMES}. WAN Context Windows "
-    "(a stock node of ComfyUI v0.33 and later; absent from v0.8) makes the KSampler sample overlapping windows of "
-    f"{ds.DEMO_FRAMES} frames (overlap 4): each window gets its own slice of the retargeted motion and "
-    "expression and starts from the identity. Set context_length to the modules' training length. On v0.8 use "
-    "the Wan2.2 IM-Animation Sampler's window_frames instead (README, Long clips).")
+    f"The driving video here is {LONG_FRAMES} frames; the demo modules were trained on {ds.DEMO_FRAMES}. WAN "
+    "Context Windows (a stock node; this graph sets the options of ComfyUI v0.33, v0.8's node has fewer) makes the "
+    f"KSampler sample overlapping windows of {ds.DEMO_FRAMES} frames (overlap 4): each window gets its own slice "
+    "of the retargeted motion and expression and starts from the identity. Set context_length to the modules' "
+    "training length. On v0.8 use the Wan2.2 IM-Animation Sampler's window_frames instead (README, Long clips).")
 
 
 def model_note(files: list[tuple[str, str]], extra: str) -> str:

@@ -46,7 +46,7 @@ def demo_pair() -> dict[str, torch.Tensor]:
     return item
 
 
-def long_demo_pair(frames: int = 49) -> dict[str, torch.Tensor]:
+def long_demo_pair(frames: int) -> dict[str, torch.Tensor]:
     """The demo's held-out pair drawn ``frames`` frames long (the long-clip workflow's input and ground truth)."""
     return demo_pairs("heldout", DEMO_INDEX + 1, DEMO_SEED, frames=frames)[DEMO_INDEX]
 

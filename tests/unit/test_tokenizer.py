@@ -13,6 +13,7 @@ from im_animation_core.tokenizer import MotionEncoding, reference_encode
 from im_animation_core.tokenizer.checkpoint import expected_shapes
 from im_animation_core.tokenizer.reference import reference_latents
 from im_animation_core.tokenizer.testing import random_state_dict
+from lab.bench.bench_tokenizer import frames as bench_frames
 
 SMALL = MotionTokenizerConfig(width=128, layers=3, heads=2)
 
@@ -41,13 +42,9 @@ def released_large_schema() -> dict[str, tuple]:
     return schema
 
 
-def frames_like_video(n: int, seed: int = 0) -> torch.Tensor:
-    """[n,3,256,256] smooth random images in [0,1] with varied brightness (more varied tokens than noise)."""
-    gen = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(n, 3, 8, 8, generator=gen)
-    x = F.interpolate(coarse, size=(256, 256), mode="bicubic", align_corners=False)
-    x = x * torch.rand(n, 1, 1, 1, generator=gen) + 0.1 * torch.rand(n, 3, 256, 256, generator=gen)
-    return x.clamp(0, 1)
+# [n,3,256,256] smooth random images in [0,1] with varied brightness (more varied tokens than noise): the
+# benchmark's own inputs.
+frames_like_video = bench_frames
 
 
 @pytest.fixture(scope="module")
